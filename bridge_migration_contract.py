@@ -1,0 +1,183 @@
+"""The contract shared by the webhook and the sidecar.
+
+Annotation keys, MAC policies, fixup actions and the rule for which VMI interfaces
+this project looks after. Both services import this module; it imports nothing but
+the standard library so the sidecar never pulls in a web framework through it, and
+the webhook never pulls in libvirt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypedDict, get_args
+
+# --- KubeVirt facts (names carried over from KubeVirt's API, not ours to change) ---
+ALLOW_POD_BRIDGE_MIGRATION: Final = "kubevirt.io/allow-pod-bridge-network-live-migration"
+HOOK_SIDECARS: Final = "hooks.kubevirt.io/hookSidecars"
+VIRT_LAUNCHER_LABEL: Final = "kubevirt.io"
+VIRT_LAUNCHER_LABEL_VALUE: Final = "virt-launcher"
+MIGRATION_JOB_UID_LABEL: Final = "kubevirt.io/migrationJobUID"
+MIGRATION_JOB_NAME_ANNOTATION: Final = "kubevirt.io/migrationJobName"
+LIBVIRT_RUNTIME_VOLUME: Final = "libvirt-runtime"
+LIBVIRT_RUNTIME_PATH: Final = "/var/run/libvirt"
+HOOK_SOCKET_DIR: Final = "/var/run/kubevirt-hooks"
+# virt-launcher names each domain device alias "ua-<interface name>" (user alias).
+DOMAIN_ALIAS_PREFIX: Final = "ua-"
+
+# --- Our own names (stable; the prefix is configurable) ---
+DEFAULT_PREFIX: Final = "bridge-migration.kubevirt.io/"
+PODINFO_VOLUME: Final = "bridge-migration-podinfo"
+PODINFO_DIR: Final = "/etc/bridge-migration/podinfo"
+PODINFO_ANNOTATIONS_FILE: Final = "annotations"
+SIDECAR_DEFAULT_PORT: Final = 8186
+
+MacPolicy = Literal["pin", "keep", "follow-pod"]
+MAC_POLICIES: Final[tuple[MacPolicy, ...]] = get_args(MacPolicy)
+DEFAULT_MAC_POLICY: Final[MacPolicy] = "pin"
+
+Binding = Literal["bridge", "macvtap"]
+FixupAction = Literal["link-refresh", "reattach", "none"]
+
+
+@dataclass(frozen=True)
+class AnnotationKeys:
+    """Our annotation keys under one prefix (e.g. ``bridge-migration.kubevirt.io/``)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not self.prefix.endswith("/") or self.prefix.count("/") != 1 or len(self.prefix) < 3:
+            raise ValueError(f"annotation prefix must look like 'example.com/', got {self.prefix!r}")
+
+    @property
+    def enabled(self) -> str:
+        return self.prefix + "enabled"
+
+    @property
+    def mac_policy(self) -> str:
+        return self.prefix + "mac-policy"
+
+    @property
+    def macs(self) -> str:
+        return self.prefix + "macs"
+
+
+DEFAULT_KEYS: Final = AnnotationKeys()
+
+_MAC_RE: Final = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def normalize_mac(value: str) -> str:
+    """Lower-case, colon-separated MAC; raises ValueError for anything else."""
+    mac = value.strip().lower().replace("-", ":")
+    if not _MAC_RE.match(mac):
+        raise ValueError(f"not a MAC address: {value!r}")
+    return mac
+
+
+def parse_mac_policy(value: object) -> MacPolicy:
+    if value in MAC_POLICIES:
+        return value  # type: ignore[return-value]
+    raise ValueError(f"MAC policy must be one of {', '.join(MAC_POLICIES)}, got {value!r}")
+
+
+def parse_macs(value: str) -> dict[str, str]:
+    """Parse the ``macs`` annotation: a JSON object of interface name to MAC."""
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("must be a JSON object of interface name to MAC")
+    out: dict[str, str] = {}
+    for name, mac in data.items():
+        if not isinstance(mac, str):
+            raise ValueError(f"MAC for interface {name!r} is not a string")
+        out[name] = normalize_mac(mac)
+    return out
+
+
+def dump_macs(macs: Mapping[str, str]) -> str:
+    """Canonical form of the ``macs`` annotation (sorted keys, so re-admission compares equal)."""
+    return json.dumps(dict(sorted(macs.items())), separators=(",", ":"))
+
+
+class ManagedInterface(TypedDict):
+    """A VMI interface this project looks after."""
+
+    name: str
+    index: int  # position in spec.domain.devices.interfaces
+    binding: Binding
+    network: Literal["pod", "multus"]
+    mac: str | None  # spec macAddress, normalized, when the spec has one
+
+
+def _binding_of(iface: Mapping[str, Any]) -> Binding | None:
+    if "bridge" in iface:
+        return "bridge"
+    if "macvtap" in iface:
+        return "macvtap"
+    binding = iface.get("binding")
+    if isinstance(binding, Mapping) and binding.get("name") == "macvtap":
+        return "macvtap"
+    return None
+
+
+def managed_interfaces(spec: Mapping[str, Any]) -> list[ManagedInterface]:
+    """Interfaces of a VMI spec that lose their network on live migration without us.
+
+    Bridge on the pod network, and macvtap (core ``macvtap: {}`` or the ``binding:
+    {name: macvtap}`` plugin) on the pod network or a Multus network. Bridge on a
+    Multus network is left alone: its IP is the secondary network's business.
+    Malformed entries are skipped rather than raised: admission must not fail on them.
+    """
+    networks: dict[str, str] = {}
+    raw_networks = spec.get("networks")
+    if isinstance(raw_networks, list):
+        for net in raw_networks:
+            if not isinstance(net, Mapping) or not isinstance(net.get("name"), str):
+                continue
+            if "pod" in net:
+                networks[net["name"]] = "pod"
+            elif "multus" in net:
+                networks[net["name"]] = "multus"
+    domain = spec.get("domain")
+    devices = domain.get("devices") if isinstance(domain, Mapping) else None
+    ifaces = devices.get("interfaces") if isinstance(devices, Mapping) else None
+    if not isinstance(ifaces, list):
+        return []
+    out: list[ManagedInterface] = []
+    for index, iface in enumerate(ifaces):
+        if not isinstance(iface, Mapping) or not isinstance(iface.get("name"), str):
+            continue
+        binding = _binding_of(iface)
+        network = networks.get(iface["name"])
+        if binding is None or network is None:
+            continue
+        if binding == "bridge" and network != "pod":
+            continue
+        mac: str | None = None
+        raw_mac = iface.get("macAddress")
+        if isinstance(raw_mac, str) and raw_mac:
+            try:
+                mac = normalize_mac(raw_mac)
+            except ValueError:
+                mac = None
+        out.append(
+            ManagedInterface(
+                name=iface["name"],
+                index=index,
+                binding=binding,
+                network="pod" if network == "pod" else "multus",
+                mac=mac,
+            )
+        )
+    return out
+
+
+def domain_alias(interface_name: str) -> str:
+    """The libvirt device alias virt-launcher gives a VMI interface."""
+    return DOMAIN_ALIAS_PREFIX + interface_name

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The project's test command (README and .ci/run both run exactly this).
+# Installs what is missing, then: ruff, mypy --strict, and the whole pytest suite,
+# which includes the real-libvirt migration lab and the local kube-apiserver tests.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+./scripts/install.sh
+# shellcheck disable=SC1091
+source .venv/bin/activate
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy --strict"
+mypy
+echo "== pytest"
+pytest "$@"

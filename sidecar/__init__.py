@@ -1,0 +1,1 @@
+"""In-pod sidecar: repairs guest NICs after a live migration lands on this pod."""

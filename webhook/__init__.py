@@ -1,0 +1,1 @@
+"""Admission webhook: makes bridge/macvtap VMIs live-migratable and guards migrations."""
