@@ -1,0 +1,118 @@
+"""Settings of `python -m sidecar serve`: every flag has a BM_SIDECAR_<FLAG> environment twin."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge_migration_contract import (
+    HOOK_SOCKET_DIR,
+    PODINFO_ANNOTATIONS_FILE,
+    PODINFO_DIR,
+    SIDECAR_DEFAULT_PORT,
+)
+
+# virt-launcher runs as non-root by default and then talks to its own virtqemud through
+# this session URI; a root launcher uses qemu:///system (pass --libvirt-uri then).
+DEFAULT_LIBVIRT_URI = "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock"
+DEFAULT_LISTEN = f"127.0.0.1:{SIDECAR_DEFAULT_PORT}"
+ENV_PREFIX = "BM_SIDECAR_"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    libvirt_uri: str
+    listen_host: str
+    listen_port: int
+    hook_socket_dir: Path
+    pod_annotations: Path
+    link_pause_ms: int
+    domain: str | None
+    detach_timeout: float
+    history_size: int
+    log_level: str
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, *, help: str, **kwargs: object) -> None:
+    env = env_name(flag)
+    default = os.environ.get(env, kwargs.pop("default", None))
+    parser.add_argument(flag, default=default, help=f"{help} [env {env}; default: %(default)s]", **kwargs)  # type: ignore[arg-type]
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    _add(parser, "--libvirt-uri", default=DEFAULT_LIBVIRT_URI, help="libvirt connection URI of the launcher")
+    _add(parser, "--listen", default=DEFAULT_LISTEN, help="host:port of the REST API (loopback only by default)")
+    _add(
+        parser,
+        "--allow-non-loopback",
+        default="false",
+        help="accept a --listen address that is not loopback (true/false)",
+    )
+    _add(
+        parser,
+        "--hook-socket-dir",
+        default=HOOK_SOCKET_DIR,
+        help="KubeVirt hook socket directory; the hook server is off when it does not exist",
+    )
+    _add(
+        parser,
+        "--pod-annotations",
+        default=f"{PODINFO_DIR}/{PODINFO_ANNOTATIONS_FILE}",
+        help="downward-API file with the pod's annotations",
+    )
+    _add(parser, "--link-pause-ms", default="100", help="pause between link down and link up, in ms")
+    _add(parser, "--domain", default=None, help="libvirt domain to look after (default: the only domain)")
+    _add(parser, "--detach-timeout", default="30", help="seconds to wait for the guest to release a NIC")
+    _add(parser, "--history-size", default="100", help="fixup records kept for GET /v1/fixups")
+    _add(parser, "--log-level", default="info", help="debug, info, warning or error")
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_listen(value: str, *, allow_non_loopback: bool) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--listen must be host:port, got {value!r}")
+    host = host.strip("[]")
+    if not allow_non_loopback:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise ValueError(f"--listen {value!r} is not loopback; pass --allow-non-loopback true to permit it")
+    return host, int(port)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    """Validate parsed arguments; raises ValueError with a message for the user."""
+    host, port = parse_listen(args.listen, allow_non_loopback=_truthy(str(args.allow_non_loopback)))
+    try:
+        link_pause_ms = int(args.link_pause_ms)
+        detach_timeout = float(args.detach_timeout)
+        history_size = int(args.history_size)
+    except ValueError as exc:
+        raise ValueError(f"bad number: {exc}") from exc
+    if link_pause_ms < 0 or detach_timeout <= 0 or history_size < 1:
+        raise ValueError("--link-pause-ms must be >= 0, --detach-timeout > 0, --history-size >= 1")
+    return ServeSettings(
+        libvirt_uri=args.libvirt_uri,
+        listen_host=host,
+        listen_port=port,
+        hook_socket_dir=Path(args.hook_socket_dir),
+        pod_annotations=Path(args.pod_annotations),
+        link_pause_ms=link_pause_ms,
+        domain=args.domain or None,
+        detach_timeout=detach_timeout,
+        history_size=history_size,
+        log_level=str(args.log_level).upper(),
+    )

@@ -1,0 +1,213 @@
+"""The fixup engine: one fixup at a time, no repeats, every run recorded.
+
+It ties the pure plan to the executor. Triggers (libvirt events, REST, the hook) all come
+through `Fixer.run`; a lock serializes them, and a run that finds the current migration
+already fixed is a no-op unless forced.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sidecar import podinfo
+from sidecar.errors import UnknownInterfaceError
+from sidecar.executor import Domain, Executor
+from sidecar.metrics import Metrics
+from sidecar.models import FixupRecord, InterfaceFixup, Trigger
+from sidecar.plan import known_interface_names, make_plan
+from sidecar.podlinks import PodLink, pod_macs
+
+log = logging.getLogger(__name__)
+
+_CHANGING_TRIGGERS: frozenset[Trigger] = frozenset({"resumed-migrated", "postcopy-completed"})
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Fixer:
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        domain: Callable[[], Domain],
+        vmi: Callable[[], Mapping[str, Any] | None],
+        annotations_file: Path,
+        links: Callable[[], dict[str, PodLink]],
+        metrics: Metrics,
+        history_size: int = 100,
+    ) -> None:
+        self._executor = executor
+        self._domain = domain
+        self._vmi = vmi
+        self._annotations_file = annotations_file
+        self._links = links
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._history: collections.deque[FixupRecord] = collections.deque(maxlen=history_size)
+        self._history_lock = threading.Lock()
+        self._next_id = 1
+        # A migration "generation": bumped when an incoming migration is announced, so
+        # that every trigger for the same arrival maps to one fixup.
+        self._generation = 0
+        self._fixed: dict[int, set[str]] = {}
+
+    # --- called by the watcher (event thread: bookkeeping only) ---
+    def incoming_migration(self) -> None:
+        with self._history_lock:
+            self._generation += 1
+
+    # --- queries ---
+    def history(self) -> list[FixupRecord]:
+        with self._history_lock:
+            return list(self._history)
+
+    def last(self) -> FixupRecord | None:
+        with self._history_lock:
+            return self._history[-1] if self._history else None
+
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    # --- the one entry point for a fixup ---
+    def run(
+        self,
+        *,
+        trigger: Trigger,
+        trigger_time: float | None = None,
+        interfaces: list[str] | None = None,
+        dry_run: bool = False,
+        force: bool = False,
+    ) -> FixupRecord:
+        """Plan and (unless dry_run) execute; raises NoDomain/LibvirtUnavailable/UnknownInterface."""
+        trigger_time = time.time() if trigger_time is None else trigger_time
+        with self._lock:
+            record = self._run_locked(
+                trigger=trigger, trigger_time=trigger_time, interfaces=interfaces, dry_run=dry_run, force=force
+            )
+        if not dry_run:
+            self._account(record)
+        return record
+
+    def _run_locked(
+        self,
+        *,
+        trigger: Trigger,
+        trigger_time: float,
+        interfaces: list[str] | None,
+        dry_run: bool,
+        force: bool,
+    ) -> FixupRecord:
+        started = time.time()
+        dom = self._domain()
+        domain_xml = dom.XMLDesc(0)
+        vmi = self._vmi()
+        info = podinfo.load(self._annotations_file, vmi=vmi)
+        known = known_interface_names(vmi, domain_xml)
+        if interfaces is not None:
+            unknown = [n for n in interfaces if n not in known]
+            if unknown:
+                raise UnknownInterfaceError(unknown, known)
+        wanted = set(interfaces) if interfaces is not None else set(known)
+        links = self._links()
+        plans = make_plan(
+            domain_xml=domain_xml,
+            vmi=vmi,
+            policy=info.policy,
+            macs=info.macs,
+            pod_macs=pod_macs(links),
+            only=wanted,
+        )
+        with self._history_lock:
+            generation = self._generation
+            done_before = self._fixed.get(generation, set())
+        base: dict[str, Any] = {
+            "trigger": trigger,
+            "trigger_time": trigger_time,
+            "trigger_time_iso": iso(trigger_time),
+            "started": started,
+            "started_iso": iso(started),
+            "domain": dom.name(),
+            "policy": info.policy,
+            "dry_run": dry_run,
+            "forced": force,
+        }
+        results: list[InterfaceFixup]
+        if dry_run:
+            results = [
+                InterfaceFixup(
+                    name=p.name,
+                    alias=p.alias,
+                    action=p.action,
+                    reason=p.reason,
+                    old_mac=p.current_mac,
+                    new_mac=p.expected_mac,
+                    mac_source=p.mac_source,
+                    result="planned",
+                )
+                for p in plans
+            ]
+            return self._finish(base, result="dry-run", message="nothing was changed", interfaces=results)
+        if not info.enabled and not force:
+            return self._finish(base, result="disabled", message="disabled by annotation", interfaces=[])
+        if not force and wanted and wanted <= done_before:
+            return self._finish(base, result="noop", message="already fixed since the last migration", interfaces=[])
+        results = [self._executor.apply(dom, p) for p in plans]
+        ok = all(r.result in ("done", "skipped") for r in results)
+        if ok:
+            with self._history_lock:
+                self._fixed.setdefault(generation, set()).update(r.name for r in results)
+        failed = [f"{r.name}: {r.error}" for r in results if r.error]
+        return self._finish(
+            base,
+            result="success" if ok else "failed",
+            message="; ".join(failed) if failed else f"{len(results)} interface(s) handled",
+            interfaces=results,
+        )
+
+    def _finish(
+        self, base: dict[str, Any], *, result: str, message: str, interfaces: list[InterfaceFixup]
+    ) -> FixupRecord:
+        finished = time.time()
+        with self._history_lock:
+            record_id = self._next_id
+            self._next_id += 1
+            record = FixupRecord.model_validate(
+                {
+                    **base,
+                    "id": record_id,
+                    "finished": finished,
+                    "finished_iso": iso(finished),
+                    "duration_ms": (finished - base["started"]) * 1000,
+                    "event_to_done_ms": (finished - base["trigger_time"]) * 1000,
+                    "result": result,
+                    "message": message,
+                    "interfaces": interfaces,
+                }
+            )
+            if not base["dry_run"]:
+                self._history.append(record)
+        log.info("fixup #%d trigger=%s result=%s %s", record.id, record.trigger, record.result, record.message)
+        return record
+
+    def _account(self, record: FixupRecord) -> None:
+        m = self.metrics
+        m.runs.labels(trigger=record.trigger, result=record.result).inc()
+        for iface in record.interfaces:
+            m.interface_fixups.labels(action=iface.action, result=iface.result).inc()
+        if record.interfaces and record.duration_ms is not None:
+            m.duration.observe(record.duration_ms / 1000)
+            if record.trigger in _CHANGING_TRIGGERS and record.event_to_done_ms is not None:
+                m.event_to_done.observe(record.event_to_done_ms / 1000)
+
+    def known_interfaces(self) -> list[str]:
+        dom = self._domain()
+        return known_interface_names(self._vmi(), dom.XMLDesc(0))

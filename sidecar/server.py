@@ -1,0 +1,40 @@
+"""`serve`: start the sidecar's parts, run uvicorn in the foreground, stop cleanly."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import uvicorn
+
+from sidecar.config import ServeSettings
+from sidecar.rest import create_app
+from sidecar.service import Sidecar
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: ServeSettings) -> int:
+    sidecar = Sidecar(settings)
+    sidecar.start()
+    config = uvicorn.Config(
+        create_app(sidecar),
+        host=settings.listen_host,
+        port=settings.listen_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+
+    def on_shutdown() -> None:
+        sidecar.shutdown_requested.wait()
+        log.info("Shutdown called through the hook: stopping")
+        server.should_exit = True
+
+    threading.Thread(target=on_shutdown, name="hook-shutdown", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        sidecar.stop()
+    return 0

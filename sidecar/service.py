@@ -1,0 +1,163 @@
+"""The running sidecar: watcher, dispatcher, fixer and hook server wired together.
+
+Also builds the status view (domain, NICs, pod links, last fixup) for REST.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import libvirt
+
+from bridge_migration_contract import DOMAIN_ALIAS_PREFIX
+from sidecar import podinfo
+from sidecar.config import ServeSettings
+from sidecar.domxml import parse_interfaces
+from sidecar.engine import Fixer
+from sidecar.errors import LibvirtUnavailableError, NoDomainError
+from sidecar.executor import DeviceRemovals, Executor, ExecutorSettings
+from sidecar.hooks import HookServer, VmiStore
+from sidecar.metrics import Metrics
+from sidecar.models import Health, InterfaceStatus, Status
+from sidecar.plan import targets_from_vmi
+from sidecar.podlinks import read_links
+from sidecar.triggers import Dispatcher
+from sidecar.watcher import LibvirtWatcher
+
+log = logging.getLogger(__name__)
+
+_STATE_NAMES = {
+    0: "nostate",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutdown",
+    5: "shutoff",
+    6: "crashed",
+    7: "pmsuspended",
+}
+
+
+class Sidecar:
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.shutdown_requested = threading.Event()
+        self.vmis = VmiStore()
+        self.removals = DeviceRemovals()
+        self.metrics = Metrics()
+        self.watcher = LibvirtWatcher(
+            uri=settings.libvirt_uri,
+            domain_name=settings.domain,
+            on_lifecycle=self._on_lifecycle,
+            removals=self.removals,
+        )
+        self.fixer = Fixer(
+            executor=Executor(
+                ExecutorSettings(link_pause_s=settings.link_pause_ms / 1000, detach_timeout_s=settings.detach_timeout),
+                self.removals,
+            ),
+            domain=self.domain,
+            vmi=self.vmis.get,
+            annotations_file=settings.pod_annotations,
+            links=read_links,
+            metrics=self.metrics,
+            history_size=settings.history_size,
+        )
+        self.dispatcher = Dispatcher(
+            run_fixup=lambda trigger, at: self.fixer.run(trigger=trigger, trigger_time=at),
+            incoming=self.fixer.incoming_migration,
+        )
+        self.hooks = HookServer(
+            directory=settings.hook_socket_dir, store=self.vmis, on_shutdown=self.shutdown_requested.set
+        )
+
+    def _on_lifecycle(self, ev: Any) -> None:
+        self.dispatcher.on_lifecycle(ev)
+
+    def start(self) -> None:
+        self.dispatcher.start()
+        self.watcher.start()
+        self.hooks.start()
+
+    def stop(self) -> None:
+        self.hooks.stop()
+        self.watcher.stop()
+        self.dispatcher.stop()
+
+    def domain(self) -> Any:
+        return self.watcher.domain()
+
+    # --- views for REST ---
+    def health(self) -> Health:
+        connected = self.watcher.connected
+        registered = self.vmis.registered.is_set()
+        hook_on = self.hooks.enabled
+        ok = connected and (registered or not hook_on)
+        problems = []
+        if not connected:
+            problems.append(f"libvirt not connected ({self.watcher.last_error or 'connecting'})")
+        if hook_on and not registered:
+            problems.append("virt-launcher has not called Info on the hook socket yet")
+        return Health(
+            ok=ok,
+            libvirt_connected=connected,
+            hook_registered=registered,
+            hook_server_enabled=hook_on,
+            detail="; ".join(problems) or "ok",
+        )
+
+    def status(self) -> Status:
+        vmi = self.vmis.get()
+        info = podinfo.load(self.settings.pod_annotations, vmi=vmi)
+        connected = self.watcher.connected
+        name: str | None = None
+        state: str | None = None
+        interfaces: list[InterfaceStatus] = []
+        try:
+            dom = self.domain()
+            name = str(dom.name())
+            code, _reason = dom.state()
+            state = _STATE_NAMES.get(code, str(code))
+            xml = dom.XMLDesc(0)
+        except (NoDomainError, LibvirtUnavailableError, libvirt.libvirtError):
+            xml = None
+        if xml is not None:
+            targets = {t.name: t for t in targets_from_vmi(vmi, xml)}
+            links = read_links()
+            for iface in parse_interfaces(xml):
+                vmi_name = (
+                    iface.alias.removeprefix(DOMAIN_ALIAS_PREFIX)
+                    if iface.alias and iface.alias.startswith(DOMAIN_ALIAS_PREFIX)
+                    else None
+                )
+                target = targets.get(vmi_name) if vmi_name else None
+                pod_link = target.pod_link if target else None
+                link = links.get(pod_link) if pod_link else None
+                interfaces.append(
+                    InterfaceStatus(
+                        name=vmi_name,
+                        alias=iface.alias,
+                        type=iface.type,
+                        mac=iface.mac,
+                        link_state=iface.link_state,
+                        target_dev=iface.target_dev,
+                        managed=target is not None,
+                        pod_link=pod_link,
+                        pod_link_mac=link.mac if link else None,
+                        pod_link_state=link.operstate if link else None,
+                    )
+                )
+        return Status(
+            domain=name,
+            domain_state=state,
+            libvirt_connected=connected,
+            libvirt_uri=self.settings.libvirt_uri,
+            hook_registered=self.vmis.registered.is_set(),
+            vmi_known=vmi is not None,
+            policy=info.policy,
+            enabled=info.enabled,
+            interfaces=interfaces,
+            last_fixup=self.fixer.last(),
+        )

@@ -1,0 +1,103 @@
+"""From libvirt lifecycle events to fixups: which event means "the guest has landed here".
+
+Pre-copy: STARTED/MIGRATED announces the incoming domain (still paused), RESUMED/MIGRATED
+says it runs here: fix then. Post-copy: RESUMED/POSTCOPY comes while memory is still being
+pulled from the source, so we wait; libvirt emits RESUMED/MIGRATED on the destination when
+the post-copy phase completes (its documentation of virDomainMigrateStartPostCopy lists the
+events), and that is when we act. RESUMED/POSTCOPY_FAILED and SUSPENDED/POSTCOPY_FAILED mean
+the guest is in trouble; we log and leave the NICs alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Literal
+
+from sidecar.errors import LibvirtUnavailableError, NoDomainError
+from sidecar.models import Trigger
+from sidecar.watcher import LifecycleEvent
+
+log = logging.getLogger(__name__)
+
+# virDomainEventType / detail values (libvirt C API numbers, stable since they are ABI).
+EVENT_STARTED = 2
+EVENT_SUSPENDED = 3
+EVENT_RESUMED = 4
+STARTED_MIGRATED = 1
+RESUMED_MIGRATED = 1
+RESUMED_POSTCOPY = 3
+RESUMED_POSTCOPY_FAILED = 4
+SUSPENDED_POSTCOPY_FAILED = 8
+
+Decision = Literal["incoming", "postcopy-started", "fix", "postcopy-failed", "ignore"]
+
+
+def classify(event: int, detail: int) -> Decision:
+    if event == EVENT_STARTED and detail == STARTED_MIGRATED:
+        return "incoming"
+    if event == EVENT_RESUMED and detail == RESUMED_MIGRATED:
+        return "fix"
+    if event == EVENT_RESUMED and detail == RESUMED_POSTCOPY:
+        return "postcopy-started"
+    if (event, detail) in ((EVENT_RESUMED, RESUMED_POSTCOPY_FAILED), (EVENT_SUSPENDED, SUSPENDED_POSTCOPY_FAILED)):
+        return "postcopy-failed"
+    return "ignore"
+
+
+RunFixup = Callable[[Trigger, float], object]
+
+
+class Dispatcher:
+    """Receives events on libvirt's thread, runs fixups on its own worker thread."""
+
+    def __init__(self, *, run_fixup: RunFixup, incoming: Callable[[], None]) -> None:
+        self._run_fixup = run_fixup
+        self._incoming = incoming
+        self._queue: queue.Queue[LifecycleEvent | None] = queue.Queue()
+        self._postcopy: set[str] = set()
+        self._thread = threading.Thread(target=self._work, name="fixup-worker", daemon=True)
+        self.events_seen: list[tuple[str, int, int, Decision]] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def on_lifecycle(self, ev: LifecycleEvent) -> None:
+        """Event-loop thread: classify, do bookkeeping, enqueue. Never calls libvirt."""
+        decision = classify(ev.event, ev.detail)
+        self.events_seen.append((ev.domain, ev.event, ev.detail, decision))
+        del self.events_seen[:-50]
+        if decision == "incoming":
+            self._incoming()
+        if decision != "ignore":
+            self._queue.put(ev)
+
+    def _work(self) -> None:
+        while True:
+            ev = self._queue.get()
+            if ev is None:
+                return
+            decision = classify(ev.event, ev.detail)
+            if decision == "incoming":
+                log.info("incoming migration of %s announced", ev.domain)
+            elif decision == "postcopy-started":
+                log.info("%s resumed in post-copy; fixing up once the migration completes", ev.domain)
+                self._postcopy.add(ev.domain)
+            elif decision == "postcopy-failed":
+                log.error("post-copy migration of %s failed; NICs left alone", ev.domain)
+                self._postcopy.discard(ev.domain)
+            elif decision == "fix":
+                trigger: Trigger = "postcopy-completed" if ev.domain in self._postcopy else "resumed-migrated"
+                self._postcopy.discard(ev.domain)
+                try:
+                    self._run_fixup(trigger, ev.at)
+                except (NoDomainError, LibvirtUnavailableError) as exc:
+                    log.error("automatic fixup of %s impossible: %s", ev.domain, exc)
+                except Exception:
+                    log.exception("automatic fixup of %s crashed", ev.domain)
