@@ -1,0 +1,137 @@
+"""The whole admission path on one machine: control plane, KubeVirt CRDs, the webhook, the chart's
+webhook configurations pointed at it. Shared by the kube tests and the demo."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+from kubelab.chart import helm_template, loopback_webhook_configs
+from kubelab.controlplane import ControlPlane
+from kubelab.crds import install_crds
+from kubelab.kubectl import Kubectl
+from kubelab.tools import Tools, find_tools
+from kubelab.webhook_process import WebhookProcess
+
+RELEASE: Final = "bridge-migration"
+RELEASE_NAMESPACE: Final = "bridge-migration"
+KUBEVIRT_NAMESPACE: Final = "kubevirt"
+SIDECAR_IMAGE: Final = "localhost/bridge-migration:kubelab"
+CNI_MAC_ANNOTATION: Final = "cni.projectcalico.org/hwAddr"
+
+
+def kubevirt_cr(*, sidecar_gate: bool) -> dict[str, Any]:
+    """The KubeVirt install CR, with or without the ``Sidecar`` feature gate."""
+    gates = ["Sidecar"] if sidecar_gate else []
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt", "namespace": KUBEVIRT_NAMESPACE},
+        "spec": {"configuration": {"developerConfiguration": {"featureGates": gates}}},
+    }
+
+
+class AdmissionLab:
+    """Start with ``with AdmissionLab() as lab:``; ``lab.kubectl`` is a cluster-admin kubectl."""
+
+    def __init__(
+        self,
+        *,
+        tools: Tools | None = None,
+        chart_values: dict[str, Any] | None = None,
+        webhook_options: dict[str, str] | None = None,
+    ) -> None:
+        self.tools = tools or find_tools()
+        self.workdir = Path(tempfile.mkdtemp(prefix="kubelab-"))
+        self.plane = ControlPlane(workdir=self.workdir, tools=self.tools)
+        self.chart_values = chart_values or {}
+        self.webhook_options = {
+            "sidecar-image": SIDECAR_IMAGE,
+            "mac-policy": "pin",
+            "sidecar-gate": "auto",
+            "validation": "warn",
+            "cni-mac-annotation": CNI_MAC_ANNOTATION,
+            "annotation-prefix": "bridge-migration.kubevirt.io/",
+            **(webhook_options or {}),
+        }
+        self.webhook: WebhookProcess | None = None
+
+    @property
+    def kubectl(self) -> Kubectl:
+        return self.plane.kubectl()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.plane.start()
+        kubectl = self.kubectl
+        install_crds(kubectl)
+        kubectl.create_namespace(RELEASE_NAMESPACE)
+        kubectl.create_namespace(KUBEVIRT_NAMESPACE)
+        kubectl.apply(kubevirt_cr(sidecar_gate=True))
+        webhook_kubeconfig = self._service_account_kubeconfig()
+        assert self.plane.ca is not None
+        self.webhook = WebhookProcess(
+            ca=self.plane.ca,
+            workdir=self.workdir,
+            options={**self.webhook_options, "kubeconfig": str(webhook_kubeconfig)},
+        )
+        self.webhook.start()
+        self.apply_webhook_configs()
+
+    def stop(self) -> None:
+        if self.webhook is not None:
+            self.webhook.stop()
+        self.plane.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def render(self, *templates: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return helm_template(
+            self.tools.helm,
+            release=RELEASE,
+            namespace=RELEASE_NAMESPACE,
+            values={**self.chart_values, **(values or {})},
+            show_only=templates,
+        )
+
+    def apply_webhook_configs(self, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Render the chart's webhook configurations and apply them pointing at the loopback webhook."""
+        assert self.webhook is not None and self.plane.ca is not None
+        configs = loopback_webhook_configs(
+            self.render("templates/webhooks.yaml", values=values),
+            base_url=self.webhook.url,
+            ca_pem=self.plane.ca.pem,
+        )
+        self.kubectl.apply(configs)
+        return configs
+
+    def set_sidecar_gate(self, *, enabled: bool) -> None:
+        """Flip KubeVirt's Sidecar gate and restart the webhook so it reads the CR afresh (it caches it)."""
+        self.kubectl.apply(kubevirt_cr(sidecar_gate=enabled))
+        assert self.webhook is not None
+        self.webhook.restart()
+
+    def _service_account_kubeconfig(self) -> Path:
+        """The webhook reads the API as the chart's ServiceAccount, bound by the chart's own RBAC,
+        so a rule missing from the chart fails the tests as it would fail in a cluster."""
+        objects = self.render("templates/serviceaccount.yaml", "templates/rbac.yaml")
+        self.kubectl.apply(objects)
+        sa = next(o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount")
+        token = self.kubectl.run(
+            "create", "token", sa, f"--namespace={RELEASE_NAMESPACE}", "--duration=6h"
+        ).stdout.strip()
+        return self.plane.token_kubeconfig(self.workdir / "webhook.kubeconfig", token=token)
