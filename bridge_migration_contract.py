@@ -79,8 +79,9 @@ def normalize_mac(value: str) -> str:
 
 
 def parse_mac_policy(value: object) -> MacPolicy:
-    if value in MAC_POLICIES:
-        return value  # type: ignore[return-value]
+    for policy in MAC_POLICIES:
+        if value == policy:
+            return policy
     raise ValueError(f"MAC policy must be one of {', '.join(MAC_POLICIES)}, got {value!r}")
 
 

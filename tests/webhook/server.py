@@ -1,0 +1,70 @@
+"""Starting the real webhook process (uvicorn, TLS from a test CA) for integration tests."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from webhook.certs import CertFiles, CertificateAuthority
+
+
+@dataclass
+class RunningWebhook:
+    url: str
+    ca: CertificateAuthority
+    files: CertFiles
+    proc: subprocess.Popen[str]
+    log: Path
+
+    def client(self) -> httpx.Client:
+        # Verify exactly as kube-apiserver does: against the CA bundle, hostname checked.
+        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.files.ca), timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_webhook(tmp: Path, *args: str) -> Iterator[RunningWebhook]:
+    ca = CertificateAuthority(tmp / "pki")
+    files = ca.issue(hosts=("localhost", "127.0.0.1"))
+    port = free_port()
+    log = tmp / "webhook.log"
+    cmd = [sys.executable, "-m", "webhook", "--host", "127.0.0.1", "--port", str(port),
+           "--tls-cert", str(files.cert), "--tls-key", str(files.key), *args]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    hook = RunningWebhook(url=f"https://localhost:{port}", ca=ca, files=files, proc=proc, log=log)
+    try:
+        deadline = time.monotonic() + 30
+        with hook.client() as client:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"webhook exited {proc.returncode}: {log.read_text()}")
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.1)
+        yield hook
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

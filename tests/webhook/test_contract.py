@@ -1,0 +1,81 @@
+"""Which interfaces we look after, and how the shared annotations are read."""
+
+import pytest
+
+from bridge_migration_contract import AnnotationKeys, dump_macs, managed_interfaces, parse_macs
+from tests.webhook.vmis import vmi
+
+
+def names(obj: dict[str, object]) -> list[str]:
+    return [i["name"] for i in managed_interfaces(obj["spec"])]  # type: ignore[arg-type]
+
+
+def test_bridge_on_the_pod_network_is_managed() -> None:
+    assert names(vmi()) == ["default"]
+
+
+def test_masquerade_and_sriov_are_not_managed() -> None:
+    obj = vmi(
+        interfaces=[{"name": "default", "masquerade": {}}, {"name": "fast", "sriov": {}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "fast", "multus": {"networkName": "sriov"}}],
+    )
+    assert names(obj) == []
+
+
+def test_macvtap_counts_on_pod_and_multus_networks_in_both_spellings() -> None:
+    obj = vmi(
+        interfaces=[
+            {"name": "default", "macvtap": {}},
+            {"name": "lan", "binding": {"name": "macvtap"}},
+            {"name": "other", "binding": {"name": "passt"}},
+        ],
+        networks=[
+            {"name": "default", "pod": {}},
+            {"name": "lan", "multus": {"networkName": "lan"}},
+            {"name": "other", "pod": {}},
+        ],
+    )
+    managed = managed_interfaces(obj["spec"])
+    assert [(i["name"], i["binding"], i["network"]) for i in managed] == [
+        ("default", "macvtap", "pod"),
+        ("lan", "macvtap", "multus"),
+    ]
+
+
+def test_bridge_on_a_multus_network_is_left_to_that_network() -> None:
+    obj = vmi(
+        interfaces=[{"name": "default", "bridge": {}}, {"name": "lan", "bridge": {}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "lan", "multus": {"networkName": "lan"}}],
+    )
+    assert names(obj) == ["default"]
+
+
+def test_an_interface_without_a_network_or_garbage_entries_are_skipped() -> None:
+    obj = vmi(interfaces=[{"name": "default", "bridge": {}}, "junk", {"bridge": {}}], networks=[{"pod": {}}, 7])
+    assert names(obj) == []
+
+
+def test_spec_mac_is_normalized() -> None:
+    obj = vmi(interfaces=[{"name": "default", "bridge": {}, "macAddress": "02-AA-bb-00-11-22"}])
+    assert managed_interfaces(obj["spec"])[0]["mac"] == "02:aa:bb:00:11:22"
+
+
+def test_macs_annotation_round_trips_and_rejects_junk() -> None:
+    assert parse_macs(dump_macs({"b": "02:00:00:00:00:02", "a": "02:00:00:00:00:01"})) == {
+        "a": "02:00:00:00:00:01",
+        "b": "02:00:00:00:00:02",
+    }
+    for bad in ("{", "[]", '{"a": 1}', '{"a": "zz:00:00:00:00:00"}'):
+        with pytest.raises(ValueError):
+            parse_macs(bad)
+
+
+def test_annotation_prefix_is_configurable_and_checked() -> None:
+    keys = AnnotationKeys("example.org/")
+    assert (keys.enabled, keys.macs, keys.mac_policy) == (
+        "example.org/enabled",
+        "example.org/macs",
+        "example.org/mac-policy",
+    )
+    with pytest.raises(ValueError):
+        AnnotationKeys("no-slash")

@@ -1,0 +1,63 @@
+"""The migration validator: warn about (or refuse) moves that would strand a guest."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bridge_migration_contract import HOOK_SIDECARS
+from tests.webhook.vmis import masquerade_vmi, vmi
+from webhook.config import WebhookConfig
+from webhook.migration_validation import validate_migration
+
+IMAGE = "registry.example/bridge-migration:test"
+WARN = WebhookConfig(sidecar_image=IMAGE)
+STRICT = WebhookConfig(sidecar_image=IMAGE, validation="strict")
+
+
+def migration(annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstanceMigration",
+        "metadata": {"name": "mig-1", "namespace": "demo", "annotations": annotations or {}},
+        "spec": {"vmiName": "web-1"},
+    }
+
+
+WITH_SIDECAR = vmi(annotations={HOOK_SIDECARS: json.dumps([{"image": IMAGE}])})
+
+
+def test_a_vmi_with_our_sidecar_migrates_silently() -> None:
+    for config in (WARN, STRICT):
+        decision = validate_migration(migration(), WITH_SIDECAR, namespace="demo", config=config)
+        assert decision.allowed and decision.warnings == []
+
+
+def test_a_masquerade_vmi_is_none_of_our_business() -> None:
+    decision = validate_migration(migration(), masquerade_vmi(), namespace="demo", config=STRICT)
+    assert decision.allowed and decision.warnings == []
+
+
+def test_a_bridge_vmi_without_our_sidecar_is_warned_about_in_warn_mode() -> None:
+    decision = validate_migration(migration(), vmi(), namespace="demo", config=WARN)
+    assert decision.allowed
+    (warning,) = decision.warnings
+    assert "demo/web-1" in warning and "stale IP" in warning and "Restart the VM" in warning
+
+
+def test_the_same_migration_is_refused_in_strict_mode_with_the_reason() -> None:
+    decision = validate_migration(migration(), vmi(), namespace="demo", config=STRICT)
+    assert not decision.allowed
+    assert decision.message is not None and "no bridge-migration sidecar" in decision.message
+
+
+def test_strict_mode_can_be_overridden_per_migration() -> None:
+    mig = migration({"bridge-migration.kubevirt.io/force": "true"})
+    decision = validate_migration(mig, vmi(), namespace="demo", config=STRICT)
+    assert decision.allowed and decision.warnings
+
+
+def test_an_opted_out_vmi_migrates_with_a_reminder() -> None:
+    opted_out = vmi(annotations={"bridge-migration.kubevirt.io/enabled": "false"})
+    decision = validate_migration(migration(), opted_out, namespace="demo", config=STRICT)
+    assert decision.allowed and "opted out" in decision.warnings[0]

@@ -1,0 +1,100 @@
+"""The virt-launcher pod mutator: our sidecar container gets libvirt and the pod's annotations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonpatch
+
+from tests.webhook.launcher_pods import IMAGE, launcher_pod
+from webhook.config import WebhookConfig
+from webhook.decision import Decision
+from webhook.pod_mutation import mutate_launcher_pod
+
+MACS = "bridge-migration.kubevirt.io/macs"
+HINT = "cni.projectcalico.org/hwAddr"
+CONFIG = WebhookConfig(sidecar_image=IMAGE, cni_mac_annotation=HINT)
+
+
+def admit(pod: dict[str, Any], **kw: Any) -> tuple[dict[str, Any], Decision]:
+    decision = mutate_launcher_pod(pod, config=kw.pop("config", CONFIG), **kw)
+    return jsonpatch.apply_patch(pod, decision.patch), decision
+
+
+def mounts(pod: dict[str, Any], container: str) -> dict[str, str]:
+    (c,) = [c for c in pod["spec"]["containers"] if c["name"] == container]
+    return {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_our_sidecar_container_gets_the_libvirt_socket_dir_and_the_annotations_file() -> None:
+    stored, _ = admit(launcher_pod())
+    assert mounts(stored, "hook-sidecar-0") == {
+        "hook-sidecar-sockets": "/var/run/kubevirt-hooks",
+        "libvirt-runtime": "/var/run/libvirt",
+        "bridge-migration-podinfo": "/etc/bridge-migration/podinfo",
+    }
+    (podinfo,) = [v for v in stored["spec"]["volumes"] if v["name"] == "bridge-migration-podinfo"]
+    assert podinfo["downwardAPI"]["items"] == [
+        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
+    ]
+    assert mounts(stored, "compute") == {"libvirt-runtime": "/var/run/libvirt"}
+
+
+def test_the_mutated_pod_admitted_again_changes_nothing() -> None:
+    stored, _ = admit(launcher_pod())
+    _, decision = admit(stored)
+    assert decision.patch == []
+
+
+def test_a_pod_without_our_sidecar_is_untouched() -> None:
+    _, decision = admit(launcher_pod(sidecar_image="quay.io/someone/else:1"))
+    assert decision.patch == [] and decision.warnings == []
+
+
+def test_a_source_pod_gets_no_cni_mac_hint() -> None:
+    stored, _ = admit(launcher_pod(annotations={MACS: '{"default":"02:00:00:00:00:01"}'}))
+    assert HINT not in stored["metadata"]["annotations"]
+
+
+def test_a_migration_target_pod_gets_the_cni_mac_hint_from_the_expected_macs() -> None:
+    stored, _ = admit(launcher_pod(target=True, annotations={MACS: '{"default":"02:00:00:00:00:01"}'}))
+    assert stored["metadata"]["annotations"][HINT] == "02:00:00:00:00:01"
+
+
+def test_a_target_pod_missing_the_macs_gets_them_from_the_vmi() -> None:
+    stored, _ = admit(
+        launcher_pod(target=True),
+        vmi_macs={"default": "02:00:00:00:00:07", "lan": "02:00:00:00:00:08"},
+        pod_network_interfaces=["default"],
+    )
+    ann = stored["metadata"]["annotations"]
+    assert ann[MACS] == '{"default":"02:00:00:00:00:07","lan":"02:00:00:00:00:08"}'
+    assert ann[HINT] == "02:00:00:00:00:07"
+
+
+def test_a_cni_hint_the_user_set_is_not_clobbered() -> None:
+    pod = launcher_pod(target=True, annotations={MACS: '{"default":"02:00:00:00:00:01"}', HINT: "02:99:99:99:99:99"})
+    stored, _ = admit(pod)
+    assert stored["metadata"]["annotations"][HINT] == "02:99:99:99:99:99"
+
+
+def test_without_a_configured_cni_key_no_hint_is_set() -> None:
+    stored, _ = admit(
+        launcher_pod(target=True, annotations={MACS: '{"default":"02:00:00:00:00:01"}'}),
+        config=WebhookConfig(sidecar_image=IMAGE),
+    )
+    assert HINT not in stored["metadata"]["annotations"]
+
+
+def test_several_macs_and_no_idea_which_is_on_the_pod_network_warns_instead_of_guessing() -> None:
+    pod = launcher_pod(target=True, annotations={MACS: '{"a":"02:00:00:00:00:01","b":"02:00:00:00:00:02"}'})
+    stored, decision = admit(pod)
+    assert HINT not in stored["metadata"]["annotations"]
+    assert any(HINT in w for w in decision.warnings)
+
+
+def test_a_pod_without_the_libvirt_runtime_volume_is_left_alone_with_a_warning() -> None:
+    pod = launcher_pod()
+    pod["spec"]["volumes"] = [v for v in pod["spec"]["volumes"] if v["name"] != "libvirt-runtime"]
+    _, decision = admit(pod)
+    assert decision.patch == [] and "libvirt-runtime" in decision.warnings[0]

@@ -1,0 +1,40 @@
+"""The webhook's settings: one frozen value built from flags and environment by ``cli``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bridge_migration_contract import DEFAULT_MAC_POLICY, AnnotationKeys, MacPolicy
+
+SidecarGate = Literal["auto", "on", "off"]
+ValidationMode = Literal["warn", "strict"]
+
+DEFAULT_SIDECAR_IMAGE = "ghcr.io/bridge-migration/bridge-migration:0.1.0"
+# kube-apiserver refuses request bodies over 3 MiB; nothing legitimate is larger.
+DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookConfig:
+    host: str = "0.0.0.0"
+    port: int = 8443
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    dev: bool = False
+    sidecar_image: str = DEFAULT_SIDECAR_IMAGE
+    sidecar_pull_policy: str = "IfNotPresent"
+    mac_policy: MacPolicy = DEFAULT_MAC_POLICY
+    sidecar_gate: SidecarGate = "auto"
+    validation: ValidationMode = "warn"
+    kubeconfig: Path | None = None
+    cni_mac_annotation: str | None = None
+    keys: AnnotationKeys = field(default_factory=AnnotationKeys)
+    # Below the webhook configurations' timeoutSeconds (chart default 5 s), so we answer first.
+    request_deadline_s: float = 4.0
+    api_timeout_s: float = 2.0
+    gate_refresh_s: float = 30.0
+    tls_reload_s: float = 5.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_level: str = "info"

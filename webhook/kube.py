@@ -1,0 +1,185 @@
+"""Reads from the Kubernetes API: the VMI behind a migration, and KubeVirt's feature gates.
+
+httpx with the in-cluster service account (token re-read as it rotates, cluster CA) or a
+kubeconfig for local runs. Every read has a timeout; callers decide what a failure means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import ssl
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+log = logging.getLogger(__name__)
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class KubeError(RuntimeError):
+    """A read from the API failed (unreachable, timeout, or an unexpected status)."""
+
+
+class NotFoundError(KubeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ApiTarget:
+    server: str
+    ssl_context: ssl.SSLContext
+    token: str | None = None
+    token_file: Path | None = None
+
+
+def _materialize(data_b64: str, scratch: Path, name: str) -> str:
+    path = scratch / name
+    path.write_bytes(base64.b64decode(data_b64))
+    path.chmod(0o600)
+    return str(path)
+
+
+def target_from_kubeconfig(path: Path) -> ApiTarget:
+    """The current context of a kubeconfig: server, CA, client cert or token."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+        contexts = {c["name"]: c["context"] for c in doc.get("contexts", [])}
+        ctx = contexts[doc["current-context"]]
+        cluster = {c["name"]: c["cluster"] for c in doc["clusters"]}[ctx["cluster"]]
+        user = {u["name"]: u["user"] for u in doc.get("users", [])}.get(ctx.get("user"), {}) or {}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise KubeError(f"cannot use kubeconfig {path}: {exc!r}") from exc
+    scratch = Path(tempfile.mkdtemp(prefix="bm-kubeconfig-"))
+    ca = cluster.get("certificate-authority")
+    if "certificate-authority-data" in cluster:
+        ca = _materialize(cluster["certificate-authority-data"], scratch, "ca.crt")
+    context = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    if cluster.get("insecure-skip-tls-verify"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    cert = user.get("client-certificate")
+    key = user.get("client-key")
+    if "client-certificate-data" in user:
+        cert = _materialize(user["client-certificate-data"], scratch, "client.crt")
+    if "client-key-data" in user:
+        key = _materialize(user["client-key-data"], scratch, "client.key")
+    if cert and key:
+        context.load_cert_chain(cert, key)
+    token_file = user.get("tokenFile")
+    return ApiTarget(
+        server=cluster["server"],
+        ssl_context=context,
+        token=user.get("token"),
+        token_file=Path(token_file) if token_file else None,
+    )
+
+
+def target_in_cluster() -> ApiTarget:
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host or not (SA_DIR / "token").exists():
+        raise KubeError("not in a cluster (no KUBERNETES_SERVICE_HOST or service account token) and no --kubeconfig")
+    host = f"[{host}]" if ":" in host else host
+    return ApiTarget(
+        server=f"https://{host}:{port}",
+        ssl_context=ssl.create_default_context(cafile=str(SA_DIR / "ca.crt")),
+        token_file=SA_DIR / "token",
+    )
+
+
+class KubeClient:
+    def __init__(self, target: ApiTarget, *, timeout_s: float) -> None:
+        self._target = target
+        self._client = httpx.AsyncClient(base_url=target.server, verify=target.ssl_context, timeout=timeout_s)
+
+    def _headers(self) -> dict[str, str]:
+        token = self._target.token
+        if self._target.token_file is not None:
+            # Projected service-account tokens rotate: read the file each time (it is tiny).
+            token = self._target.token_file.read_text().strip()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def get(self, path: str) -> dict[str, Any]:
+        try:
+            resp = await self._client.get(path, headers=self._headers())
+        except (httpx.HTTPError, OSError) as exc:
+            raise KubeError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code == 404:
+            raise NotFoundError(f"GET {path}: not found")
+        if resp.status_code != 200:
+            raise KubeError(f"GET {path}: HTTP {resp.status_code}: {resp.text[:200]}")
+        body: dict[str, Any] = resp.json()
+        return body
+
+    async def get_vmi(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self.get(f"/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def sidecar_gate_in(kubevirts: dict[str, Any]) -> bool:
+    """Whether any KubeVirt CR in a list has the ``Sidecar`` feature gate on."""
+    for item in kubevirts.get("items") or []:
+        dev = ((item.get("spec") or {}).get("configuration") or {}).get("developerConfiguration") or {}
+        if "Sidecar" in (dev.get("featureGates") or []):
+            return True
+    return False
+
+
+class SidecarGateCache:
+    """KubeVirt's Sidecar feature gate, read from the KubeVirt CR and cached.
+
+    A forced value (flag ``on``/``off``) wins. In ``auto`` the value is refreshed in the
+    background every ``refresh_s``; a failed read keeps the last known value, and before the
+    first successful read the gate counts as unknown (None), which the mutator treats as off.
+    """
+
+    def __init__(self, client: KubeClient | None, *, forced: bool | None, refresh_s: float) -> None:
+        self._client = client
+        self._forced = forced
+        self._refresh_s = refresh_s
+        self._value: bool | None = None
+        self._read_at = 0.0
+        self._lock = asyncio.Lock()
+        self.last_error: str | None = None
+
+    @property
+    def value(self) -> bool | None:
+        return self._forced if self._forced is not None else self._value
+
+    async def refresh(self) -> bool | None:
+        if self._forced is not None or self._client is None:
+            return self.value
+        async with self._lock:
+            # Counted from the attempt, so an unreachable API costs one timeout per period, not
+            # one per admission.
+            self._read_at = time.monotonic()
+            try:
+                self._value = sidecar_gate_in(await self._client.get("/apis/kubevirt.io/v1/kubevirts"))
+                self.last_error = None
+            except KubeError as exc:
+                if self.last_error != str(exc):
+                    log.warning("cannot read KubeVirt feature gates, keeping %s: %s", self._value, exc)
+                self.last_error = str(exc)
+        return self._value
+
+    async def current(self) -> bool | None:
+        """The value for an admission: read now only if it was never read or is stale."""
+        if self._forced is None and time.monotonic() - self._read_at > self._refresh_s:
+            await self.refresh()
+        return self.value
+
+    async def run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self._refresh_s)

@@ -1,0 +1,64 @@
+"""Validating a VirtualMachineInstanceMigration at CREATE: the pure decision.
+
+A VMI with bridge/macvtap interfaces we look after and no sidecar of ours was created before
+this add-on was installed (or while the Sidecar gate was off). If it moves, the guest keeps its
+stale IP on the target: warn about it, or refuse in strict mode, and say how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bridge_migration_contract import HOOK_SIDECARS, managed_interfaces
+from webhook.config import WebhookConfig
+from webhook.decision import Decision
+from webhook.hook_sidecars import MalformedSidecarsError, has_our_sidecar, parse_sidecars
+from webhook.vmi_mutation import WARN_PREFIX
+
+
+def force_key(config: WebhookConfig) -> str:
+    return config.keys.prefix + "force"
+
+
+def validate_migration(
+    migration: Mapping[str, Any],
+    vmi: Mapping[str, Any],
+    *,
+    namespace: str,
+    config: WebhookConfig,
+) -> Decision:
+    """Decide on a migration of ``vmi`` (already read from the API)."""
+    keys = config.keys
+    vmi_meta = vmi.get("metadata") or {}
+    vmi_ann: Mapping[str, Any] = vmi_meta.get("annotations") or {}
+    name = vmi_meta.get("name", "?")
+    managed = managed_interfaces(vmi.get("spec") or {})
+    if not managed:
+        return Decision()
+    names = ", ".join(i["name"] for i in managed)
+    if str(vmi_ann.get(keys.enabled, "")).strip().lower() == "false":
+        return Decision(
+            warnings=[
+                f"{WARN_PREFIX}VMI {namespace}/{name} opted out ({keys.enabled}=false): "
+                f"interfaces {names} will keep their old IP after this migration"
+            ]
+        )
+    raw = vmi_ann.get(HOOK_SIDECARS)
+    try:
+        ours = has_our_sidecar(parse_sidecars(raw if isinstance(raw, str) else None), config.sidecar_image)
+    except MalformedSidecarsError:
+        ours = False
+    if ours:
+        return Decision()
+
+    problem = (
+        f"VMI {namespace}/{name} has bridge/macvtap interfaces ({names}) but no bridge-migration sidecar, "
+        "so its guest would keep a stale IP after the move. Restart the VM so the webhook can add the "
+        f"sidecar, or annotate the migration {force_key(config)}=true to migrate anyway."
+    )
+    mig_ann = (migration.get("metadata") or {}).get("annotations") or {}
+    forced = str(mig_ann.get(force_key(config), "")).strip().lower() == "true"
+    if config.validation == "strict" and not forced:
+        return Decision.deny(f"{WARN_PREFIX}{problem}")
+    return Decision(warnings=[f"{WARN_PREFIX}{problem}"])

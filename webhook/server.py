@@ -1,0 +1,56 @@
+"""Running the app under uvicorn with our own reloadable TLS context."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from webhook.app import Runtime, create_app
+from webhook.config import WebhookConfig
+from webhook.kube import KubeClient, KubeError, SidecarGateCache, target_from_kubeconfig, target_in_cluster
+from webhook.tls import ReloadingTLS
+
+log = logging.getLogger(__name__)
+
+
+def build_runtime(config: WebhookConfig) -> Runtime:
+    assert config.tls_cert is not None and config.tls_key is not None
+    kube: KubeClient | None = None
+    try:
+        target = target_from_kubeconfig(config.kubeconfig) if config.kubeconfig else target_in_cluster()
+        kube = KubeClient(target, timeout_s=config.api_timeout_s)
+    except KubeError as exc:
+        log.warning("no Kubernetes API access: %s (migrations cannot be checked; gate 'auto' reads nothing)", exc)
+    forced = {"on": True, "off": False}.get(config.sidecar_gate)
+    gate = SidecarGateCache(kube, forced=forced, refresh_s=config.gate_refresh_s)
+    return Runtime(config=config, gate=gate, kube=kube, tls=ReloadingTLS(config.tls_cert, config.tls_key))
+
+
+def serve(config: WebhookConfig) -> int:
+    rt = build_runtime(config)
+    assert rt.tls is not None
+    uv = uvicorn.Config(
+        create_app(rt),
+        host=config.host,
+        port=config.port,
+        ssl_certfile=str(config.tls_cert),
+        ssl_keyfile=str(config.tls_key),
+        log_level=config.log_level,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+    uv.load()
+    # Swap in the context we keep re-loading; uvicorn passes config.ssl to the listener.
+    uv.ssl = rt.tls.context
+    log.info(
+        "webhook on https://%s:%d policy=%s gate=%s validation=%s",
+        config.host,
+        config.port,
+        config.mac_policy,
+        config.sidecar_gate,
+        config.validation,
+    )
+    uvicorn.Server(uv).run()
+    return 0

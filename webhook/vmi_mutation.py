@@ -1,0 +1,162 @@
+"""Mutating a VMI at CREATE: the pure decision (VMI dict in, patch and warnings out, no I/O).
+
+For every bridge/macvtap interface the contract says we look after, the VMI gets:
+the upstream allow annotation (bridge on the pod network), a pinned MAC under ``pin``, the
+record of expected MACs and policy, and our hook sidecar. Anything we cannot handle safely
+is left as it was with a warning: this webhook must never make a VMI uncreatable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bridge_migration_contract import (
+    ALLOW_POD_BRIDGE_MIGRATION,
+    HOOK_SIDECARS,
+    MacPolicy,
+    ManagedInterface,
+    dump_macs,
+    managed_interfaces,
+    parse_mac_policy,
+    parse_macs,
+)
+from webhook.config import WebhookConfig
+from webhook.decision import Decision
+from webhook.hook_sidecars import MalformedSidecarsError, merged_sidecars
+from webhook.macs import pinned_mac
+from webhook.patches import PatchOp, pointer, set_annotations
+
+WARN_PREFIX = "bridge-migration: "
+
+
+def _gate_warning(gate_on: bool | None, who: str, names: str) -> str:
+    why = (
+        "KubeVirt's Sidecar feature gate is off"
+        if gate_on is False
+        else "KubeVirt's Sidecar feature gate could not be read"
+    )
+    return f"{WARN_PREFIX}{why}; {who} (interfaces {names}) stays non-migratable. Enable the gate, recreate the VMI."
+
+
+def _policy(ann: Mapping[str, str], *, key: str, default: MacPolicy, warnings: list[str]) -> MacPolicy:
+    raw = ann.get(key)
+    if raw is None:
+        return default
+    try:
+        return parse_mac_policy(raw.strip())
+    except ValueError as exc:
+        warnings.append(f"{WARN_PREFIX}annotation {key} ignored: {exc}; using {default}")
+        return default
+
+
+def _recorded_macs(ann: Mapping[str, str], *, key: str, warnings: list[str]) -> dict[str, str] | None:
+    raw = ann.get(key)
+    if raw is None:
+        return None
+    try:
+        return parse_macs(raw)
+    except ValueError as exc:
+        warnings.append(f"{WARN_PREFIX}annotation {key} left as it is: {exc}")
+        return None
+
+
+def _macs(
+    vmi: Mapping[str, Any],
+    managed: list[ManagedInterface],
+    *,
+    policy: MacPolicy,
+    recorded: Mapping[str, str],
+    seed: tuple[str, str],
+    warnings: list[str],
+) -> tuple[list[PatchOp], dict[str, str]]:
+    """Pin MACs where the policy asks; return the patch and every MAC known at admission."""
+    spec_ifaces = vmi["spec"]["domain"]["devices"]["interfaces"]
+    ops: list[PatchOp] = []
+    known: dict[str, str] = {}
+    for iface in managed:
+        mac = iface["mac"]
+        if mac is None and spec_ifaces[iface["index"]].get("macAddress"):
+            # KubeVirt rejects the bad MAC itself; we do not overwrite what the user wrote.
+            warnings.append(f"{WARN_PREFIX}interface {iface['name']} has an invalid macAddress; not pinned")
+            continue
+        if mac is None and policy == "pin":
+            # A MAC the user recorded for this interface is the one to pin.
+            namespace, name = seed
+            mac = recorded.get(iface["name"]) or pinned_mac(namespace=namespace, vmi_name=name, interface=iface["name"])
+            path = pointer("spec", "domain", "devices", "interfaces", iface["index"], "macAddress")
+            ops.append({"op": "add", "path": path, "value": mac})
+        if mac is not None:
+            known[iface["name"]] = mac
+    return ops, known
+
+
+def mutate_vmi(
+    vmi: Mapping[str, Any],
+    *,
+    namespace: str,
+    config: WebhookConfig,
+    sidecar_gate_on: bool | None,
+    fallback_name: str = "",
+) -> Decision:
+    """Decide the patch for a VMI being created.
+
+    ``sidecar_gate_on`` is whether KubeVirt's Sidecar feature gate is on (None: unknown).
+    ``fallback_name`` seeds pinned MACs when the VMI has no name yet (generateName).
+    The VMI's annotations must already be known to be a str->str mapping (the shell checks).
+    """
+    keys = config.keys
+    metadata = vmi.get("metadata") or {}
+    annotations: Mapping[str, str] | None = metadata.get("annotations")
+    ann = annotations or {}
+    name = metadata.get("name") or ""
+    if ann.get(keys.enabled, "").strip().lower() == "false":
+        return Decision()
+    managed = managed_interfaces(vmi.get("spec") or {})
+    if not managed:
+        return Decision()
+    names = ", ".join(i["name"] for i in managed)
+    who = f"VMI {namespace}/{name or metadata.get('generateName', '') + '*'}"
+    if sidecar_gate_on is not True:
+        return Decision(warnings=[_gate_warning(sidecar_gate_on, who, names)])
+
+    # The sidecar first: if the user's list cannot be merged, we change nothing at all, since a
+    # migratable VMI without our sidecar is exactly the stranded guest this project prevents.
+    try:
+        sidecars = merged_sidecars(
+            ann.get(HOOK_SIDECARS), image=config.sidecar_image, pull_policy=config.sidecar_pull_policy
+        )
+    except MalformedSidecarsError as exc:
+        return Decision(warnings=[f"{WARN_PREFIX}annotation {HOOK_SIDECARS} {exc}; {who} left unchanged"])
+
+    warnings: list[str] = []
+    policy = _policy(ann, key=keys.mac_policy, default=config.mac_policy, warnings=warnings)
+    recorded = _recorded_macs(ann, key=keys.macs, warnings=warnings)
+    ops, known = _macs(
+        vmi,
+        managed,
+        policy=policy,
+        recorded=recorded or {},
+        seed=(namespace, name or fallback_name),
+        warnings=warnings,
+    )
+
+    changes: dict[str, str] = {}
+    if keys.mac_policy not in ann:
+        changes[keys.mac_policy] = policy
+    if sidecars is not None:
+        changes[HOOK_SIDECARS] = sidecars
+    if ALLOW_POD_BRIDGE_MIGRATION not in ann and any(
+        i["binding"] == "bridge" and i["network"] == "pod" for i in managed
+    ):
+        changes[ALLOW_POD_BRIDGE_MIGRATION] = "true"
+    if keys.macs not in ann:
+        if known:
+            changes[keys.macs] = dump_macs(known)
+    elif recorded is not None:
+        # The user's own entries win; we only fill in interfaces they did not list.
+        merged = {**known, **recorded}
+        if merged != recorded:
+            changes[keys.macs] = dump_macs(merged)
+    ops.extend(set_annotations(annotations, changes))
+    return Decision(patch=ops, warnings=warnings)
