@@ -6,6 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ./scripts/install.sh
+./scripts/install-lab.sh
 # shellcheck disable=SC1091
 source .venv/bin/activate
 echo "== ruff"

@@ -1,0 +1,330 @@
+"""The lab itself: two nodes, virt-launcher pods with their own libvirtd, guests, migrations.
+
+A migration works the way KubeVirt does it: a NEW target pod (new namespace, new libvirt
+daemon, new IP from the target node, new CNI MAC) is created first, the domain migrates
+peer-to-peer into it with KubeVirt's flags, and the source pod is deleted afterwards.
+Everything is torn down by :meth:`Lab.close`, which also runs at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import libvirt
+
+from bridge_migration_contract import (
+    ALLOW_POD_BRIDGE_MIGRATION,
+    DEFAULT_KEYS,
+    MacPolicy,
+    domain_alias,
+    dump_macs,
+)
+from lab.cleanup import cleanup, kill_namespace_processes
+from lab.console import ConsoleTail
+from lab.dhcp import start_dnsmasq
+from lab.domain import Nic, domain_name, domain_xml
+from lab.events import EventLog, LifecycleEvent, ensure_event_loop
+from lab.libvirtd import LibvirtDaemon
+from lab.network import Node, PodNetwork, link_nodes, random_cni_mac
+from lab.paths import GUEST_INITRD, GUEST_KERNEL, PREFIX, RUN_ROOT
+from lab.process import LabProcess
+from lab.sidecar import Sidecar
+
+log = logging.getLogger(__name__)
+
+# What virt-launcher asks libvirt for: live, peer-to-peer (source daemon drives the target
+# daemon itself), and the domain becomes persistent on the target.
+MIGRATION_FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+NIC_NAME = "default"  # the VMI interface name; its domain alias is ua-default
+
+
+def pinned_mac(namespace: str, vmi: str, interface: str) -> str:
+    """A stable, locally administered MAC for a VMI interface (the lab's stand-in for the
+    MAC the webhook pins under policy ``pin``)."""
+    digest = hashlib.sha256(f"{namespace}/{vmi}/{interface}".encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+@dataclass
+class Pod:
+    """One virt-launcher pod: network, DHCP server, libvirt daemon and maybe our sidecar."""
+
+    name: str
+    net: PodNetwork
+    run_dir: Path
+    guest_mac: str  # the MAC this pod's DHCP server serves
+    daemon: LibvirtDaemon
+    dnsmasq: LabProcess
+    conn: Any = None
+    events: EventLog | None = None
+    sidecar: Sidecar | None = None
+
+    @property
+    def ip(self) -> str:
+        return self.net.ip
+
+    @property
+    def cni_mac(self) -> str:
+        return self.net.cni_mac
+
+    @property
+    def node(self) -> str:
+        return self.net.node.name
+
+    def lifecycle(self) -> EventLog:
+        assert self.events is not None
+        return self.events
+
+
+@dataclass
+class Vm:
+    """A VMI: its domain lives in ``pod``; ``pods`` is every pod it has lived in."""
+
+    namespace: str
+    name: str
+    policy: MacPolicy
+    with_sidecar: bool
+    ping: str | None
+    console: ConsoleTail
+    pod: Pod
+    pods: list[Pod] = field(default_factory=list)
+
+    @property
+    def domain_name(self) -> str:
+        return domain_name(self.namespace, self.name)
+
+    def domain(self) -> Any:
+        return self.pod.conn.lookupByName(self.domain_name)
+
+    def domain_mac(self) -> str | None:
+        """The MAC of the ``ua-default`` interface in the live domain XML."""
+        import xml.etree.ElementTree as ET
+
+        root = ET.fromstring(self.domain().XMLDesc(0))
+        for iface in root.iter("interface"):
+            alias = iface.find("alias")
+            mac = iface.find("mac")
+            if alias is not None and alias.get("name") == domain_alias(NIC_NAME) and mac is not None:
+                return mac.get("address")
+        return None
+
+    def guest_address(self) -> str | None:
+        """The address of the guest's last DHCP ack (``ip/prefix``), from its console."""
+        acks = self.console.events("dhcp-ack")
+        return acks[-1].fields.get("ip") if acks else None
+
+
+@dataclass
+class MigrationRecord:
+    vm: str
+    source_pod: str
+    target_pod: str
+    started: float
+    finished: float
+    target_events: list[LifecycleEvent]
+    source_events: list[LifecycleEvent]
+
+
+class Lab:
+    """Context manager owning every namespace and process of one lab run."""
+
+    def __init__(self, *, lab_id: str | None = None, keep_files: bool = False) -> None:
+        if not GUEST_KERNEL.exists() or not GUEST_INITRD.exists():
+            raise RuntimeError("guest kernel/initramfs missing: run ./scripts/install-lab.sh")
+        self.id = lab_id or secrets.token_hex(2)
+        self.run_dir = RUN_ROOT / self.id
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.keep_files = keep_files
+        self.nodes: dict[str, Node] = {}
+        self.pods: list[Pod] = []
+        self.vms: list[Vm] = []
+        self._pod_seq = 0
+        self._migration_seq = 0
+        self._closed = False
+        ensure_event_loop()
+        atexit.register(self.close)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- topology -----------------------------------------------------------------------
+    def add_nodes(self, *names: str) -> None:
+        """Create node namespaces and link every pair of them."""
+        for name in names:
+            node = Node(name=name, index=len(self.nodes) + 1, netns=f"{PREFIX}-{self.id}-node-{name}")
+            node.create()
+            for other in self.nodes.values():
+                link_nodes(other, node)
+            self.nodes[name] = node
+
+    def create_pod(self, *, vm: str, node: str, guest_mac: str | Callable[[PodNetwork], str] | None = None) -> Pod:
+        """A virt-launcher pod on ``node``: namespace, DHCP for ``guest_mac`` (default: the
+        pod's own CNI MAC, as bridge binding hands it to the guest), libvirtd, connection."""
+        self._pod_seq += 1
+        seq = self._pod_seq
+        the_node = self.nodes[node]
+        name = f"virt-launcher-{vm}-{seq}"
+        run_dir = self.run_dir / f"pod{seq}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        net = PodNetwork(
+            netns=f"{PREFIX}-{self.id}-pod{seq}",
+            node=the_node,
+            host_veth=f"v{self.id}p{seq}",
+            ip=the_node.allocate_ip(),
+            cni_mac=random_cni_mac(),
+        )
+        net.create()
+        mac = guest_mac(net) if callable(guest_mac) else (guest_mac or net.cni_mac)
+        dnsmasq = start_dnsmasq(pod=net, guest_mac=mac, run_dir=run_dir)
+        daemon = LibvirtDaemon(netns=net.netns, run_dir=run_dir)
+        pod = Pod(name=name, net=net, run_dir=run_dir, guest_mac=mac, daemon=daemon, dnsmasq=dnsmasq)
+        self.pods.append(pod)
+        daemon.start()
+        pod.conn = daemon.connect()
+        pod.events = EventLog(pod.conn)
+        return pod
+
+    def start_sidecar(self, pod: Pod, *, namespace: str, vmi: str, policy: MacPolicy) -> None:
+        annotations = {ALLOW_POD_BRIDGE_MIGRATION: "", DEFAULT_KEYS.mac_policy: policy}
+        if policy == "pin":
+            annotations[DEFAULT_KEYS.macs] = dump_macs({NIC_NAME: pinned_mac(namespace, vmi, NIC_NAME)})
+        pod.sidecar = Sidecar(
+            netns=pod.net.netns,
+            libvirt_uri=pod.daemon.uri,
+            domain=domain_name(namespace, vmi),
+            run_dir=pod.run_dir / "sidecar",
+            annotations=annotations,
+        )
+        pod.sidecar.wait_healthy()
+
+    def delete_pod(self, pod: Pod) -> None:
+        """Delete a pod: sidecar, domain (if still there), daemon, DHCP server, namespace."""
+        if pod.sidecar is not None:
+            pod.sidecar.stop()
+        if pod.conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                for dom in pod.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                    dom.destroy()
+            if pod.events is not None:
+                pod.events.close()
+            with contextlib.suppress(libvirt.libvirtError):
+                pod.conn.close()
+            pod.conn = None
+        pod.daemon.stop()
+        pod.dnsmasq.stop()
+        kill_namespace_processes([pod.net.netns])  # anything left (a QEMU that outlived its daemon)
+        pod.net.delete()
+        if pod in self.pods:
+            self.pods.remove(pod)
+
+    # --- guests -------------------------------------------------------------------------
+    def expected_guest_mac(self, vm: Vm, target: PodNetwork | None = None) -> str:
+        """The MAC a pod's DHCP server should serve for this VM: the MAC the guest has once
+        the sidecar is done (pinned; the target pod's CNI MAC under follow-pod; else unchanged)."""
+        if vm.policy == "pin":
+            return pinned_mac(vm.namespace, vm.name, NIC_NAME)
+        if vm.policy == "follow-pod" and target is not None:
+            return target.cni_mac
+        mac = vm.domain_mac()
+        assert mac is not None
+        return mac
+
+    def start_vm(
+        self,
+        *,
+        name: str,
+        node: str,
+        policy: MacPolicy = "pin",
+        sidecar: bool = True,
+        ping: str | None = None,
+        namespace: str = "default",
+    ) -> Vm:
+        """Create the VM's first pod and boot the guest in it (returns once QEMU runs)."""
+        mac = pinned_mac(namespace, name, NIC_NAME) if policy == "pin" else None
+        pod = self.create_pod(vm=name, node=node, guest_mac=mac)
+        guest_mac = mac or pod.cni_mac
+        console = self.run_dir / f"{namespace}_{name}.console"
+        cmdline = f"console=ttyS0 quiet panic=-1 lab.name={name}" + (f" lab.ping={ping}" if ping else "")
+        xml = domain_xml(
+            name=domain_name(namespace, name),
+            nics=[Nic(NIC_NAME, guest_mac, "tap0")],
+            console=console,
+            cmdline=cmdline,
+        )
+        vm = Vm(
+            namespace=namespace,
+            name=name,
+            policy=policy,
+            with_sidecar=sidecar,
+            ping=ping,
+            console=ConsoleTail(console),
+            pod=pod,
+            pods=[pod],
+        )
+        self.vms.append(vm)
+        if sidecar:
+            self.start_sidecar(pod, namespace=namespace, vmi=name, policy=policy)
+        # virt-launcher defines the domain, then starts it.
+        dom = pod.conn.defineXML(xml)
+        dom.create()
+        return vm
+
+    def migrate(self, vm: Vm, *, to_node: str, timeout: float = 240.0) -> MigrationRecord:
+        """Live-migrate ``vm`` into a new pod on ``to_node`` and delete the source pod."""
+        source = vm.pod
+        target = self.create_pod(vm=vm.name, node=to_node, guest_mac=lambda net: self.expected_guest_mac(vm, net))
+        if vm.with_sidecar:
+            self.start_sidecar(target, namespace=vm.namespace, vmi=vm.name, policy=vm.policy)
+        self._migration_seq += 1
+        sock = self.run_dir / f"migration-{self._migration_seq}.sock"
+        params = {libvirt.VIR_MIGRATE_PARAM_URI: f"unix://{sock}"}
+        dom = source.conn.lookupByName(vm.domain_name)
+        started = time.time()
+        dom.migrateToURI3(target.daemon.uri, params, MIGRATION_FLAGS)
+        finished = time.time()
+        target_events = target.lifecycle()
+        target_events.wait("RESUMED", "MIGRATED", timeout=timeout)
+        source.lifecycle().wait("STOPPED", "MIGRATED", timeout=timeout)
+        record = MigrationRecord(
+            vm=vm.name,
+            source_pod=source.name,
+            target_pod=target.name,
+            started=started,
+            finished=finished,
+            target_events=target_events.events(),
+            source_events=source.lifecycle().events(),
+        )
+        vm.pod = target
+        vm.pods.append(target)
+        # KubeVirt deletes the source virt-launcher pod once the migration succeeded.
+        self.delete_pod(source)
+        return record
+
+    # --- teardown -----------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for vm in self.vms:
+            vm.console.stop()
+        for pod in list(self.pods):
+            try:
+                self.delete_pod(pod)
+            except Exception:  # keep tearing down the rest
+                log.exception("deleting pod %s", pod.name)
+        cleanup(self.id, keep_files=self.keep_files)

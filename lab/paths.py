@@ -1,0 +1,20 @@
+"""Where the lab keeps things: run directory, name prefix, cached guest artefacts.
+
+Every namespace, interface and file the lab creates is named from ``PREFIX`` or lives under
+``RUN_ROOT``, so ``python -m lab cleanup`` can find leftovers without touching anything else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+PREFIX: Final = "bml"  # bridge-migration lab
+RUN_ROOT: Final = Path("/run/bml-lab")
+GUEST_CACHE: Final = Path("/var/cache/bridge-migration/guest")
+GUEST_KERNEL: Final = GUEST_CACHE / "vmlinuz"
+GUEST_INITRD: Final = GUEST_CACHE / "initramfs.cpio.gz"
+# Shared by every daemon so only the first one pays for the QEMU capability probe.
+LIBVIRT_CACHE: Final = Path("/var/cache/libvirt")
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+VENV_PYTHON: Final = REPO_ROOT / ".venv" / "bin" / "python"

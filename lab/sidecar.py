@@ -1,0 +1,112 @@
+"""Running the product's sidecar inside a lab pod, the way virt-launcher would run it.
+
+The sidecar shares the pod's network namespace (so it sees ``eth0``, ``k6t-eth0``, ``tap0``)
+and talks to the pod's own libvirt daemon. Its REST port listens on the pod's loopback, so
+the lab reaches it with a tiny client run inside that namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lab.paths import VENV_PYTHON
+from lab.process import LabProcess, wait_for
+from lab.shell import in_netns, run
+
+LISTEN = "127.0.0.1:8186"
+
+# Runs inside the pod namespace: one HTTP call, prints "<status> <json body>".
+_CLIENT = """
+import json, sys, urllib.error, urllib.request
+method, url, body = sys.argv[1], sys.argv[2], sys.argv[3]
+req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
+                             headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=120) as r:
+        print(r.status, r.read().decode() or "null")
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode() or "null")
+except OSError as e:
+    print(0, json.dumps(str(e)))
+"""
+
+
+def downward_api_file(annotations: Mapping[str, str]) -> str:
+    """The kubelet's downward-API format: ``key="value"`` per line, value quoted Go-style.
+
+    JSON string quoting matches Go's strconv.Quote for the ASCII values the lab writes.
+    """
+    return "".join(f"{key}={json.dumps(value)}\n" for key, value in sorted(annotations.items()))
+
+
+class Sidecar:
+    """The sidecar process of one pod and a REST client for it."""
+
+    def __init__(
+        self,
+        *,
+        netns: str,
+        libvirt_uri: str,
+        domain: str,
+        run_dir: Path,
+        annotations: Mapping[str, str],
+        link_pause_ms: int = 100,
+    ) -> None:
+        self.netns = netns
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.annotations_path = run_dir / "annotations"
+        self.annotations_path.write_text(downward_api_file(annotations))
+        self.hook_dir = run_dir / "hooks"
+        self.hook_dir.mkdir(exist_ok=True)
+        argv = in_netns(
+            netns,
+            [
+                str(VENV_PYTHON), "-m", "sidecar", "serve",
+                "--libvirt-uri", libvirt_uri,
+                "--domain", domain,
+                "--listen", LISTEN,
+                "--hook-socket-dir", str(self.hook_dir),
+                "--pod-annotations", str(self.annotations_path),
+                "--link-pause-ms", str(link_pause_ms),
+            ],
+        )  # fmt: skip
+        self.process = LabProcess(name=f"sidecar {netns}", argv=argv, log_path=run_dir / "sidecar.log")
+
+    def call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, Any]:
+        out = run(
+            in_netns(
+                self.netns,
+                [str(VENV_PYTHON), "-c", _CLIENT, method, f"http://{LISTEN}{path}", json.dumps(body) if body else ""],
+            ),
+            timeout=150,
+        )
+        status, _, payload = out.strip().partition(" ")
+        return int(status), json.loads(payload)
+
+    def wait_healthy(self, *, timeout: float = 60.0) -> None:
+        def healthy() -> bool:
+            if not self.process.alive():
+                raise RuntimeError(f"sidecar in {self.netns} exited:\n{self.process.log_tail()}")
+            status, body = self.call("GET", "/healthz")
+            return status == 200 and isinstance(body, dict) and bool(body.get("libvirtConnected", True))
+
+        wait_for(healthy, timeout=timeout, interval=0.5, what=f"sidecar health in {self.netns}")
+
+    def fixups(self) -> list[dict[str, Any]]:
+        status, body = self.call("GET", "/v1/fixups")
+        if status != 200:
+            raise RuntimeError(f"GET /v1/fixups -> {status}: {body}")
+        records = body.get("fixups", body) if isinstance(body, dict) else body
+        return list(records) if isinstance(records, list) else []
+
+    def status(self) -> dict[str, Any]:
+        status, body = self.call("GET", "/v1/status")
+        if status != 200 or not isinstance(body, dict):
+            raise RuntimeError(f"GET /v1/status -> {status}: {body}")
+        return body
+
+    def stop(self) -> None:
+        self.process.stop()
