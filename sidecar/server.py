@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 
 import uvicorn
@@ -33,6 +34,11 @@ def serve(settings: ServeSettings) -> int:
         server.should_exit = True
 
     threading.Thread(target=on_shutdown, name="hook-shutdown", daemon=True).start()
+    # uvicorn handles SIGTERM/SIGINT while it runs and re-raises them after its graceful stop;
+    # with these no-op handlers in place that re-raise lands here, and the process still
+    # stops its other parts and exits 0 (a pod being deleted is not a failure).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: None)
     try:
         server.run()
     finally:

@@ -1,0 +1,161 @@
+"""`python -m sidecar serve` as a real process: REST on loopback, hook socket, CLI, faults.
+
+libvirt here is the test driver (`test:///default`, one running domain named "test"): it
+answers queries and events but cannot change devices, which the lab tests cover.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sidecar.hookapi import hook_info_pb2, hook_info_pb2_grpc, hook_v1alpha3_pb2, hook_v1alpha3_pb2_grpc
+from tests.sidecar.serving import REPO, SidecarProcess
+
+
+@pytest.fixture
+def sidecar(tmp_path: Path) -> Iterator[SidecarProcess]:
+    hook_dir = tmp_path / "hooks"
+    hook_dir.mkdir()
+    proc = SidecarProcess(libvirt_uri="test:///default", tmp=tmp_path, hook_dir=hook_dir)
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args], capture_output=True, text=True, cwd=REPO, timeout=60, check=False
+    )
+
+
+def test_health_waits_for_the_hook_registration_then_says_ok(sidecar: SidecarProcess, tmp_path: Path) -> None:
+    sidecar.wait_for(lambda: sidecar.client.get("/healthz").json()["libvirtConnected"], timeout=20, what="connect")
+    before = sidecar.client.get("/healthz")
+    assert before.status_code == 503
+    assert before.json()["hookRegistered"] is False
+    with grpc.insecure_channel(f"unix://{tmp_path / 'hooks' / 'bridge-migration.sock'}") as channel:
+        hook_info_pb2_grpc.InfoStub(channel).Info(hook_info_pb2.InfoParams(), timeout=10)
+    after = sidecar.client.get("/healthz")
+    assert after.status_code == 200
+    assert after.json() == {
+        "ok": True,
+        "libvirtConnected": True,
+        "hookRegistered": True,
+        "hookServerEnabled": True,
+        "detail": "ok",
+    }
+
+
+def test_status_shows_the_only_domain_and_its_interfaces(sidecar: SidecarProcess) -> None:
+    status = sidecar.wait_for(
+        lambda: (s := sidecar.client.get("/v1/status").json())["domain"] and s, timeout=20, what="domain"
+    )
+    assert status["domain"] == "test"
+    assert status["domainState"] == "running"
+    assert status["interfaces"][0]["mac"] == "aa:bb:cc:dd:ee:ff"
+    assert status["interfaces"][0]["managed"] is False
+    assert status["lastFixup"] is None
+
+
+def test_a_dry_run_says_what_would_be_done_and_records_nothing(sidecar: SidecarProcess) -> None:
+    sidecar.wait_for(lambda: sidecar.client.get("/healthz").json()["libvirtConnected"], timeout=20, what="connect")
+    response = sidecar.client.post("/v1/fixup", json={"dryRun": True})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["result"], body["dryRun"], body["domain"]) == ("dry-run", True, "test")
+    assert sidecar.client.get("/v1/fixups").json() == []
+
+
+def test_an_unknown_interface_is_a_404_that_lists_the_known_names(sidecar: SidecarProcess) -> None:
+    sidecar.wait_for(lambda: sidecar.client.get("/healthz").json()["libvirtConnected"], timeout=20, what="connect")
+    response = sidecar.client.post("/v1/fixup", json={"interfaces": ["nope"]})
+    assert response.status_code == 404
+    assert response.json()["knownInterfaces"] == []
+    assert "nope" in response.json()["detail"]
+
+
+def test_the_cli_prints_status_and_fails_on_an_unknown_interface(sidecar: SidecarProcess) -> None:
+    sidecar.wait_for(lambda: sidecar.client.get("/healthz").json()["libvirtConnected"], timeout=20, what="connect")
+    status = cli("status", "--url", sidecar.url)
+    assert status.returncode == 0, status.stderr
+    assert "domain:  test (running)" in status.stdout
+    fixup = cli("fixup", "--url", sidecar.url, "--interface", "nope")
+    assert fixup.returncode == 1
+    assert "unknown interface" in fixup.stderr
+
+
+def test_metrics_are_prometheus_text(sidecar: SidecarProcess) -> None:
+    text = sidecar.client.get("/metrics").text
+    assert "# TYPE bridge_migration_fixup_duration_seconds histogram" in text
+    assert "bridge_migration_event_to_fixup_done_seconds" in text
+
+
+def test_the_openapi_schema_names_the_stable_fields(sidecar: SidecarProcess) -> None:
+    schema = sidecar.client.get("/openapi.json").json()
+    record = schema["components"]["schemas"]["FixupRecord"]["properties"]
+    for field in ("triggerTime", "triggerTimeIso", "started", "finished", "eventToDoneMs", "interfaces"):
+        assert field in record
+    assert "dryRun" in schema["components"]["schemas"]["FixupRequest"]["properties"]
+
+
+def test_shutdown_through_the_hook_ends_the_process_with_0(sidecar: SidecarProcess, tmp_path: Path) -> None:
+    with grpc.insecure_channel(f"unix://{tmp_path / 'hooks' / 'bridge-migration.sock'}") as channel:
+        hook_v1alpha3_pb2_grpc.CallbacksStub(channel).Shutdown(hook_v1alpha3_pb2.ShutdownParams(), timeout=10)
+    assert sidecar.proc.wait(30) == 0
+    assert not (tmp_path / "hooks" / "bridge-migration.sock").exists()
+
+
+def test_no_domain_yet_is_a_409(tmp_path: Path) -> None:
+    proc = SidecarProcess(libvirt_uri="test:///default", tmp=tmp_path, domain="not-there-yet")
+    try:
+        proc.wait_ready()
+        proc.wait_for(lambda: proc.client.get("/healthz").json()["libvirtConnected"], timeout=20, what="connect")
+        response = proc.client.post("/v1/fixup", json={})
+        assert response.status_code == 409
+        assert "not-there-yet" in response.json()["detail"]
+        # Without a hook directory the hook server is off, and health does not wait for it.
+        assert proc.client.get("/healthz").json()["hookServerEnabled"] is False
+        assert proc.client.get("/healthz").status_code == 200
+    finally:
+        assert proc.stop() == 0
+
+
+def test_libvirt_down_shows_in_health_and_fixup_answers_503(tmp_path: Path) -> None:
+    proc = SidecarProcess(libvirt_uri=f"qemu+unix:///system?socket={tmp_path}/absent-sock", tmp=tmp_path)
+    try:
+        proc.wait_ready()
+        health = proc.client.get("/healthz")
+        assert health.status_code == 503
+        assert health.json()["libvirtConnected"] is False
+        assert "libvirt not connected" in health.json()["detail"]
+        assert proc.client.post("/v1/fixup", json={}).status_code == 503
+        assert proc.client.get("/v1/status").json()["libvirtConnected"] is False
+    finally:
+        proc.stop()
+
+
+def test_a_non_loopback_listen_address_is_refused_unless_allowed() -> None:
+    result = cli("serve", "--listen", "0.0.0.0:8186", "--libvirt-uri", "test:///default")
+    assert result.returncode == 2
+    assert "not loopback" in result.stderr
+
+
+def test_every_flag_has_an_environment_twin_in_help() -> None:
+    out = cli("serve", "--help").stdout
+    for flag in (
+        "LIBVIRT_URI",
+        "LISTEN",
+        "HOOK_SOCKET_DIR",
+        "POD_ANNOTATIONS",
+        "LINK_PAUSE_MS",
+        "DOMAIN",
+        "DETACH_TIMEOUT",
+    ):
+        assert f"BM_SIDECAR_{flag}" in out
+    assert "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock" in out.replace("\n", "").replace(" ", "")

@@ -1,0 +1,88 @@
+"""Which libvirt lifecycle events start a fixup, pre-copy and post-copy."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import libvirt
+import pytest
+
+from sidecar.errors import NoDomainError
+from sidecar.models import Trigger
+from sidecar.triggers import Dispatcher, classify
+from sidecar.watcher import LifecycleEvent
+
+STARTED_MIGRATED = (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_MIGRATED)
+RESUMED_MIGRATED = (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED)
+RESUMED_POSTCOPY = (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_POSTCOPY)
+
+
+@pytest.mark.parametrize(
+    ("event", "detail", "decision"),
+    [
+        (*STARTED_MIGRATED, "incoming"),
+        (*RESUMED_MIGRATED, "fix"),
+        (*RESUMED_POSTCOPY, "postcopy-started"),
+        (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_POSTCOPY_FAILED, "postcopy-failed"),
+        (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED, "postcopy-failed"),
+        (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED, "ignore"),
+        (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED, "ignore"),
+    ],
+)
+def test_events_are_classified_with_libvirts_own_numbers(event: int, detail: int, decision: str) -> None:
+    assert classify(event, detail) == decision
+
+
+class Recorder:
+    def __init__(self, fail_first: bool = False) -> None:
+        self.calls: list[tuple[Trigger, float]] = []
+        self.incoming = 0
+        self.done = threading.Semaphore(0)
+        self.fail_first = fail_first
+
+    def run(self, trigger: Trigger, at: float) -> None:
+        self.calls.append((trigger, at))
+        self.done.release()
+        if self.fail_first and len(self.calls) == 1:
+            raise NoDomainError("gone")
+
+    def announce(self) -> None:
+        self.incoming += 1
+
+
+def feed(dispatcher: Dispatcher, *events: tuple[int, int]) -> None:
+    for event, detail in events:
+        dispatcher.on_lifecycle(LifecycleEvent("d", event, detail, time.time()))
+
+
+def test_a_precopy_migration_means_one_fixup_after_the_resume() -> None:
+    rec = Recorder()
+    dispatcher = Dispatcher(run_fixup=rec.run, incoming=rec.announce)
+    dispatcher.start()
+    feed(dispatcher, STARTED_MIGRATED, RESUMED_MIGRATED)
+    assert rec.done.acquire(timeout=10)
+    dispatcher.stop()
+    assert rec.incoming == 1
+    assert [c[0] for c in rec.calls] == ["resumed-migrated"]
+
+
+def test_a_postcopy_migration_is_fixed_when_it_completes_not_when_it_resumes() -> None:
+    rec = Recorder()
+    dispatcher = Dispatcher(run_fixup=rec.run, incoming=rec.announce)
+    dispatcher.start()
+    feed(dispatcher, STARTED_MIGRATED, RESUMED_POSTCOPY, RESUMED_MIGRATED)
+    assert rec.done.acquire(timeout=10)
+    dispatcher.stop()
+    assert [c[0] for c in rec.calls] == ["postcopy-completed"]
+
+
+def test_a_failing_fixup_does_not_stop_the_next_migration_from_being_handled() -> None:
+    rec = Recorder(fail_first=True)
+    dispatcher = Dispatcher(run_fixup=rec.run, incoming=rec.announce)
+    dispatcher.start()
+    feed(dispatcher, RESUMED_MIGRATED, RESUMED_MIGRATED)
+    assert rec.done.acquire(timeout=10)
+    assert rec.done.acquire(timeout=10)
+    dispatcher.stop()
+    assert len(rec.calls) == 2
