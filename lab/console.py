@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,24 +76,50 @@ class ConsoleTail:
         self._stop.set()
         self._thread.join(timeout=2)
 
-    def events(self, kind: str | None = None, *, since: float = 0.0, nic: str | None = None) -> list[GuestEvent]:
+    def events(
+        self,
+        kind: str | None = None,
+        *,
+        since: float = 0.0,
+        nic: str | None = None,
+        where: Callable[[GuestEvent], bool] | None = None,
+    ) -> list[GuestEvent]:
         with self._lock:
-            return [
-                e
-                for e in self._events
-                if (kind is None or e.kind == kind) and e.at >= since and (nic is None or e.nic == nic)
-            ]
+            snapshot = list(self._events)
+        return [
+            e
+            for e in snapshot
+            if (kind is None or e.kind == kind)
+            and e.at >= since
+            and (nic is None or e.nic == nic)
+            and (where is None or where(e))
+        ]
 
-    def first(self, kind: str, *, since: float = 0.0, nic: str | None = None) -> GuestEvent | None:
-        found = self.events(kind, since=since, nic=nic)
+    def first(
+        self,
+        kind: str,
+        *,
+        since: float = 0.0,
+        nic: str | None = None,
+        where: Callable[[GuestEvent], bool] | None = None,
+    ) -> GuestEvent | None:
+        found = self.events(kind, since=since, nic=nic, where=where)
         return found[0] if found else None
 
-    def wait(self, kind: str, *, since: float = 0.0, nic: str | None = None, timeout: float) -> GuestEvent:
+    def wait(
+        self,
+        kind: str,
+        *,
+        since: float = 0.0,
+        nic: str | None = None,
+        where: Callable[[GuestEvent], bool] | None = None,
+        timeout: float,
+    ) -> GuestEvent:
         wait_for(
-            lambda: self.first(kind, since=since, nic=nic),
+            lambda: self.first(kind, since=since, nic=nic, where=where),
             timeout=timeout,
             what=f"guest console event {kind!r} in {self.path.name}",
         )
-        event = self.first(kind, since=since, nic=nic)
+        event = self.first(kind, since=since, nic=nic, where=where)
         assert event is not None
         return event

@@ -1,0 +1,48 @@
+"""``python -m lab demo|run|cleanup``: the migration lab from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from lab.cleanup import cleanup
+from lab.scenario import SCENARIOS, ScenarioKind, ScenarioResult, run_scenario
+
+
+def _report(result: ScenarioResult) -> None:
+    print()
+    print(result.timelines())
+    print()
+    for i, m in enumerate(result.migrations, 1):
+        gap = f"{m.gap_seconds:.2f} s" if m.gap_seconds is not None else "no reply"
+        print(f"migration {i}: connectivity gap (migration end -> first ping reply): {gap}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab", description="bridge-migration lab (root only)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="scenario same-mac end to end, with a line per phase and the timeline")
+    run = sub.add_parser("run", help="run one scenario")
+    run.add_argument("scenario", choices=SCENARIOS)
+    run.add_argument("--json", action="store_true", help="print the timelines as JSON")
+    sub.add_parser("cleanup", help="remove every leftover lab namespace, process and run directory")
+    args = parser.parse_args(argv)
+
+    if args.command == "cleanup":
+        for line in cleanup():
+            print(f"removed {line}")
+        return 0
+    kind: ScenarioKind = "same-mac" if args.command == "demo" else args.scenario
+    result = run_scenario(kind, say=lambda line: print(line, flush=True))
+    if getattr(args, "json", False):
+        print(json.dumps([asdict(m.timeline) for m in result.migrations], indent=2))
+    else:
+        _report(result)
+    ok = all(m.first_reply is not None for m in result.migrations) == result.spec.recovers
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The migration scenarios, end to end, returning what happened as data.
+
+One function, :func:`run_scenario`, used by the scenario tests, ``python -m lab demo`` and
+the benchmark: build a two-node lab, boot a server guest and a client guest that pings it,
+live-migrate the client (once, or there and back), then watch for the guest's DHCP ack and
+its first ping reply in the new pod, and collect the timeline of every migration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, get_args
+
+from bridge_migration_contract import MacPolicy
+from lab.cluster import Lab, MigrationRecord, Pod, Vm
+from lab.console import GuestEvent
+from lab.manual import lab_link_refresh
+from lab.timeline import Timeline
+
+ScenarioKind = Literal["same-mac", "mac-change", "control", "round-trip", "lab-link-refresh"]
+SCENARIOS: Final[tuple[ScenarioKind, ...]] = get_args(ScenarioKind)
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    policy: MacPolicy
+    sidecar: bool
+    hops: tuple[str, ...]  # nodes the client migrates to, in order (it starts on "a")
+    recovers: bool  # whether the guest is expected to regain connectivity
+    about: str
+
+
+SPECS: Final[dict[ScenarioKind, ScenarioSpec]] = {
+    "same-mac": ScenarioSpec("pin", True, ("b",), True, "pinned MAC: the sidecar refreshes the link"),
+    "mac-change": ScenarioSpec("follow-pod", True, ("b",), True, "target pod MAC: the sidecar reattaches the NIC"),
+    "control": ScenarioSpec("pin", False, ("b",), False, "no sidecar: the guest keeps its stale address"),
+    "round-trip": ScenarioSpec("pin", True, ("b", "a"), True, "A -> B -> A with the sidecar"),
+    "lab-link-refresh": ScenarioSpec(
+        "pin", False, ("b",), True, "lab self-test: a hand-made link refresh (not the product)"
+    ),
+}
+
+
+@dataclass
+class MigrationOutcome:
+    """One hop: the migration, the target pod, what the guest and the sidecar did."""
+
+    record: MigrationRecord
+    target_pod: str
+    target_node: str
+    target_ip: str
+    target_cni_mac: str
+    target_guest_mac: str  # what the target pod's DHCP server serves
+    dhcp_ack: GuestEvent | None
+    first_reply: GuestEvent | None
+    fixups: list[dict[str, Any]]
+    timeline: Timeline
+
+    @property
+    def gap_seconds(self) -> float | None:
+        """End of migration to the first ping reply in the new pod."""
+        return None if self.first_reply is None else self.first_reply.at - self.record.finished
+
+
+@dataclass
+class ScenarioResult:
+    kind: ScenarioKind
+    spec: ScenarioSpec
+    server_ip: str
+    first_ip: str
+    first_mac: str
+    ping_before: bool
+    migrations: list[MigrationOutcome] = field(default_factory=list)
+    final_guest_address: str | None = None  # "ip/prefix" from the guest's last DHCP ack
+    final_domain_mac: str | None = None
+
+    def timelines(self) -> str:
+        return "\n\n".join(
+            m.timeline.table(f"migration {i + 1}: {m.record.source_pod} -> {m.target_pod} ({m.target_node})")
+            for i, m in enumerate(self.migrations)
+        )
+
+
+Say = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+def _timeline(*, vm: Vm, pod: Pod, record: MigrationRecord, outcome_fixups: list[dict[str, Any]]) -> Timeline:
+    tl = Timeline(origin=record.started)
+    tl.add("migration start", record.started, f"{record.source_pod} -> {record.target_pod}")
+    for event in record.source_events:
+        if event.detail == "MIGRATED" and event.at >= record.started:
+            tl.add(f"source {event}", event.at)
+    for event in record.target_events:
+        if event.at >= record.started and event.event in ("STARTED", "RESUMED"):
+            tl.add(f"target {event}", event.at)
+    tl.add("migration end", record.finished, "migrateToURI3 returned")
+    for fixup in outcome_fixups:
+        actions = ",".join(f"{i.get('name')}:{i.get('action')}" for i in fixup.get("interfaces", []))
+        tl.add("sidecar fixup started", fixup.get("started"), str(fixup.get("trigger", "")))
+        tl.add("sidecar fixup done", fixup.get("finished"), f"{fixup.get('result')} {actions}")
+    since = record.started
+    for kind in ("carrier-up", "nic-up", "dhcp-ack"):
+        guest_event = vm.console.first(kind, since=since)
+        if guest_event is not None:
+            tl.add(f"guest {kind}", guest_event.at, " ".join(guest_event.args))
+    reply = vm.console.first("ping-reply", since=record.finished + 1.0)
+    if reply is not None:
+        tl.add("first ping reply after migration", reply.at, " ".join(reply.args))
+    return tl
+
+
+def _lease_of(ip: str) -> Callable[[GuestEvent], bool]:
+    def match(event: GuestEvent) -> bool:
+        return event.fields.get("ip", "").split("/")[0] == ip
+
+    return match
+
+
+def run_scenario(
+    kind: ScenarioKind,
+    *,
+    say: Say = _quiet,
+    timeout: float = 240.0,
+    observe: float = 45.0,
+) -> ScenarioResult:
+    """Run one scenario in a fresh lab (torn down on return) and report what happened.
+
+    ``timeout`` bounds every wait for something expected; ``observe`` is how long a scenario
+    that must NOT recover (control) is watched after the migration.
+    """
+    spec = SPECS[kind]
+    t0 = time.time()
+
+    def phase(msg: str) -> None:
+        say(f"[{time.time() - t0:7.1f} s] {msg}")
+
+    with Lab() as lab:
+        phase(f"scenario {kind}: {spec.about}")
+        lab.add_nodes("a", "b")
+        phase("nodes a (10.244.1.0/24) and b (10.244.2.0/24) up")
+        server = lab.start_vm(name="server", node="a", policy="pin", sidecar=False)
+        client = lab.start_vm(name="client", node="a", policy=spec.policy, sidecar=spec.sidecar, ping=server.pod.ip)
+        phase(
+            f"guests booting: server in {server.pod.name} ({server.pod.ip}),"
+            f" client in {client.pod.name} ({client.pod.ip}), sidecar={'yes' if spec.sidecar else 'no'}"
+        )
+        first_ack = client.console.wait("dhcp-ack", timeout=timeout)
+        phase(f"client got its lease: {first_ack.fields.get('ip')} mac {first_ack.fields.get('mac')}")
+        client.console.wait("ping-reply", timeout=timeout)
+        phase(f"client pings server {server.pod.ip}: ok")
+        result = ScenarioResult(
+            kind=kind,
+            spec=spec,
+            server_ip=server.pod.ip,
+            first_ip=client.pod.ip,
+            first_mac=first_ack.fields.get("mac", ""),
+            ping_before=True,
+        )
+        for hop in spec.hops:
+            phase(f"migrating client {client.pod.node} -> {hop} (LIVE|PEER2PEER|PERSIST_DEST)")
+            record = lab.migrate(client, to_node=hop, timeout=timeout)
+            target = client.pod
+            phase(
+                f"migration done in {record.finished - record.started:.1f} s;"
+                f" target pod {target.name} ip {target.ip}, source pod deleted"
+            )
+            if kind == "lab-link-refresh":
+                lab_link_refresh(client.domain())
+                phase("LAB TOOL: link refreshed by hand (no sidecar)")
+            ack: GuestEvent | None
+            reply: GuestEvent | None
+            if spec.recovers:
+                ack = client.console.wait("dhcp-ack", since=record.started, where=_lease_of(target.ip), timeout=timeout)
+                phase(f"client renewed its lease: {ack.fields.get('ip')} mac {ack.fields.get('mac')}")
+                reply = client.console.wait("ping-reply", since=ack.at, timeout=timeout)
+                phase(f"client pings server again: gap {reply.at - record.finished:.1f} s after migration end")
+            else:
+                phase(f"watching the client for {observe:.0f} s")
+                time.sleep(observe)
+                ack = client.console.first("dhcp-ack", since=record.started)
+                reply = client.console.first("ping-reply", since=record.finished + 1.0)
+                phase(
+                    f"after {observe:.0f} s: dhcp ack {'seen' if ack else 'none'},"
+                    f" ping replies {'seen' if reply else 'none'}"
+                )
+            fixups = target.sidecar.fixups() if target.sidecar is not None else []
+            outcome = MigrationOutcome(
+                record=record,
+                target_pod=target.name,
+                target_node=target.node,
+                target_ip=target.ip,
+                target_cni_mac=target.cni_mac,
+                target_guest_mac=target.guest_mac,
+                dhcp_ack=ack,
+                first_reply=reply,
+                fixups=fixups,
+                timeline=_timeline(vm=client, pod=target, record=record, outcome_fixups=fixups),
+            )
+            result.migrations.append(outcome)
+        result.final_guest_address = client.guest_address()
+        result.final_domain_mac = client.domain_mac()
+        phase(f"client ends with {result.final_guest_address} mac {result.final_domain_mac}; tearing down")
+    phase("lab torn down")
+    return result
