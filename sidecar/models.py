@@ -90,7 +90,8 @@ class Status(Model):
 
 
 class Health(Model):
-    ok: bool
+    ok: bool = Field(description="libvirt is connected: the sidecar can fix NICs (HTTP 200 iff true)")
+    ready: bool = Field(description="ok, and virt-launcher has called Info (or the hook server is off)")
     libvirt_connected: bool
     hook_registered: bool
     hook_server_enabled: bool

@@ -94,14 +94,17 @@ class Sidecar:
         connected = self.watcher.connected
         registered = self.vmis.registered.is_set()
         hook_on = self.hooks.enabled
-        ok = connected and (registered or not hook_on)
+        # Health (the status code) is about the job the sidecar does: it needs libvirt. The
+        # hook registration only happens when virt-launcher starts, so it is reported, not required.
+        ready = connected and (registered or not hook_on)
         problems = []
         if not connected:
             problems.append(f"libvirt not connected ({self.watcher.last_error or 'connecting'})")
         if hook_on and not registered:
             problems.append("virt-launcher has not called Info on the hook socket yet")
         return Health(
-            ok=ok,
+            ok=connected,
+            ready=ready,
             libvirt_connected=connected,
             hook_registered=registered,
             hook_server_enabled=hook_on,

@@ -48,6 +48,15 @@ def start_event_loop() -> None:
         _event_impl_started = True
 
 
+def adopt_running_event_loop() -> None:
+    """Say that this process already runs libvirt's default event loop (a host program
+    embedding the watcher, e.g. a test harness); registering a second one would make two
+    threads race on the same poll loop."""
+    global _event_impl_started  # noqa: PLW0603
+    with _event_impl_lock:
+        _event_impl_started = True
+
+
 @dataclass(frozen=True)
 class LifecycleEvent:
     domain: str

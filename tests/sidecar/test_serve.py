@@ -34,17 +34,19 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_health_waits_for_the_hook_registration_then_says_ok(sidecar: SidecarProcess, tmp_path: Path) -> None:
+def test_health_reports_the_hook_registration(sidecar: SidecarProcess, tmp_path: Path) -> None:
     sidecar.wait_for(lambda: sidecar.client.get("/healthz").json()["libvirtConnected"], timeout=20, what="connect")
     before = sidecar.client.get("/healthz")
-    assert before.status_code == 503
-    assert before.json()["hookRegistered"] is False
+    assert before.status_code == 200
+    assert (before.json()["hookRegistered"], before.json()["ready"]) == (False, False)
+    assert "has not called Info" in before.json()["detail"]
     with grpc.insecure_channel(f"unix://{tmp_path / 'hooks' / 'bridge-migration.sock'}") as channel:
         hook_info_pb2_grpc.InfoStub(channel).Info(hook_info_pb2.InfoParams(), timeout=10)
     after = sidecar.client.get("/healthz")
     assert after.status_code == 200
     assert after.json() == {
         "ok": True,
+        "ready": True,
         "libvirtConnected": True,
         "hookRegistered": True,
         "hookServerEnabled": True,
