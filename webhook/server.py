@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from webhook.app import Runtime, create_app
 from webhook.config import WebhookConfig
@@ -27,11 +28,12 @@ def build_runtime(config: WebhookConfig) -> Runtime:
     return Runtime(config=config, gate=gate, kube=kube, tls=ReloadingTLS(config.tls_cert, config.tls_key))
 
 
-def serve(config: WebhookConfig) -> int:
-    rt = build_runtime(config)
+def uvicorn_config(rt: Runtime, app: ASGIApp) -> uvicorn.Config:
+    """uvicorn settings with the runtime's reloadable TLS context in place of uvicorn's own."""
+    config = rt.config
     assert rt.tls is not None
     uv = uvicorn.Config(
-        create_app(rt),
+        app,
         host=config.host,
         port=config.port,
         ssl_certfile=str(config.tls_cert),
@@ -42,8 +44,14 @@ def serve(config: WebhookConfig) -> int:
         proxy_headers=False,
     )
     uv.load()
-    # Swap in the context we keep re-loading; uvicorn passes config.ssl to the listener.
+    # uvicorn hands config.ssl to the listener; ours is the one ReloadingTLS keeps re-loading.
     uv.ssl = rt.tls.context
+    return uv
+
+
+def serve(config: WebhookConfig) -> int:
+    rt = build_runtime(config)
+    uv = uvicorn_config(rt, create_app(rt))
     log.info(
         "webhook on https://%s:%d policy=%s gate=%s validation=%s",
         config.host,
