@@ -17,7 +17,7 @@ def _report(result: ScenarioResult) -> None:
     print()
     for i, m in enumerate(result.migrations, 1):
         gap = f"{m.gap_seconds:.2f} s" if m.gap_seconds is not None else "no reply"
-        print(f"migration {i}: connectivity gap (migration end -> first ping reply): {gap}")
+        print(f"migration {i}: connectivity gap (guest resumed on target -> first ping reply): {gap}")
 
 
 def main(argv: list[str] | None = None) -> int:

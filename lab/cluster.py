@@ -129,8 +129,9 @@ class MigrationRecord:
     vm: str
     source_pod: str
     target_pod: str
-    started: float
-    finished: float
+    started: float  # migrateToURI3 called
+    resumed: float  # target RESUMED/MIGRATED: the guest runs in the target pod from here on
+    finished: float  # migrateToURI3 returned (the source confirms after the target resumed)
     target_events: list[LifecycleEvent]
     source_events: list[LifecycleEvent]
 
@@ -298,13 +299,14 @@ class Lab:
         dom.migrateToURI3(target.daemon.uri, params, MIGRATION_FLAGS)
         finished = time.time()
         target_events = target.lifecycle()
-        target_events.wait("RESUMED", "MIGRATED", timeout=timeout)
+        resumed = target_events.wait("RESUMED", "MIGRATED", timeout=timeout)
         source.lifecycle().wait("STOPPED", "MIGRATED", timeout=timeout)
         record = MigrationRecord(
             vm=vm.name,
             source_pod=source.name,
             target_pod=target.name,
             started=started,
+            resumed=resumed.at,
             finished=finished,
             target_events=target_events.events(),
             source_events=source.lifecycle().events(),

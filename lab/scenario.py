@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
 from bridge_migration_contract import MacPolicy
-from lab.cluster import Lab, MigrationRecord, Pod, Vm
+from lab.cluster import Lab, MigrationRecord, Vm
 from lab.console import GuestEvent
 from lab.manual import lab_link_refresh
 from lab.timeline import Timeline
@@ -60,7 +60,13 @@ class MigrationOutcome:
 
     @property
     def gap_seconds(self) -> float | None:
-        """End of migration to the first ping reply in the new pod."""
+        """Connectivity gap: the guest resuming in the target pod (RESUMED/MIGRATED, the end
+        of the migration as the guest sees it) to its first ping reply from there."""
+        return None if self.first_reply is None else self.first_reply.at - self.record.resumed
+
+    @property
+    def gap_after_api_return(self) -> float | None:
+        """First ping reply relative to migrateToURI3 returning (negative: recovered before)."""
         return None if self.first_reply is None else self.first_reply.at - self.record.finished
 
 
@@ -90,7 +96,9 @@ def _quiet(_msg: str) -> None:
     return None
 
 
-def _timeline(*, vm: Vm, pod: Pod, record: MigrationRecord, outcome_fixups: list[dict[str, Any]]) -> Timeline:
+def _timeline(
+    *, vm: Vm, record: MigrationRecord, fixups: list[dict[str, Any]], first_reply: GuestEvent | None
+) -> Timeline:
     tl = Timeline(origin=record.started)
     tl.add("migration start", record.started, f"{record.source_pod} -> {record.target_pod}")
     for event in record.source_events:
@@ -100,7 +108,7 @@ def _timeline(*, vm: Vm, pod: Pod, record: MigrationRecord, outcome_fixups: list
         if event.at >= record.started and event.event in ("STARTED", "RESUMED"):
             tl.add(f"target {event}", event.at)
     tl.add("migration end", record.finished, "migrateToURI3 returned")
-    for fixup in outcome_fixups:
+    for fixup in fixups:
         actions = ",".join(f"{i.get('name')}:{i.get('action')}" for i in fixup.get("interfaces", []))
         tl.add("sidecar fixup started", fixup.get("started"), str(fixup.get("trigger", "")))
         tl.add("sidecar fixup done", fixup.get("finished"), f"{fixup.get('result')} {actions}")
@@ -109,9 +117,8 @@ def _timeline(*, vm: Vm, pod: Pod, record: MigrationRecord, outcome_fixups: list
         guest_event = vm.console.first(kind, since=since)
         if guest_event is not None:
             tl.add(f"guest {kind}", guest_event.at, " ".join(guest_event.args))
-    reply = vm.console.first("ping-reply", since=record.finished + 1.0)
-    if reply is not None:
-        tl.add("first ping reply after migration", reply.at, " ".join(reply.args))
+    if first_reply is not None:
+        tl.add("first ping reply after migration", first_reply.at, " ".join(first_reply.args))
     return tl
 
 
@@ -167,7 +174,8 @@ def run_scenario(
             record = lab.migrate(client, to_node=hop, timeout=timeout)
             target = client.pod
             phase(
-                f"migration done in {record.finished - record.started:.1f} s;"
+                f"migration done: guest resumed on {hop} after {record.resumed - record.started:.1f} s,"
+                f" migrateToURI3 returned after {record.finished - record.started:.1f} s;"
                 f" target pod {target.name} ip {target.ip}, source pod deleted"
             )
             if kind == "lab-link-refresh":
@@ -179,7 +187,7 @@ def run_scenario(
                 ack = client.console.wait("dhcp-ack", since=record.started, where=_lease_of(target.ip), timeout=timeout)
                 phase(f"client renewed its lease: {ack.fields.get('ip')} mac {ack.fields.get('mac')}")
                 reply = client.console.wait("ping-reply", since=ack.at, timeout=timeout)
-                phase(f"client pings server again: gap {reply.at - record.finished:.1f} s after migration end")
+                phase(f"client pings server again: {reply.at - record.resumed:.1f} s after the guest resumed")
             else:
                 phase(f"watching the client for {observe:.0f} s")
                 time.sleep(observe)
@@ -200,7 +208,7 @@ def run_scenario(
                 dhcp_ack=ack,
                 first_reply=reply,
                 fixups=fixups,
-                timeline=_timeline(vm=client, pod=target, record=record, outcome_fixups=fixups),
+                timeline=_timeline(vm=client, record=record, fixups=fixups, first_reply=reply),
             )
             result.migrations.append(outcome)
         result.final_guest_address = client.guest_address()

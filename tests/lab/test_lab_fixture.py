@@ -1,0 +1,45 @@
+"""The lab fixture itself: namespaces shaped like KubeVirt pods, one libvirtd per pod, cleanup."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.cleanup import lab_namespaces
+from lab.cluster import Lab
+from lab.shell import ip, run
+
+pytestmark = pytest.mark.lab
+
+
+def _links(netns: str) -> dict[str, str]:
+    """name -> 'master=<bridge> mac=<mac>' for every link of a namespace."""
+    out: dict[str, str] = {}
+    for line in ip(netns, "-o", "link", "show").splitlines():
+        fields = line.split()
+        name = fields[1].rstrip(":").split("@")[0]
+        master = fields[fields.index("master") + 1] if "master" in fields else "-"
+        mac = fields[fields.index("link/ether") + 1] if "link/ether" in fields else "-"
+        out[name] = f"master={master} mac={mac}"
+    return out
+
+
+def test_a_pod_namespace_is_laid_out_like_kubevirt_bridge_binding_and_cleanup_removes_it() -> None:
+    with Lab() as lab:
+        lab.add_nodes("a", "b")
+        first = lab.create_pod(vm="probe", node="a")
+        second = lab.create_pod(vm="probe", node="b")
+        links = _links(first.net.netns)
+        assert links["eth0-nic"].startswith("master=k6t-eth0")
+        assert links["tap0"].startswith("master=k6t-eth0")
+        assert links["eth0"] == f"master=- mac={first.cni_mac}"
+        # Each pod has its own daemon with its own identity (or migration refuses "the same host").
+        assert first.conn.getHostname() and first.daemon.host_uuid != second.daemon.host_uuid
+        assert first.conn.getURI() != second.conn.getURI()
+        # The node routes to the pod through the node-side veth, which holds the gateway address.
+        node_routes = ip(lab.nodes["a"].netns, "route", "show", f"{first.ip}/32")
+        assert first.net.host_veth in node_routes
+        assert first.ip.startswith("10.244.1.") and second.ip.startswith("10.244.2.")
+        lab_id = lab.id
+        assert len(lab_namespaces(lab_id)) == 4
+    assert lab_namespaces(lab_id) == []
+    assert f"{lab_id}" not in run(["ip", "netns", "list"])
