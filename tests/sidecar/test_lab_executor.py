@@ -25,6 +25,7 @@ from sidecar.executor import DeviceRemovals, Executor, ExecutorSettings
 from sidecar.metrics import Metrics
 from sidecar.models import FixupRecord
 from sidecar.watcher import LibvirtWatcher, adopt_running_event_loop
+from tests.sidecar.guest import wait_guest_nic
 from tests.sidecar.samples import vmi
 
 pytestmark = pytest.mark.lab
@@ -148,8 +149,7 @@ def test_a_new_mac_means_detach_and_attach_and_the_guest_sees_the_new_nic(rig: R
     )
     assert mac_of(rig.iface()) == NEW_MAC
     assert mac_of(rig.iface(libvirt.VIR_DOMAIN_XML_INACTIVE)) == NEW_MAC  # CONFIG too: persistent domain
-    seen = rig.vm.console.wait("nic-up", since=since, nic="eth0", timeout=90)
-    assert seen.fields["mac"] == NEW_MAC
+    wait_guest_nic(rig.vm, mac=NEW_MAC, since=since)
     # And back, so the other tests start from the original MAC.
     rig.want(rig.original_mac)
     back = rig.fixer.run(trigger="manual", force=True)
@@ -193,8 +193,7 @@ def test_when_attach_fails_after_the_detach_the_original_nic_is_put_back(rig: Ri
     assert iface.result == "restored"
     assert "fake: attach refused once" in (iface.error or "")
     assert mac_of(rig.iface()) == rig.original_mac
-    seen = rig.vm.console.wait("nic-up", since=since, nic="eth0", timeout=90)
-    assert seen.fields["mac"] == rig.original_mac
+    wait_guest_nic(rig.vm, mac=rig.original_mac, since=since)
 
 
 def test_two_triggers_at_once_do_one_fixup_and_a_repeat_is_a_noop_unless_forced(rig: Rig) -> None:

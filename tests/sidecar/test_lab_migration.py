@@ -1,0 +1,129 @@
+"""The sidecar process in a lab pod, end to end: a live migration lands, the sidecar fixes
+the NIC on its own, and the guest gets the target pod's address.
+
+Run the way the lab runs it: `ip netns exec <pod> python -m sidecar serve ...` with the
+pod's own libvirtd, downward-API annotations file and hook directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import libvirt
+import pytest
+
+from lab.cluster import Lab, Pod, Vm
+from lab.events import EventLog
+from lab.process import wait_for
+from tests.sidecar.guest import wait_guest_nic
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab() as the_lab:
+        the_lab.add_nodes("a", "b")
+        yield the_lab
+
+
+@pytest.fixture(scope="module")
+def vm(lab: Lab) -> Vm:
+    the_vm = lab.start_vm(name="follow", node="a", policy="follow-pod", sidecar=True)
+    the_vm.console.wait("dhcp-ack", nic="eth0", timeout=180)
+    return the_vm
+
+
+def sidecar_of(pod: Pod) -> Any:
+    assert pod.sidecar is not None
+    return pod.sidecar
+
+
+def automatic_fixup(pod: Pod, *, timeout: float = 120) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        records = [r for r in sidecar_of(pod).fixups() if r["trigger"] in ("resumed-migrated", "postcopy-completed")]
+        return records[-1] if records else None
+
+    wait_for(done, timeout=timeout, interval=0.5, what=f"automatic fixup in {pod.name}")
+    record = done()
+    assert record is not None
+    return record
+
+
+def test_status_maps_the_nic_to_the_pod_link_read_with_pyroute2(vm: Vm) -> None:
+    status = sidecar_of(vm.pod).status()
+    assert status["domain"] == vm.domain_name
+    assert status["domainState"] == "running"
+    [iface] = [i for i in status["interfaces"] if i["alias"] == "ua-default"]
+    assert (iface["podLink"], iface["podLinkMac"]) == ("eth0", vm.pod.cni_mac)
+    assert iface["mac"] == vm.pod.cni_mac  # follow-pod: the guest started with the pod's MAC
+
+
+def test_after_a_migration_the_sidecar_reattaches_with_the_target_pods_mac(lab: Lab, vm: Vm) -> None:
+    since = time.time()
+    lab.migrate(vm, to_node="b")
+    target = vm.pod
+    assert target.node == "b"
+    record = automatic_fixup(target)
+    assert record["result"] == "success", record
+    [iface] = record["interfaces"]
+    assert (iface["action"], iface["result"], iface["newMac"]) == ("reattach", "done", target.cni_mac)
+    for key in ("triggerTime", "started", "finished"):
+        assert isinstance(record[key], float)
+    assert record["triggerTime"] <= record["started"] <= record["finished"]
+    assert record["eventToDoneMs"] > 0
+    assert vm.domain_mac() == target.cni_mac
+    wait_guest_nic(vm, mac=target.cni_mac, since=since)
+    # The point of it all: the guest now holds the target pod's address.
+    wait_for(
+        lambda: (
+            vm.guest_address() == f"{target.ip}/{target.net.prefix_len}"
+            or (vm.guest_address() or "").startswith(target.ip)
+        ),
+        timeout=90,
+        what="guest lease from the target pod",
+    )
+    # A second trigger for the same arrival is a no-op.
+    status, body = sidecar_of(target).call("POST", "/v1/fixup", {})
+    assert (status, body["result"]) == (200, "noop")
+
+
+def restart_daemon(pod: Pod) -> None:
+    """Stop the pod's libvirtd, see the sidecar notice, start it again, see it reconnect."""
+    sidecar = sidecar_of(pod)
+    if pod.events is not None:
+        pod.events.close()
+    with contextlib.suppress(libvirt.libvirtError):
+        pod.conn.close()
+    pod.daemon.stop()
+    wait_for(
+        lambda: sidecar.call("GET", "/healthz")[0] == 503, timeout=60, interval=0.3, what="sidecar sees libvirt go"
+    )
+    status, body = sidecar.call("POST", "/v1/fixup", {})
+    assert status == 503, body
+    pod.daemon.start()
+    pod.conn = pod.daemon.connect()
+    pod.events = EventLog(pod.conn)
+    wait_for(lambda: sidecar.call("GET", "/healthz")[0] == 200, timeout=90, interval=0.5, what="sidecar reconnects")
+
+
+def test_after_libvirt_restarts_the_sidecar_reconnects_and_handles_the_next_migration(
+    lab: Lab, vm: Vm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start_sidecar = lab.start_sidecar
+
+    def start_then_restart_libvirt(pod: Pod, **kwargs: Any) -> None:
+        start_sidecar(pod, **kwargs)
+        restart_daemon(pod)
+
+    monkeypatch.setattr(lab, "start_sidecar", start_then_restart_libvirt)
+    since = time.time()
+    lab.migrate(vm, to_node="a")
+    target = vm.pod
+    record = automatic_fixup(target)
+    assert record["result"] == "success", record
+    assert record["interfaces"][0]["newMac"] == target.cni_mac
+    wait_guest_nic(vm, mac=target.cni_mac, since=since)
