@@ -7,8 +7,11 @@
 # a throwaway module directory under the cache so the repo never holds Go code of other projects.
 # GOMODCACHE and GOCACHE live under /var/cache/bridge-migration/go so CI re-uses them.
 #
+# Usage: build-k8s.sh [TOOL...]   (TOOL: kube-apiserver kubectl etcd helm; default: all four)
 # Prints the bin directory on its last line of stdout; progress goes to stderr.
 set -euo pipefail
+wanted=${*:-kube-apiserver kubectl etcd helm}
+want() { [[ " $wanted " == *" $1 "* ]]; }
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
@@ -37,6 +40,9 @@ mkdir -p "$bin" "$GOMODCACHE" "$GOCACHE"
 #   extra go.mod lines (replace directives), may be empty
 build_tool() {
   local name=$1 mod=$2 ver=$3 pkg=$4 ldflags=$5 extra=$6
+  if ! want "$name"; then
+    return 0
+  fi
   if [[ -x $bin/$name ]]; then
     say "$name: cached ($bin/$name)"
     return 0
@@ -82,7 +88,9 @@ say "target: kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION -> 
 say "GOMODCACHE=$GOMODCACHE GOCACHE=$GOCACHE ($(go version))"
 
 need_k8s=0
-[[ -x $bin/kube-apiserver && -x $bin/kubectl ]] || need_k8s=1
+for t in kube-apiserver kubectl; do
+  if want $t && [[ ! -x $bin/$t ]]; then need_k8s=1; fi
+done
 if ((need_k8s)); then
   replaces=$(k8s_replaces)
   minor=${K8S_VERSION#v1.}
@@ -110,9 +118,9 @@ build_tool etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server
 build_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ""
 
-"$bin/kube-apiserver" --version >&2
-"$bin/kubectl" version --client >&2
-"$bin/etcd" --version >&2 | head -1
-"$bin/helm" version --short >&2
-say "all tools ready in $((SECONDS - total_start)) s"
+want kube-apiserver && "$bin/kube-apiserver" --version >&2
+want kubectl && "$bin/kubectl" version --client >&2
+want etcd && "$bin/etcd" --version 2>&1 | head -1 >&2
+want helm && "$bin/helm" version --short >&2
+say "$wanted ready in $((SECONDS - total_start)) s"
 echo "$bin"
