@@ -37,6 +37,9 @@ def parse_review(body: bytes, *, expect_kind: str) -> Review:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadReviewError(f"body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        # The stdlib parser recurses per nesting level; nothing legitimate nests this deep.
+        raise BadReviewError("body is not JSON we accept: nested too deeply") from exc
     if not isinstance(doc, dict) or doc.get("kind") != "AdmissionReview":
         raise BadReviewError("body is not an AdmissionReview (kind must be 'AdmissionReview')")
     api_version = doc.get("apiVersion")
@@ -87,9 +90,13 @@ def _check_metadata(obj: Mapping[str, Any]) -> None:
         for key, item in value.items():
             if not isinstance(item, str):
                 raise BadReviewError(f"metadata.{field}[{key!r}] is not a string")
-    name = metadata.get("name")
-    if name is not None and not isinstance(name, str):
-        raise BadReviewError("metadata.name is not a string")
+    for field in ("name", "generateName", "namespace"):
+        value = metadata.get(field)
+        if value is not None and not isinstance(value, str):
+            raise BadReviewError(f"metadata.{field} is not a string")
+    spec = obj.get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        raise BadReviewError("spec must be an object")
 
 
 def response(review: Review, decision: Decision) -> dict[str, Any]:
