@@ -10,14 +10,11 @@ exit so the pod can terminate).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -29,6 +26,7 @@ from sidecar.hookapi import (
     hook_v1alpha3_pb2,
     hook_v1alpha3_pb2_grpc,
 )
+from sidecar.vmistore import VmiStore
 
 log = logging.getLogger(__name__)
 
@@ -36,35 +34,6 @@ HOOK_NAME = "bridge-migration"
 SOCKET_NAME = "bridge-migration.sock"
 HOOK_POINTS = ("OnDefineDomain", "PreCloudInitIso", "Shutdown")
 VERSIONS = ("v1alpha2", "v1alpha3")
-
-
-class VmiStore:
-    """The last VMI virt-launcher showed us (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._vmi: dict[str, Any] | None = None
-        self._logged_bad = False
-        self.registered = threading.Event()
-
-    def get(self) -> dict[str, Any] | None:
-        with self._lock:
-            return self._vmi
-
-    def offer(self, raw: bytes) -> None:
-        """Keep the VMI JSON; a malformed one is logged once and the old value kept."""
-        try:
-            vmi = json.loads(raw.decode("utf-8")) if raw else None
-            if vmi is not None and not isinstance(vmi, dict):
-                raise ValueError("VMI is not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            if not self._logged_bad:
-                self._logged_bad = True
-                log.warning("ignoring malformed VMI JSON from virt-launcher: %s", exc)
-            return
-        if vmi is not None:
-            with self._lock:
-                self._vmi = vmi
 
 
 class InfoService(hook_info_pb2_grpc.InfoServicer):
@@ -129,7 +98,10 @@ class CallbacksV1alpha3(hook_v1alpha3_pb2_grpc.CallbacksServicer):
 
 
 class HookServer:
-    """gRPC server on `<dir>/bridge-migration.sock`; off when the directory does not exist."""
+    """gRPC server on `<dir>/bridge-migration.sock`; off when the directory does not exist.
+
+    This module is imported only when the hook directory exists: grpc costs ~20 MiB of RSS.
+    """
 
     def __init__(self, *, directory: Path, store: VmiStore, on_shutdown: Callable[[], None]) -> None:
         self.directory = directory
@@ -167,10 +139,3 @@ class HookServer:
             self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-
-
-def vmi_summary(vmi: Mapping[str, Any] | None) -> str:
-    meta = vmi.get("metadata") if isinstance(vmi, Mapping) else None
-    if not isinstance(meta, Mapping):
-        return "unknown VMI"
-    return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"

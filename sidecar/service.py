@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import libvirt
 
@@ -18,13 +18,16 @@ from sidecar.domxml import parse_interfaces
 from sidecar.engine import Fixer
 from sidecar.errors import LibvirtUnavailableError, NoDomainError
 from sidecar.executor import DeviceRemovals, Executor, ExecutorSettings
-from sidecar.hooks import HookServer, VmiStore
 from sidecar.metrics import Metrics
 from sidecar.models import Health, InterfaceStatus, Status
 from sidecar.plan import targets_from_vmi
 from sidecar.podlinks import read_links
 from sidecar.triggers import Dispatcher
+from sidecar.vmistore import VmiStore
 from sidecar.watcher import LibvirtWatcher
+
+if TYPE_CHECKING:
+    from sidecar.hooks import HookServer
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +72,7 @@ class Sidecar:
             run_fixup=lambda trigger, at: self.fixer.run(trigger=trigger, trigger_time=at),
             incoming=self.fixer.incoming_migration,
         )
-        self.hooks = HookServer(
-            directory=settings.hook_socket_dir, store=self.vmis, on_shutdown=self.shutdown_requested.set
-        )
+        self.hooks: HookServer | None = None
 
     def _on_lifecycle(self, ev: Any) -> None:
         self.dispatcher.on_lifecycle(ev)
@@ -79,10 +80,19 @@ class Sidecar:
     def start(self) -> None:
         self.dispatcher.start()
         self.watcher.start()
-        self.hooks.start()
+        if self.settings.hook_socket_dir.is_dir():
+            from sidecar.hooks import HookServer  # grpc only when there is a hook directory
+
+            self.hooks = HookServer(
+                directory=self.settings.hook_socket_dir, store=self.vmis, on_shutdown=self.shutdown_requested.set
+            )
+            self.hooks.start()
+        else:
+            log.info("hook directory %s does not exist: hook server off", self.settings.hook_socket_dir)
 
     def stop(self) -> None:
-        self.hooks.stop()
+        if self.hooks is not None:
+            self.hooks.stop()
         self.watcher.stop()
         self.dispatcher.stop()
 
@@ -93,7 +103,7 @@ class Sidecar:
     def health(self) -> Health:
         connected = self.watcher.connected
         registered = self.vmis.registered.is_set()
-        hook_on = self.hooks.enabled
+        hook_on = self.hooks is not None and self.hooks.enabled
         # Health (the status code) is about the job the sidecar does: it needs libvirt. The
         # hook registration only happens when virt-launcher starts, so it is reported, not required.
         ready = connected and (registered or not hook_on)

@@ -18,7 +18,8 @@ from sidecar.hookapi import (
     hook_v1alpha3_pb2,
     hook_v1alpha3_pb2_grpc,
 )
-from sidecar.hooks import SOCKET_NAME, HookServer, VmiStore
+from sidecar.hooks import SOCKET_NAME, HookServer
+from sidecar.vmistore import VmiStore
 from tests.sidecar.samples import THREE_NIC_VMI, domain_xml
 
 
