@@ -1,0 +1,118 @@
+"""`kubectl apply` of VMIs through the real kube-apiserver, which calls the webhook over HTTPS as
+configured by the chart's own MutatingWebhookConfiguration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge_migration_contract import ALLOW_POD_BRIDGE_MIGRATION, DEFAULT_KEYS, HOOK_SIDECARS, parse_macs
+from kubelab.kubectl import Kubectl
+from kubelab.lab import SIDECAR_IMAGE, AdmissionLab
+from tests.kube.conftest import user_annotations, vmi_manifest
+
+pytestmark = pytest.mark.kube
+
+
+def test_a_bridge_vmi_is_stored_migratable_with_a_pinned_mac_and_our_sidecar(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(vmi_manifest("bridge-vm", namespace))
+    stored = kubectl.get("vmi", "bridge-vm", namespace=namespace)
+    ann = user_annotations(stored)
+    assert ALLOW_POD_BRIDGE_MIGRATION in ann
+    (iface,) = stored["spec"]["domain"]["devices"]["interfaces"]
+    mac = iface["macAddress"]
+    assert int(mac.split(":")[0], 16) & 0b10, "a pinned MAC is locally administered"
+    assert parse_macs(ann[DEFAULT_KEYS.macs]) == {"default": mac}
+    sidecars = json.loads(ann[HOOK_SIDECARS])
+    ours = [s for s in sidecars if s["image"] == SIDECAR_IMAGE]
+    assert len(ours) == 1
+    assert ours[0]["command"] == ["python", "-m", "sidecar", "serve"]
+
+
+def test_applying_the_same_vmi_again_changes_nothing(kubectl: Kubectl, namespace: str) -> None:
+    manifest = vmi_manifest("twice", namespace)
+    kubectl.apply(manifest)
+    first = kubectl.get("vmi", "twice", namespace=namespace)
+    again = kubectl.apply(manifest)
+    assert "unchanged" in again.stdout
+    second = kubectl.get("vmi", "twice", namespace=namespace)
+    assert second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    assert second["metadata"]["generation"] == first["metadata"]["generation"]
+    assert second == first
+
+
+def test_users_own_hook_sidecars_are_kept_and_ours_is_added_once(kubectl: Kubectl, namespace: str) -> None:
+    theirs = {"image": "example.org/their-hook:1", "args": ["--version", "v1alpha2"]}
+    kubectl.apply(vmi_manifest("with-hook", namespace, annotations={HOOK_SIDECARS: json.dumps([theirs])}))
+    sidecars = json.loads(user_annotations(kubectl.get("vmi", "with-hook", namespace=namespace))[HOOK_SIDECARS])
+    assert sidecars[0] == theirs
+    assert [s["image"] for s in sidecars] == [theirs["image"], SIDECAR_IMAGE]
+
+
+def test_a_masquerade_vmi_is_stored_untouched(kubectl: Kubectl, namespace: str) -> None:
+    manifest = vmi_manifest("masq", namespace, binding="masquerade")
+    kubectl.apply(manifest)
+    stored = kubectl.get("vmi", "masq", namespace=namespace)
+    assert stored["spec"] == manifest["spec"]
+    assert user_annotations(stored) == {}
+
+
+def test_an_opted_out_vmi_is_stored_untouched(kubectl: Kubectl, namespace: str) -> None:
+    opt_out = {DEFAULT_KEYS.enabled: "false"}
+    manifest = vmi_manifest("opted-out", namespace, annotations=opt_out)
+    kubectl.apply(manifest)
+    stored = kubectl.get("vmi", "opted-out", namespace=namespace)
+    assert stored["spec"] == manifest["spec"]
+    assert user_annotations(stored) == opt_out
+
+
+def test_a_namespace_labelled_opted_out_is_not_seen_by_the_webhook(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.run("label", "namespace", namespace, f"{DEFAULT_KEYS.enabled}=false")
+    manifest = vmi_manifest("in-opted-out-ns", namespace)
+    kubectl.apply(manifest)
+    stored = kubectl.get("vmi", "in-opted-out-ns", namespace=namespace)
+    assert stored["spec"] == manifest["spec"]
+    assert user_annotations(stored) == {}
+
+
+def test_with_the_webhook_down_vmis_are_still_created_fail_open(
+    lab: AdmissionLab, kubectl: Kubectl, namespace: str
+) -> None:
+    """The chart's default failurePolicy (Ignore) on the VMI mutator: when the webhook is down the
+    API server creates the VMI without our changes instead of refusing it. Fail-open is on
+    purpose: a broken add-on must never stop people from creating VMs."""
+    assert lab.webhook is not None
+    lab.webhook.stop()
+    try:
+        manifest = vmi_manifest("while-down", namespace)
+        kubectl.apply(manifest)
+        stored = kubectl.get("vmi", "while-down", namespace=namespace)
+        assert stored["spec"] == manifest["spec"]
+        assert ALLOW_POD_BRIDGE_MIGRATION not in user_annotations(stored)
+    finally:
+        lab.webhook.start()
+    # And once it is back, the next VMI is mutated again.
+    kubectl.apply(vmi_manifest("after-restart", namespace))
+    assert ALLOW_POD_BRIDGE_MIGRATION in user_annotations(kubectl.get("vmi", "after-restart", namespace=namespace))
+
+
+def test_with_the_sidecar_gate_off_a_bridge_vmi_is_stored_unchanged_with_a_warning(
+    lab: AdmissionLab, kubectl: Kubectl, namespace: str
+) -> None:
+    """--sidecar-gate auto reads the KubeVirt CR: without `Sidecar` in its feature gates virt-api
+    would refuse a VMI carrying hook sidecars, so the webhook must not add one."""
+    lab.set_sidecar_gate(enabled=False)
+    try:
+        manifest = vmi_manifest("gate-off", namespace)
+        result = kubectl.apply(manifest)
+        assert "Warning:" in result.stderr
+        assert "Sidecar feature gate is off" in result.stderr
+        stored = kubectl.get("vmi", "gate-off", namespace=namespace)
+        assert stored["spec"] == manifest["spec"]
+        assert user_annotations(stored) == {}
+    finally:
+        lab.set_sidecar_gate(enabled=True)
+    result = kubectl.apply(vmi_manifest("gate-on", namespace))
+    assert "Warning:" not in result.stderr
+    assert HOOK_SIDECARS in user_annotations(kubectl.get("vmi", "gate-on", namespace=namespace))
