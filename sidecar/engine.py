@@ -27,6 +27,7 @@ from sidecar.podlinks import PodLink, pod_macs
 log = logging.getLogger(__name__)
 
 _CHANGING_TRIGGERS: frozenset[Trigger] = frozenset({"resumed-migrated", "postcopy-completed"})
+# Automatic triggers only act when something actually changes; a catch-up is one of them.
 
 
 def iso(ts: float) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import libvirt
@@ -55,6 +56,7 @@ class Sidecar:
             domain_name=settings.domain,
             on_lifecycle=self._on_lifecycle,
             removals=self.removals,
+            on_connected=self._check_missed_migration,
         )
         self.fixer = Fixer(
             executor=Executor(
@@ -76,6 +78,20 @@ class Sidecar:
 
     def _on_lifecycle(self, ev: Any) -> None:
         self.dispatcher.on_lifecycle(ev)
+
+    def _check_missed_migration(self) -> None:
+        """After (re)connecting: a domain running here *because of* a migration whose end we
+        may have missed (libvirt or this process restarted) gets a catch-up fixup. The fixer's
+        idempotency turns it into a no-op when this arrival was already handled."""
+        try:
+            dom = self.domain()
+            state, reason = dom.state()
+        except (NoDomainError, LibvirtUnavailableError, libvirt.libvirtError):
+            return
+        # RUNNING/POSTCOPY is left out on purpose: RESUMED/MIGRATED will still come then.
+        if state == libvirt.VIR_DOMAIN_RUNNING and reason == libvirt.VIR_DOMAIN_RUNNING_MIGRATED:
+            log.info("domain %s runs here after a migration: catching up", dom.name())
+            self.dispatcher.catch_up(str(dom.name()), time.time())
 
     def start(self) -> None:
         self.dispatcher.start()

@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from sidecar.errors import LibvirtUnavailableError, NoDomainError
@@ -50,13 +51,22 @@ def classify(event: int, detail: int) -> Decision:
 RunFixup = Callable[[Trigger, float], object]
 
 
+@dataclass(frozen=True)
+class CatchUp:
+    """The domain already runs here after a migration we did not see the end of (the
+    sidecar or libvirt restarted meanwhile); fix it unless this arrival was already fixed."""
+
+    domain: str
+    at: float
+
+
 class Dispatcher:
     """Receives events on libvirt's thread, runs fixups on its own worker thread."""
 
     def __init__(self, *, run_fixup: RunFixup, incoming: Callable[[], None]) -> None:
         self._run_fixup = run_fixup
         self._incoming = incoming
-        self._queue: queue.Queue[LifecycleEvent | None] = queue.Queue()
+        self._queue: queue.Queue[LifecycleEvent | CatchUp | None] = queue.Queue()
         self._postcopy: set[str] = set()
         self._thread = threading.Thread(target=self._work, name="fixup-worker", daemon=True)
         self.events_seen: list[tuple[str, int, int, Decision]] = []
@@ -78,11 +88,17 @@ class Dispatcher:
         if decision != "ignore":
             self._queue.put(ev)
 
+    def catch_up(self, domain: str, at: float) -> None:
+        self._queue.put(CatchUp(domain, at))
+
     def _work(self) -> None:
         while True:
             ev = self._queue.get()
             if ev is None:
                 return
+            if isinstance(ev, CatchUp):
+                self._fix("catch-up", ev.domain, ev.at)
+                continue
             decision = classify(ev.event, ev.detail)
             if decision == "incoming":
                 log.info("incoming migration of %s announced", ev.domain)
@@ -95,9 +111,12 @@ class Dispatcher:
             elif decision == "fix":
                 trigger: Trigger = "postcopy-completed" if ev.domain in self._postcopy else "resumed-migrated"
                 self._postcopy.discard(ev.domain)
-                try:
-                    self._run_fixup(trigger, ev.at)
-                except (NoDomainError, LibvirtUnavailableError) as exc:
-                    log.error("automatic fixup of %s impossible: %s", ev.domain, exc)
-                except Exception:
-                    log.exception("automatic fixup of %s crashed", ev.domain)
+                self._fix(trigger, ev.domain, ev.at)
+
+    def _fix(self, trigger: Trigger, domain: str, at: float) -> None:
+        try:
+            self._run_fixup(trigger, at)
+        except (NoDomainError, LibvirtUnavailableError) as exc:
+            log.error("automatic fixup of %s impossible: %s", domain, exc)
+        except Exception:
+            log.exception("automatic fixup of %s crashed", domain)

@@ -73,6 +73,7 @@ class LibvirtWatcher:
         domain_name: str | None,
         on_lifecycle: Callable[[LifecycleEvent], None],
         removals: DeviceRemovals,
+        on_connected: Callable[[], None] | None = None,
         keepalive_interval: int = 5,
         keepalive_count: int = 3,
         max_backoff: float = 10.0,
@@ -80,6 +81,7 @@ class LibvirtWatcher:
         self.uri = uri
         self.domain_name = domain_name
         self._on_lifecycle = on_lifecycle
+        self._on_connected = on_connected
         self._removals = removals
         self._keepalive = (keepalive_interval, keepalive_count)
         self._max_backoff = max_backoff
@@ -161,6 +163,11 @@ class LibvirtWatcher:
             self.last_error = None
             log.info("connected to libvirt at %s", self.uri)
             self.connected_once.set()
+            if self._on_connected is not None:
+                try:
+                    self._on_connected()  # on this thread, not libvirt's: it may call libvirt
+                except Exception:
+                    log.exception("on-connect check failed")
             # Wake up on the close callback, or poll isAlive() in case the close is missed.
             while not self._stop.is_set() and not self._closed.wait(1.0):
                 if not self.connected:

@@ -110,6 +110,33 @@ def restart_daemon(pod: Pod) -> None:
     wait_for(lambda: sidecar.call("GET", "/healthz")[0] == 200, timeout=90, interval=0.5, what="sidecar reconnects")
 
 
+def test_a_libvirt_restart_after_the_fixup_catches_up_with_a_noop(vm: Vm) -> None:
+    restart_daemon(vm.pod)
+    wait_for(
+        lambda: any(r["trigger"] == "catch-up" for r in sidecar_of(vm.pod).fixups()),
+        timeout=60,
+        interval=0.5,
+        what="catch-up record",
+    )
+    [catch_up] = [r for r in sidecar_of(vm.pod).fixups() if r["trigger"] == "catch-up"]
+    assert catch_up["result"] == "noop"  # this arrival was already fixed
+
+
+def test_a_restarted_sidecar_catches_up_with_a_migration_it_did_not_see_end(lab: Lab, vm: Vm) -> None:
+    pod = vm.pod
+    sidecar_of(pod).stop()
+    lab.start_sidecar(pod, namespace=vm.namespace, vmi=vm.name, policy=vm.policy)
+    wait_for(
+        lambda: any(r["trigger"] == "catch-up" for r in sidecar_of(pod).fixups()),
+        timeout=60,
+        interval=0.5,
+        what="catch-up record",
+    )
+    [catch_up] = sidecar_of(pod).fixups()
+    assert (catch_up["trigger"], catch_up["result"]) == ("catch-up", "success")
+    assert catch_up["interfaces"][0]["action"] == "link-refresh"  # the MAC is already the pod's
+
+
 def test_after_libvirt_restarts_the_sidecar_reconnects_and_handles_the_next_migration(
     lab: Lab, vm: Vm, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -86,3 +86,13 @@ def test_a_failing_fixup_does_not_stop_the_next_migration_from_being_handled() -
     assert rec.done.acquire(timeout=10)
     dispatcher.stop()
     assert len(rec.calls) == 2
+
+
+def test_a_catch_up_runs_a_fixup_with_its_own_trigger() -> None:
+    rec = Recorder()
+    dispatcher = Dispatcher(run_fixup=rec.run, incoming=rec.announce)
+    dispatcher.start()
+    dispatcher.catch_up("d", time.time())
+    assert rec.done.acquire(timeout=10)
+    dispatcher.stop()
+    assert [c[0] for c in rec.calls] == ["catch-up"]
