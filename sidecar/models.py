@@ -14,7 +14,7 @@ from bridge_migration_contract import FixupAction, MacPolicy
 
 FixupResult = Literal["success", "failed", "noop", "dry-run", "disabled"]
 InterfaceResult = Literal["done", "failed", "restored", "planned", "skipped"]
-Trigger = Literal["resumed-migrated", "postcopy-completed", "catch-up", "manual", "hook"]
+Trigger = Literal["resumed-migrated", "postcopy-completed", "catch-up", "manual"]
 
 
 class Model(BaseModel):
