@@ -16,6 +16,7 @@ from typing import Any
 from webhook.decision import Decision
 
 API_VERSION = "admission.k8s.io/v1"
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
 class BadReviewError(ValueError):
@@ -52,17 +53,22 @@ def parse_review(body: bytes, *, expect_kind: str) -> Review:
     if not isinstance(uid, str) or not uid:
         raise BadReviewError("AdmissionReview request has no 'uid'")
     operation = request.get("operation")
-    if not isinstance(operation, str):
-        raise BadReviewError("AdmissionReview request has no 'operation'")
+    if operation not in OPERATIONS:
+        raise BadReviewError(f"AdmissionReview request 'operation' must be one of {', '.join(OPERATIONS)}")
     kind = request.get("kind")
-    if not isinstance(kind, dict) or not isinstance(kind.get("kind"), str):
-        raise BadReviewError("AdmissionReview request has no 'kind' {group, version, kind}")
+    if not isinstance(kind, dict) or not all(isinstance(kind.get(k), str) for k in ("group", "version", "kind")):
+        raise BadReviewError("AdmissionReview request 'kind' must be {group, version, kind} strings")
+    for field, typ in (("namespace", str), ("resource", dict), ("object", dict)):
+        if field in request and not isinstance(request[field], typ):
+            raise BadReviewError(f"AdmissionReview request '{field}' has the wrong type")
+    if kind["kind"] != expect_kind:
+        raise BadReviewError(f"this endpoint admits {expect_kind}, got {kind['kind']}")
     obj = request.get("object")
-    if operation in ("CREATE", "UPDATE"):
-        if not isinstance(obj, dict):
-            raise BadReviewError(f"AdmissionReview request for {operation} has no 'object'")
-        if kind["kind"] != expect_kind or obj.get("kind", expect_kind) != expect_kind:
-            raise BadReviewError(f"this endpoint admits {expect_kind}, got {obj.get('kind') or kind['kind']}")
+    if obj is None and operation in ("CREATE", "UPDATE"):
+        raise BadReviewError(f"AdmissionReview request for {operation} has no 'object'")
+    if isinstance(obj, dict):
+        if obj.get("kind", expect_kind) != expect_kind:
+            raise BadReviewError(f"this endpoint admits {expect_kind}, got {obj.get('kind')}")
         _check_metadata(obj)
     namespace = request.get("namespace")
     if namespace is None and isinstance(obj, dict):
@@ -78,24 +84,23 @@ def parse_review(body: bytes, *, expect_kind: str) -> Review:
 
 
 def _check_metadata(obj: Mapping[str, Any]) -> None:
+    """The fields the deciders read must have their Kubernetes types when present."""
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
         raise BadReviewError("object has no 'metadata' object")
     for field in ("annotations", "labels"):
-        value = metadata.get(field)
-        if value is None:
+        if field not in metadata:
             continue
+        value = metadata[field]
         if not isinstance(value, dict):
             raise BadReviewError(f"metadata.{field} must be an object of strings")
         for key, item in value.items():
             if not isinstance(item, str):
                 raise BadReviewError(f"metadata.{field}[{key!r}] is not a string")
     for field in ("name", "generateName", "namespace"):
-        value = metadata.get(field)
-        if value is not None and not isinstance(value, str):
+        if field in metadata and not isinstance(metadata[field], str):
             raise BadReviewError(f"metadata.{field} is not a string")
-    spec = obj.get("spec")
-    if spec is not None and not isinstance(spec, dict):
+    if "spec" in obj and not isinstance(obj["spec"], dict):
         raise BadReviewError("spec must be an object")
 
 

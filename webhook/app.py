@@ -26,6 +26,7 @@ from webhook.decision import Decision
 from webhook.kube import KubeClient, KubeError, NotFoundError, SidecarGateCache
 from webhook.metrics import WebhookMetrics
 from webhook.migration_validation import validate_migration
+from webhook.openapi import admission_openapi
 from webhook.pod_mutation import mutate_launcher_pod
 from webhook.tls import ReloadingTLS
 from webhook.vmi_mutation import WARN_PREFIX, mutate_vmi
@@ -190,7 +191,13 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
             metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
             return Response(out, media_type="application/json")
 
-        app.add_api_route(f"/{endpoint}", handler, methods=["POST"], name=endpoint)
+        app.add_api_route(
+            f"/{endpoint}",
+            handler,
+            methods=["POST"],
+            name=endpoint,
+            **admission_openapi(expect_kind),
+        )
 
     route("mutate/virtualmachineinstances", "VirtualMachineInstance", _decide_vmi, fail_open=True)
     route("mutate/pods", "Pod", _decide_pod, fail_open=True)
@@ -205,13 +212,17 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         return {"ok": True}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "not ready: TLS files not loaded"}})
     async def readyz() -> Response:
         if rt.tls is None and not rt.config.dev:
             return JSONResponse({"ready": False, "reason": "TLS files not loaded"}, 503)
         return JSONResponse({"ready": True, "sidecarGate": rt.gate.value, "gateError": rt.gate.last_error})
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text format"}},
+    )
     async def prom() -> Response:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
