@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 
 from lab.cleanup import cleanup
 from lab.scenario import SCENARIOS, ScenarioKind, ScenarioResult, run_scenario
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="scenario same-mac end to end, with a line per phase and the timeline")
     run = sub.add_parser("run", help="run one scenario")
     run.add_argument("scenario", choices=SCENARIOS)
-    run.add_argument("--json", action="store_true", help="print the timelines as JSON")
+    run.add_argument("--json", action="store_true", help="print the result (gaps, timelines) as JSON")
     sub.add_parser("cleanup", help="remove every leftover lab namespace, process and run directory")
     args = parser.parse_args(argv)
 
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     kind: ScenarioKind = "same-mac" if args.command == "demo" else args.scenario
     result = run_scenario(kind, say=lambda line: print(line, flush=True))
     if getattr(args, "json", False):
-        print(json.dumps([asdict(m.timeline) for m in result.migrations], indent=2))
+        print(json.dumps(result.as_dict(), indent=2))
     else:
         _report(result)
     ok = all(m.first_reply is not None for m in result.migrations) == result.spec.recovers

@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import hashlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 # What virt-launcher asks libvirt for: live, peer-to-peer (source daemon drives the target
 # daemon itself), and the domain becomes persistent on the target.
 MIGRATION_FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
-NIC_NAME = "default"  # the VMI interface name; its domain alias is ua-default
+NIC_NAME = "default"
+KEEP_FILES_ENV = "BML_LAB_KEEP_FILES"  # the VMI interface name; its domain alias is ua-default
 
 
 def pinned_mac(namespace: str, vmi: str, interface: str) -> str:
@@ -139,13 +141,15 @@ class MigrationRecord:
 class Lab:
     """Context manager owning every namespace and process of one lab run."""
 
-    def __init__(self, *, lab_id: str | None = None, keep_files: bool = False) -> None:
+    def __init__(self, *, lab_id: str | None = None, keep_files: bool | None = None, link_pause_ms: int = 100) -> None:
         if not GUEST_KERNEL.exists() or not GUEST_INITRD.exists():
             raise RuntimeError("guest kernel/initramfs missing: run ./scripts/install-lab.sh")
         self.id = lab_id or secrets.token_hex(2)
         self.run_dir = RUN_ROOT / self.id
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.keep_files = keep_files
+        # BML_LAB_KEEP_FILES=1 keeps logs and consoles under /run/bml-lab/<id> for a post-mortem.
+        self.keep_files = keep_files if keep_files is not None else os.environ.get(KEEP_FILES_ENV) == "1"
+        self.link_pause_ms = link_pause_ms  # passed to every sidecar (--link-pause-ms)
         self.nodes: dict[str, Node] = {}
         self.pods: list[Pod] = []
         self.vms: list[Vm] = []
@@ -210,6 +214,7 @@ class Lab:
             domain=domain_name(namespace, vmi),
             run_dir=pod.run_dir / "sidecar",
             annotations=annotations,
+            link_pause_ms=self.link_pause_ms,
         )
         pod.sidecar.wait_healthy()
 

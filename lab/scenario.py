@@ -82,6 +82,33 @@ class ScenarioResult:
     final_guest_address: str | None = None  # "ip/prefix" from the guest's last DHCP ack
     final_domain_mac: str | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary for the benchmark: gaps, addresses and every timeline mark."""
+        return {
+            "scenario": self.kind,
+            "policy": self.spec.policy,
+            "sidecar": self.spec.sidecar,
+            "ping_before": self.ping_before,
+            "first_ip": self.first_ip,
+            "first_mac": self.first_mac,
+            "final_guest_address": self.final_guest_address,
+            "final_domain_mac": self.final_domain_mac,
+            "migrations": [
+                {
+                    "target_pod": m.target_pod,
+                    "target_node": m.target_node,
+                    "target_ip": m.target_ip,
+                    "migration_s": round(m.record.finished - m.record.started, 3),
+                    "resume_s": round(m.record.resumed - m.record.started, 3),
+                    "gap_s": None if m.gap_seconds is None else round(m.gap_seconds, 3),
+                    "recovered": m.first_reply is not None,
+                    "fixup_actions": [i.get("action") for f in m.fixups for i in f.get("interfaces", [])],
+                    "timeline": m.timeline.as_dicts(),
+                }
+                for m in self.migrations
+            ],
+        }
+
     def timelines(self) -> str:
         return "\n\n".join(
             m.timeline.table(f"migration {i + 1}: {m.record.source_pod} -> {m.target_pod} ({m.target_node})")
@@ -122,6 +149,20 @@ def _timeline(
     return tl
 
 
+def _diagnose(*, vm: Vm, since: float, say: Say) -> None:
+    """What the guest and the sidecar said since ``since``: printed when a wait times out."""
+    say("---- diagnostics: guest console since the migration started")
+    for event in vm.console.events(since=since)[-40:]:
+        say(f"  +{event.at - since:6.2f} s  {event.kind} {' '.join(event.args)}")
+    sidecar = vm.pod.sidecar
+    if sidecar is not None:
+        try:
+            say(f"---- sidecar fixups: {sidecar.fixups()}")
+        except Exception as exc:  # diagnostics must not hide the original failure
+            say(f"---- sidecar fixups unavailable: {exc}")
+        say(f"---- sidecar log tail:\n{sidecar.process.log_tail(30)}")
+
+
 def _lease_of(ip: str) -> Callable[[GuestEvent], bool]:
     def match(event: GuestEvent) -> bool:
         return event.fields.get("ip", "").split("/")[0] == ip
@@ -135,11 +176,13 @@ def run_scenario(
     say: Say = _quiet,
     timeout: float = 240.0,
     observe: float = 45.0,
+    link_pause_ms: int = 100,
 ) -> ScenarioResult:
     """Run one scenario in a fresh lab (torn down on return) and report what happened.
 
     ``timeout`` bounds every wait for something expected; ``observe`` is how long a scenario
-    that must NOT recover (control) is watched after the migration.
+    that must NOT recover (control) is watched after the migration; ``link_pause_ms`` is the
+    sidecar's pause between link down and up.
     """
     spec = SPECS[kind]
     t0 = time.time()
@@ -147,7 +190,7 @@ def run_scenario(
     def phase(msg: str) -> None:
         say(f"[{time.time() - t0:7.1f} s] {msg}")
 
-    with Lab() as lab:
+    with Lab(link_pause_ms=link_pause_ms) as lab:
         phase(f"scenario {kind}: {spec.about}")
         lab.add_nodes("a", "b")
         phase("nodes a (10.244.1.0/24) and b (10.244.2.0/24) up")
