@@ -26,7 +26,7 @@ if [[ ! -f $stamp ]]; then
   say "creating .venv with the project and its dev tools"
   [[ -x .venv/bin/python ]] || /usr/bin/python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[sidecar,dev]'
+  .venv/bin/pip install -q -e '.[sidecar,dev,bench]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
