@@ -27,17 +27,18 @@ class Tools:
     helm: Path
 
 
-def find_tools(*, build: bool = False) -> Tools:
+def find_tools(*, build: bool = False, need: tuple[str, ...] = NAMES) -> Tools:
     """The binaries in ``$BM_K8S_BIN`` or the default cache; ``build`` runs the build script first.
 
-    The build script re-uses what it already built, so ``build=True`` is cheap once the cache is warm.
+    Only the binaries in ``need`` must exist. The build script re-uses what it already built, so
+    ``build=True`` is cheap once the cache is warm.
     """
     bin_dir = Path(os.environ.get("BM_K8S_BIN", str(DEFAULT_BIN)))
-    missing = [name for name in NAMES if not (bin_dir / name).is_file()]
+    missing = [name for name in need if not (bin_dir / name).is_file()]
     if missing and build:
         # Progress goes to stderr, where a person running the demo sees it.
-        subprocess.run([str(BUILD_SCRIPT)], check=True, stdout=subprocess.DEVNULL)
-        missing = [name for name in NAMES if not (bin_dir / name).is_file()]
+        subprocess.run([str(BUILD_SCRIPT), *missing], check=True, stdout=subprocess.DEVNULL)
+        missing = [name for name in need if not (bin_dir / name).is_file()]
     if missing:
         raise ToolsMissingError(f"missing {', '.join(missing)} in {bin_dir}: run {BUILD_SCRIPT} (or set BM_K8S_BIN)")
     return Tools(

@@ -63,6 +63,14 @@ build_tool() {
     say "$name: go get failed"
     return 1
   }
+  if [[ $ldflags == *@CLIENT_GO_MINOR@* ]]; then
+    # helm reports the Kubernetes version it was built against (client-go v0.X -> 1.X) as the
+    # default for `helm template`/`lint`; its Makefile sets it, so do the same.
+    local cg
+    cg=$(cd "$dir" && go list -m -f '{{.Version}}' k8s.io/client-go)
+    cg=${cg#v0.}
+    ldflags=${ldflags//@CLIENT_GO_MINOR@/${cg%%.*}}
+  fi
   say "$name: compiling $pkg (this is the slow part)"
   (cd "$dir" && go build -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg")
   mv "$bin/$name.tmp" "$bin/$name"
@@ -115,8 +123,11 @@ etcd_replaces="replace (
 build_tool etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 \
   "-s -w" "$etcd_replaces"
 
-build_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
-  "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ""
+helm_ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=@CLIENT_GO_MINOR@"
+done
+build_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "$helm_ld" ""
 
 want kube-apiserver && "$bin/kube-apiserver" --version >&2
 want kubectl && "$bin/kubectl" version --client >&2

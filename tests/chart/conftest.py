@@ -17,7 +17,7 @@ Render = Callable[..., list[dict[str, Any]]]
 @pytest.fixture(scope="session")
 def helm() -> Path:
     # No skip: without the binaries the chart cannot be checked, and that is a failure.
-    return find_tools().helm
+    return find_tools(need=("helm",)).helm
 
 
 @pytest.fixture(scope="session")
