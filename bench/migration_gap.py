@@ -1,0 +1,96 @@
+"""Connectivity gap after a live migration, measured on the lab's real guests.
+
+For each scenario (same MAC: link refresh; MAC change: reattach; control: no sidecar), run
+the full seed test N times in a fresh lab and record the gap from the guest resuming in the
+target pod (RESUMED/MIGRATED, the end of the migration as the guest sees it) to the client's
+first ping reply to the server from there. The control is expected never to recover.
+Also the sidecar's own time from the resume event to its fixup done, per action.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, write_result
+from lab.scenario import ScenarioKind, run_scenario
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "worst": None, "best": None}
+    return {
+        "median": round(statistics.median(values), 3),
+        "worst": round(max(values), 3),
+        "best": round(min(values), 3),
+    }
+
+
+def _fixup_after_resume(run: dict[str, Any]) -> list[float]:
+    """Seconds from the target's RESUMED event to the sidecar's fixup done, per migration."""
+    out = []
+    for mig in run["migrations"]:
+        marks = {m["label"]: m["at"] for m in mig["timeline"]}
+        resumed = next((at for label, at in marks.items() if label.startswith("target RESUMED")), None)
+        done = marks.get("sidecar fixup done")
+        if resumed is not None and done is not None:
+            out.append(done - resumed)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one same-MAC run (CI smoke)")
+    parser.add_argument("--runs", type=int, default=5, help="migrations per scenario (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    plan: list[tuple[ScenarioKind, int]] = (
+        [("same-mac", 1)]
+        if args.quick
+        else [("same-mac", args.runs), ("mac-change", args.runs), ("control", args.runs)]
+    )
+    scenarios: dict[str, Any] = {}
+    example: list[tuple[str, float]] = []
+    for kind, runs in plan:
+        gaps: list[float] = []
+        fixup_s: list[float] = []
+        recovered = 0
+        details = []
+        for i in range(runs):
+            outcome = run_scenario(kind, say=lambda msg: print(msg, file=sys.stderr), observe=20 if args.quick else 45)
+            run = outcome.as_dict()
+            details.append(run)
+            for mig in run["migrations"]:
+                if mig["recovered"] and mig["gap_s"] is not None:
+                    recovered += 1
+                    gaps.append(mig["gap_s"])
+            fixup_s += _fixup_after_resume(run)
+            if kind == "same-mac" and i == 0:
+                example = [(m["label"], m["elapsed_s"]) for m in run["migrations"][0]["timeline"]]
+            print(f"{kind} run {i + 1}/{runs}: gap {run['migrations'][0]['gap_s']} s", file=sys.stderr)
+        scenarios[kind] = {
+            "runs": runs,
+            "recovered": recovered,
+            "gap_s": _stats(gaps),
+            "fixup_after_resume_s": _stats(fixup_s),
+            "runs_detail": details,
+        }
+    result = {
+        "benchmark": "migration_gap",
+        "quick": args.quick,
+        "what": "seconds from RESUMED/MIGRATED on the target to the client's first ping reply to the server",
+        "scenarios": scenarios,
+        "timeline_example": example,
+        "timeline_title": "One same-MAC migration (link refresh), seconds from the migration call",
+    }
+    write_result("migration_gap", result, args.out)
+    for name, s in scenarios.items():
+        print(f"{name:<11} recovered {s['recovered']}/{s['runs']}  gap {s['gap_s']}  fixup {s['fixup_after_resume_s']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
