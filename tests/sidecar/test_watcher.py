@@ -72,3 +72,19 @@ def test_a_named_domain_that_does_not_exist_is_a_no_domain_error() -> None:
             watcher.domain()
     finally:
         watcher.stop()
+
+
+def test_several_domains_without_a_name_is_a_no_domain_error_that_says_so(
+    watched: tuple[LibvirtWatcher, Collected],
+) -> None:
+    watcher, _ = watched
+    conn = watcher.connection()
+    extra = conn.defineXML(
+        "<domain type='test'><name>second</name><memory>1024</memory><os><type>hvm</type></os></domain>"
+    )
+    try:
+        with pytest.raises(NoDomainError, match=r"several domains \(second, test\); start the sidecar with --domain"):
+            watcher.domain()
+    finally:
+        extra.undefine()
+    assert watcher.domain().name() == "test"
