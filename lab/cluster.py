@@ -15,7 +15,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +37,7 @@ from lab.dhcp import start_dnsmasq
 from lab.domain import Nic, domain_name, domain_xml
 from lab.events import EventLog, LifecycleEvent, ensure_event_loop
 from lab.libvirtd import LibvirtDaemon
-from lab.network import Node, PodNetwork, link_nodes, random_cni_mac
+from lab.network import NETWORKS, POD_NETWORK, NetworkDef, Node, PodNetwork, PodNic, link_nodes, random_cni_mac
 from lab.paths import GUEST_INITRD, GUEST_KERNEL, PREFIX, RUN_ROOT
 from lab.process import LabProcess
 from lab.sidecar import Sidecar
@@ -46,8 +47,9 @@ log = logging.getLogger(__name__)
 # What virt-launcher asks libvirt for: live, peer-to-peer (source daemon drives the target
 # daemon itself), and the domain becomes persistent on the target.
 MIGRATION_FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
-NIC_NAME = "default"
-KEEP_FILES_ENV = "BML_LAB_KEEP_FILES"  # the VMI interface name; its domain alias is ua-default
+NIC_NAME = "default"  # the VMI interface name; its domain alias is ua-default
+GuestMacs = str | Mapping[str, str]  # the pod network's MAC, or network name -> MAC
+KEEP_FILES_ENV = "BML_LAB_KEEP_FILES"
 
 
 def pinned_mac(namespace: str, vmi: str, interface: str) -> str:
@@ -64,12 +66,13 @@ class Pod:
     name: str
     net: PodNetwork
     run_dir: Path
-    guest_mac: str  # the MAC this pod's DHCP server serves
+    guest_mac: str  # the MAC this pod's DHCP server serves on the pod network
     daemon: LibvirtDaemon
     dnsmasq: LabProcess
     conn: Any = None
     events: EventLog | None = None
     sidecar: Sidecar | None = None
+    guest_macs: dict[str, str] = field(default_factory=dict)  # every network: name -> MAC served
 
     @property
     def ip(self) -> str:
@@ -100,6 +103,7 @@ class Vm:
     console: ConsoleTail
     pod: Pod
     pods: list[Pod] = field(default_factory=list)
+    networks: tuple[NetworkDef, ...] = (POD_NETWORK,)
 
     @property
     def domain_name(self) -> str:
@@ -108,21 +112,19 @@ class Vm:
     def domain(self) -> Any:
         return self.pod.conn.lookupByName(self.domain_name)
 
-    def domain_mac(self) -> str | None:
-        """The MAC of the ``ua-default`` interface in the live domain XML."""
-        import xml.etree.ElementTree as ET
-
+    def domain_mac(self, interface: str = NIC_NAME) -> str | None:
+        """The MAC of the ``ua-<interface>`` NIC in the live domain XML."""
         root = ET.fromstring(self.domain().XMLDesc(0))
         for iface in root.iter("interface"):
             alias = iface.find("alias")
             mac = iface.find("mac")
-            if alias is not None and alias.get("name") == domain_alias(NIC_NAME) and mac is not None:
+            if alias is not None and alias.get("name") == domain_alias(interface) and mac is not None:
                 return mac.get("address")
         return None
 
-    def guest_address(self) -> str | None:
-        """The address of the guest's last DHCP ack (``ip/prefix``), from its console."""
-        acks = self.console.events("dhcp-ack")
+    def guest_address(self, nic: str = "eth0") -> str | None:
+        """The address of the guest NIC's last DHCP ack (``ip/prefix``), from its console."""
+        acks = self.console.events("dhcp-ack", nic=nic)
         return acks[-1].fields.get("ip") if acks else None
 
 
@@ -177,9 +179,17 @@ class Lab:
                 link_nodes(other, node)
             self.nodes[name] = node
 
-    def create_pod(self, *, vm: str, node: str, guest_mac: str | Callable[[PodNetwork], str] | None = None) -> Pod:
-        """A virt-launcher pod on ``node``: namespace, DHCP for ``guest_mac`` (default: the
-        pod's own CNI MAC, as bridge binding hands it to the guest), libvirtd, connection."""
+    def create_pod(
+        self,
+        *,
+        vm: str,
+        node: str,
+        guest_mac: GuestMacs | Callable[[PodNetwork], GuestMacs] | None = None,
+        networks: Sequence[NetworkDef] = (POD_NETWORK,),
+    ) -> Pod:
+        """A virt-launcher pod on ``node``: namespace, libvirtd and connection, and DHCP for
+        ``guest_mac`` (one MAC for the pod network, or network name -> MAC; a network left
+        out gets the pod's own CNI MAC, as bridge binding hands it to the guest)."""
         self._pod_seq += 1
         seq = self._pod_seq
         the_node = self.nodes[node]
@@ -189,15 +199,34 @@ class Lab:
         net = PodNetwork(
             netns=f"{PREFIX}-{self.id}-pod{seq}",
             node=the_node,
-            host_veth=f"v{self.id}p{seq}",
-            ip=the_node.allocate_ip(),
-            cni_mac=random_cni_mac(),
+            nics=[
+                PodNic(
+                    network=network,
+                    ip=the_node.allocate_ip(network),
+                    cni_mac=random_cni_mac(),
+                    host_veth=f"v{self.id}p{seq}" + (f"n{i}" if i else ""),
+                )
+                for i, network in enumerate(networks)
+            ],
         )
         net.create()
-        mac = guest_mac(net) if callable(guest_mac) else (guest_mac or net.cni_mac)
-        dnsmasq = start_dnsmasq(pod=net, guest_mac=mac, run_dir=run_dir)
+        wanted = guest_mac(net) if callable(guest_mac) else guest_mac
+        if wanted is None:
+            wanted = {}
+        elif isinstance(wanted, str):
+            wanted = {net.primary.network.name: wanted}
+        macs = {nic.network.name: wanted.get(nic.network.name, nic.cni_mac) for nic in net.nics}
+        dnsmasq = start_dnsmasq(pod=net, guest_macs=macs, run_dir=run_dir)
         daemon = LibvirtDaemon(netns=net.netns, run_dir=run_dir)
-        pod = Pod(name=name, net=net, run_dir=run_dir, guest_mac=mac, daemon=daemon, dnsmasq=dnsmasq)
+        pod = Pod(
+            name=name,
+            net=net,
+            run_dir=run_dir,
+            guest_mac=macs[net.primary.network.name],
+            daemon=daemon,
+            dnsmasq=dnsmasq,
+            guest_macs=macs,
+        )
         self.pods.append(pod)
         daemon.start()
         pod.conn = daemon.connect()
@@ -207,7 +236,10 @@ class Lab:
     def start_sidecar(self, pod: Pod, *, namespace: str, vmi: str, policy: MacPolicy) -> None:
         annotations = {ALLOW_POD_BRIDGE_MIGRATION: "", DEFAULT_KEYS.mac_policy: policy}
         if policy == "pin":
-            annotations[DEFAULT_KEYS.macs] = dump_macs({NIC_NAME: pinned_mac(namespace, vmi, NIC_NAME)})
+            # What the webhook would have pinned, for every network the pod has.
+            annotations[DEFAULT_KEYS.macs] = dump_macs(
+                {nic.network.name: pinned_mac(namespace, vmi, nic.network.name) for nic in pod.net.nics}
+            )
         pod.sidecar = Sidecar(
             netns=pod.net.netns,
             libvirt_uri=pod.daemon.uri,
@@ -239,16 +271,19 @@ class Lab:
             self.pods.remove(pod)
 
     # --- guests -------------------------------------------------------------------------
-    def expected_guest_mac(self, vm: Vm, target: PodNetwork | None = None) -> str:
+    def expected_guest_mac(self, vm: Vm, target: PodNetwork | None = None, network: str = NIC_NAME) -> str:
         """The MAC a pod's DHCP server should serve for this VM: the MAC the guest has once
         the sidecar is done (pinned; the target pod's CNI MAC under follow-pod; else unchanged)."""
         if vm.policy == "pin":
-            return pinned_mac(vm.namespace, vm.name, NIC_NAME)
+            return pinned_mac(vm.namespace, vm.name, network)
         if vm.policy == "follow-pod" and target is not None:
-            return target.cni_mac
-        mac = vm.domain_mac()
+            return target.nic(network).cni_mac
+        mac = vm.domain_mac(network)
         assert mac is not None
         return mac
+
+    def expected_guest_macs(self, vm: Vm, target: PodNetwork) -> dict[str, str]:
+        return {n.name: self.expected_guest_mac(vm, target, n.name) for n in vm.networks}
 
     def start_vm(
         self,
@@ -259,16 +294,19 @@ class Lab:
         sidecar: bool = True,
         ping: str | None = None,
         namespace: str = "default",
+        second_nic: bool = False,
     ) -> Vm:
-        """Create the VM's first pod and boot the guest in it (returns once QEMU runs)."""
-        mac = pinned_mac(namespace, name, NIC_NAME) if policy == "pin" else None
-        pod = self.create_pod(vm=name, node=node, guest_mac=mac)
-        guest_mac = mac or pod.cni_mac
+        """Create the VM's first pod and boot the guest in it (returns once QEMU runs).
+
+        ``second_nic`` adds a second network (``net1``, 10.245.x.0/24, tap ``tap1``)."""
+        networks = NETWORKS if second_nic else (POD_NETWORK,)
+        pinned = {n.name: pinned_mac(namespace, name, n.name) for n in networks} if policy == "pin" else None
+        pod = self.create_pod(vm=name, node=node, guest_mac=pinned, networks=networks)
         console = self.run_dir / f"{namespace}_{name}.console"
         cmdline = f"console=ttyS0 quiet panic=-1 lab.name={name}" + (f" lab.ping={ping}" if ping else "")
         xml = domain_xml(
             name=domain_name(namespace, name),
-            nics=[Nic(NIC_NAME, guest_mac, "tap0")],
+            nics=[Nic(n.name, pod.guest_macs[n.name], n.tap) for n in networks],
             console=console,
             cmdline=cmdline,
         )
@@ -281,6 +319,7 @@ class Lab:
             console=ConsoleTail(console),
             pod=pod,
             pods=[pod],
+            networks=networks,
         )
         self.vms.append(vm)
         if sidecar:
@@ -293,7 +332,12 @@ class Lab:
     def migrate(self, vm: Vm, *, to_node: str, timeout: float = 240.0) -> MigrationRecord:
         """Live-migrate ``vm`` into a new pod on ``to_node`` and delete the source pod."""
         source = vm.pod
-        target = self.create_pod(vm=vm.name, node=to_node, guest_mac=lambda net: self.expected_guest_mac(vm, net))
+        target = self.create_pod(
+            vm=vm.name,
+            node=to_node,
+            guest_mac=lambda net: self.expected_guest_macs(vm, net),
+            networks=vm.networks,
+        )
         if vm.with_sidecar:
             self.start_sidecar(target, namespace=vm.namespace, vmi=vm.name, policy=vm.policy)
         self._migration_seq += 1

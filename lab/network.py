@@ -57,32 +57,64 @@ def add_placeholder_link(netns: str, name: str, mac: str) -> None:
         ip(netns, "link", "set", name, "address", mac)
 
 
+@dataclass(frozen=True)
+class NetworkDef:
+    """A network pods attach to: one /24 per node, ``10.<octet>.<node index>.0/24``.
+
+    ``name`` is the VMI interface/network name (domain alias ``ua-<name>``); ``pod_link`` the
+    pod-side interface virt-launcher's bridge binding works from: ``eth0`` for the pod
+    network (bridge ``k6t-eth0``, CNI veth renamed ``eth0-nic``), ``net1`` for a second one.
+    """
+
+    name: str
+    pod_link: str
+    octet: int
+    tap: str
+
+    @property
+    def bridge(self) -> str:
+        return f"k6t-{self.pod_link}"
+
+    @property
+    def cni_nic(self) -> str:
+        return f"{self.pod_link}-nic"
+
+
+POD_NETWORK = NetworkDef(name="default", pod_link=POD_DUMMY, octet=244, tap="tap0")
+SECOND_NETWORK = NetworkDef(name="net1", pod_link="net1", octet=245, tap="tap1")
+NETWORKS = (POD_NETWORK, SECOND_NETWORK)
+
+
 @dataclass
 class Node:
-    """A node namespace routing for one /24 pod subnet."""
+    """A node namespace routing one /24 per network for its pods."""
 
     name: str  # "a", "b"
-    index: int  # 1 -> 10.244.1.0/24
+    index: int  # 1 -> 10.244.1.0/24 (and 10.245.1.0/24)
     netns: str
-    next_host: int = FIRST_POD_HOST
-    pods: list[str] = field(default_factory=list)
+    next_host: dict[str, int] = field(default_factory=dict)
+
+    def subnet_of(self, network: NetworkDef) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(f"10.{network.octet}.{self.index}.0/24")
+
+    def gateway_of(self, network: NetworkDef) -> str:
+        return str(self.subnet_of(network).network_address + 1)
+
+    def dhcp_server_of(self, network: NetworkDef) -> str:
+        return str(self.subnet_of(network).network_address + DHCP_SERVER_HOST)
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:
-        return ipaddress.IPv4Network(f"10.244.{self.index}.0/24")
+        return self.subnet_of(POD_NETWORK)
 
     @property
     def gateway(self) -> str:
-        return str(self.subnet.network_address + 1)
+        return self.gateway_of(POD_NETWORK)
 
-    @property
-    def dhcp_server(self) -> str:
-        return str(self.subnet.network_address + DHCP_SERVER_HOST)
-
-    def allocate_ip(self) -> str:
-        addr = str(self.subnet.network_address + self.next_host)
-        self.next_host += 1
-        return addr
+    def allocate_ip(self, network: NetworkDef = POD_NETWORK) -> str:
+        host = self.next_host.get(network.name, FIRST_POD_HOST)
+        self.next_host[network.name] = host + 1
+        return str(self.subnet_of(network).network_address + host)
 
     def create(self) -> None:
         add_netns(self.netns)
@@ -92,7 +124,7 @@ class Node:
 
 
 def link_nodes(left: Node, right: Node) -> None:
-    """Join two nodes with a veth pair and route each one's pod subnet through the other."""
+    """Join two nodes with a veth pair and route each one's subnets through the other."""
     left_if, right_if = f"to-{right.name}", f"to-{left.name}"
     run(
         [
@@ -107,54 +139,87 @@ def link_nodes(left: Node, right: Node) -> None:
     ip(right.netns, "addr", "add", f"{right_addr}/30", "dev", right_if)
     ip(left.netns, "link", "set", left_if, "up")
     ip(right.netns, "link", "set", right_if, "up")
-    ip(left.netns, "route", "add", str(right.subnet), "via", str(right_addr))
-    ip(right.netns, "route", "add", str(left.subnet), "via", str(left_addr))
+    for network in NETWORKS:
+        ip(left.netns, "route", "add", str(right.subnet_of(network)), "via", str(right_addr))
+        ip(right.netns, "route", "add", str(left.subnet_of(network)), "via", str(left_addr))
+
+
+@dataclass
+class PodNic:
+    """One network of a pod: its IP, the MAC the CNI gave it, the node-side veth."""
+
+    network: NetworkDef
+    ip: str
+    cni_mac: str
+    host_veth: str
 
 
 @dataclass
 class PodNetwork:
-    """The network side of one virt-launcher pod (one managed NIC, like KubeVirt's pod network)."""
+    """The network side of one virt-launcher pod: the pod network, maybe a second network."""
 
     netns: str
     node: Node
-    host_veth: str  # node-side end of the CNI veth
-    ip: str
-    cni_mac: str
-    taps: tuple[str, ...] = ("tap0",)
+    nics: list[PodNic]
+
+    @property
+    def primary(self) -> PodNic:
+        return self.nics[0]
+
+    @property
+    def ip(self) -> str:
+        return self.primary.ip
+
+    @property
+    def cni_mac(self) -> str:
+        return self.primary.cni_mac
+
+    @property
+    def host_veth(self) -> str:
+        return self.primary.host_veth
 
     @property
     def prefix_len(self) -> int:
         return self.node.subnet.prefixlen
 
+    def nic(self, name: str) -> PodNic:
+        for nic in self.nics:
+            if nic.network.name == name:
+                return nic
+        raise KeyError(name)
+
     def create(self) -> None:
-        node = self.node
         add_netns(self.netns)
         sysctl(self.netns, "net.ipv6.conf.all.disable_ipv6", "1")
+        for nic in self.nics:
+            self._create_nic(nic)
+
+    def _create_nic(self, nic: PodNic) -> None:
+        node, net = self.node, nic.network
         run(
             [
-                "ip", "link", "add", POD_NIC, "netns", self.netns, "type", "veth",
-                "peer", "name", self.host_veth, "netns", node.netns,
+                "ip", "link", "add", net.cni_nic, "netns", self.netns, "type", "veth",
+                "peer", "name", nic.host_veth, "netns", node.netns,
             ]
         )  # fmt: skip
         # Node side: gateway address, a host route to the pod, proxy ARP for the rest of the subnet.
-        ip(node.netns, "addr", "add", f"{node.gateway}/32", "dev", self.host_veth, "noprefixroute")
-        sysctl(node.netns, f"net.ipv4.conf.{self.host_veth}.proxy_arp", "1")
-        sysctl(node.netns, f"net.ipv4.neigh.{self.host_veth}.proxy_delay", "0")
-        sysctl(node.netns, f"net.ipv4.conf.{self.host_veth}.rp_filter", "0")
-        ip(node.netns, "link", "set", self.host_veth, "up")
-        ip(node.netns, "route", "add", f"{self.ip}/32", "dev", self.host_veth)
+        ip(node.netns, "addr", "add", f"{node.gateway_of(net)}/32", "dev", nic.host_veth, "noprefixroute")
+        sysctl(node.netns, f"net.ipv4.conf.{nic.host_veth}.proxy_arp", "1")
+        sysctl(node.netns, f"net.ipv4.neigh.{nic.host_veth}.proxy_delay", "0")
+        sysctl(node.netns, f"net.ipv4.conf.{nic.host_veth}.rp_filter", "0")
+        ip(node.netns, "link", "set", nic.host_veth, "up")
+        ip(node.netns, "route", "add", f"{nic.ip}/32", "dev", nic.host_veth)
         # Pod side: bridge binding layout.
-        ip(self.netns, "link", "add", POD_BRIDGE, "type", "bridge", "forward_delay", "0")
-        ip(self.netns, "link", "set", POD_NIC, "master", POD_BRIDGE)
-        for tap in self.taps:
-            ip(self.netns, "tuntap", "add", "dev", tap, "mode", "tap")
-            ip(self.netns, "link", "set", tap, "master", POD_BRIDGE)
-            ip(self.netns, "link", "set", tap, "up")
-        add_placeholder_link(self.netns, POD_DUMMY, self.cni_mac)
-        ip(self.netns, "addr", "add", f"{node.dhcp_server}/{self.prefix_len}", "dev", POD_BRIDGE)
-        for dev in (POD_NIC, POD_BRIDGE, POD_DUMMY):
+        ip(self.netns, "link", "add", net.bridge, "type", "bridge", "forward_delay", "0")
+        ip(self.netns, "link", "set", net.cni_nic, "master", net.bridge)
+        ip(self.netns, "tuntap", "add", "dev", net.tap, "mode", "tap")
+        ip(self.netns, "link", "set", net.tap, "master", net.bridge)
+        ip(self.netns, "link", "set", net.tap, "up")
+        add_placeholder_link(self.netns, net.pod_link, nic.cni_mac)
+        ip(self.netns, "addr", "add", f"{node.dhcp_server_of(net)}/{self.prefix_len}", "dev", net.bridge)
+        for dev in (net.cni_nic, net.bridge, net.pod_link):
             ip(self.netns, "link", "set", dev, "up")
 
     def delete(self) -> None:
-        # Deleting the pod namespace destroys eth0-nic and with it the node-side veth and route.
+        # Deleting the pod namespace destroys the CNI veths and with them the node-side ends and routes.
         delete_netns(self.netns)

@@ -19,7 +19,7 @@ from lab.console import GuestEvent
 from lab.manual import lab_link_refresh
 from lab.timeline import Timeline
 
-ScenarioKind = Literal["same-mac", "mac-change", "control", "round-trip", "lab-link-refresh"]
+ScenarioKind = Literal["same-mac", "mac-change", "control", "round-trip", "two-nics", "lab-link-refresh"]
 SCENARIOS: Final[tuple[ScenarioKind, ...]] = get_args(ScenarioKind)
 
 
@@ -30,6 +30,7 @@ class ScenarioSpec:
     hops: tuple[str, ...]  # nodes the client migrates to, in order (it starts on "a")
     recovers: bool  # whether the guest is expected to regain connectivity
     about: str
+    second_nic: bool = False
 
 
 SPECS: Final[dict[ScenarioKind, ScenarioSpec]] = {
@@ -37,6 +38,9 @@ SPECS: Final[dict[ScenarioKind, ScenarioSpec]] = {
     "mac-change": ScenarioSpec("follow-pod", True, ("b",), True, "target pod MAC: the sidecar reattaches the NIC"),
     "control": ScenarioSpec("pin", False, ("b",), False, "no sidecar: the guest keeps its stale address"),
     "round-trip": ScenarioSpec("pin", True, ("b", "a"), True, "A -> B -> A with the sidecar"),
+    "two-nics": ScenarioSpec(
+        "pin", True, ("b",), True, "a guest with two NICs (pod network + net1): both refreshed", second_nic=True
+    ),
     "lab-link-refresh": ScenarioSpec(
         "pin", False, ("b",), True, "lab self-test: a hand-made link refresh (not the product)"
     ),
@@ -57,6 +61,10 @@ class MigrationOutcome:
     first_reply: GuestEvent | None
     fixups: list[dict[str, Any]]
     timeline: Timeline
+    # Every guest NIC (eth0, eth1, ...): its lease in the target pod and first reply after it.
+    nic_acks: dict[str, GuestEvent | None] = field(default_factory=dict)
+    nic_replies: dict[str, GuestEvent | None] = field(default_factory=dict)
+    target_ips: dict[str, str] = field(default_factory=dict)  # guest NIC -> target pod IP
 
     @property
     def gap_seconds(self) -> float | None:
@@ -81,6 +89,9 @@ class ScenarioResult:
     migrations: list[MigrationOutcome] = field(default_factory=list)
     final_guest_address: str | None = None  # "ip/prefix" from the guest's last DHCP ack
     final_domain_mac: str | None = None
+    final_addresses: dict[str, str | None] = field(default_factory=dict)  # guest NIC -> "ip/prefix"
+    final_domain_macs: dict[str, str | None] = field(default_factory=dict)  # VMI interface -> MAC
+    first_macs: dict[str, str] = field(default_factory=dict)  # guest NIC -> MAC of its first lease
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary for the benchmark: gaps, addresses and every timeline mark."""
@@ -170,6 +181,50 @@ def _lease_of(ip: str) -> Callable[[GuestEvent], bool]:
     return match
 
 
+Events = dict[str, GuestEvent | None]
+
+
+def _watch_recovery(
+    *, vm: Vm, record: MigrationRecord, target_ips: dict[str, str], timeout: float, say: Say, phase: Say
+) -> tuple[Events, Events]:
+    """Wait, per guest NIC, for a lease of the target pod's IP, then a ping reply after it."""
+    acks: Events = {}
+    replies: Events = {}
+    try:
+        for nic, ip in target_ips.items():
+            ack = vm.console.wait("dhcp-ack", nic=nic, since=record.started, where=_lease_of(ip), timeout=timeout)
+            acks[nic] = ack
+            phase(f"client {nic} renewed its lease: {ack.fields.get('ip')} mac {ack.fields.get('mac')}")
+        for nic in target_ips:
+            since = acks[nic]
+            assert since is not None
+            reply = vm.console.wait("ping-reply", nic=nic, since=since.at, timeout=timeout)
+            replies[nic] = reply
+            phase(f"client pings server again from {nic}: {reply.at - record.resumed:.1f} s after the guest resumed")
+    except TimeoutError:
+        _diagnose(vm=vm, since=record.started, say=say)
+        raise
+    return acks, replies
+
+
+def _watch_no_recovery(
+    *, vm: Vm, record: MigrationRecord, nics: list[str], observe: float, phase: Say
+) -> tuple[Events, Events]:
+    """Watch for ``observe`` seconds; report any lease or reply seen after the migration.
+
+    Replies are counted from 1 s after migrateToURI3 returned, so a line written before the
+    guest paused but read late cannot count."""
+    phase(f"watching the client for {observe:.0f} s")
+    time.sleep(observe)
+    acks: Events = {nic: vm.console.first("dhcp-ack", nic=nic, since=record.started) for nic in nics}
+    replies: Events = {nic: vm.console.first("ping-reply", nic=nic, since=record.finished + 1.0) for nic in nics}
+    phase(
+        f"after {observe:.0f} s: dhcp ack {'seen' if any(acks.values()) else 'none'},"
+        f" ping replies {'seen' if any(replies.values()) else 'none'}"
+    )
+    return acks, replies
+
+
 def run_scenario(
     kind: ScenarioKind,
     *,
@@ -195,15 +250,28 @@ def run_scenario(
         lab.add_nodes("a", "b")
         phase("nodes a (10.244.1.0/24) and b (10.244.2.0/24) up")
         server = lab.start_vm(name="server", node="a", policy="pin", sidecar=False)
-        client = lab.start_vm(name="client", node="a", policy=spec.policy, sidecar=spec.sidecar, ping=server.pod.ip)
+        client = lab.start_vm(
+            name="client",
+            node="a",
+            policy=spec.policy,
+            sidecar=spec.sidecar,
+            ping=server.pod.ip,
+            second_nic=spec.second_nic,
+        )
+        guest_nics = {f"eth{i}": n.name for i, n in enumerate(client.networks)}
         phase(
             f"guests booting: server in {server.pod.name} ({server.pod.ip}),"
             f" client in {client.pod.name} ({client.pod.ip}), sidecar={'yes' if spec.sidecar else 'no'}"
         )
-        first_ack = client.console.wait("dhcp-ack", timeout=timeout)
-        phase(f"client got its lease: {first_ack.fields.get('ip')} mac {first_ack.fields.get('mac')}")
-        client.console.wait("ping-reply", timeout=timeout)
-        phase(f"client pings server {server.pod.ip}: ok")
+        first_macs: dict[str, str] = {}
+        for nic in guest_nics:
+            lease = client.console.wait("dhcp-ack", nic=nic, timeout=timeout)
+            first_macs[nic] = lease.fields.get("mac", "")
+            phase(f"client {nic} got its lease: {lease.fields.get('ip')} mac {lease.fields.get('mac')}")
+        first_ack = client.console.wait("dhcp-ack", nic="eth0", timeout=timeout)
+        for nic in guest_nics:
+            client.console.wait("ping-reply", nic=nic, timeout=timeout)
+            phase(f"client pings server {server.pod.ip} from {nic}: ok")
         result = ScenarioResult(
             kind=kind,
             spec=spec,
@@ -211,6 +279,7 @@ def run_scenario(
             first_ip=client.pod.ip,
             first_mac=first_ack.fields.get("mac", ""),
             ping_before=True,
+            first_macs=first_macs,
         )
         for hop in spec.hops:
             phase(f"migrating client {client.pod.node} -> {hop} (LIVE|PEER2PEER|PERSIST_DEST)")
@@ -224,22 +293,16 @@ def run_scenario(
             if kind == "lab-link-refresh":
                 lab_link_refresh(client.domain())
                 phase("LAB TOOL: link refreshed by hand (no sidecar)")
-            ack: GuestEvent | None
-            reply: GuestEvent | None
+            target_ips = {nic: target.net.nic(net).ip for nic, net in guest_nics.items()}
             if spec.recovers:
-                ack = client.console.wait("dhcp-ack", since=record.started, where=_lease_of(target.ip), timeout=timeout)
-                phase(f"client renewed its lease: {ack.fields.get('ip')} mac {ack.fields.get('mac')}")
-                reply = client.console.wait("ping-reply", since=ack.at, timeout=timeout)
-                phase(f"client pings server again: {reply.at - record.resumed:.1f} s after the guest resumed")
-            else:
-                phase(f"watching the client for {observe:.0f} s")
-                time.sleep(observe)
-                ack = client.console.first("dhcp-ack", since=record.started)
-                reply = client.console.first("ping-reply", since=record.finished + 1.0)
-                phase(
-                    f"after {observe:.0f} s: dhcp ack {'seen' if ack else 'none'},"
-                    f" ping replies {'seen' if reply else 'none'}"
+                acks, replies = _watch_recovery(
+                    vm=client, record=record, target_ips=target_ips, timeout=timeout, say=say, phase=phase
                 )
+            else:
+                acks, replies = _watch_no_recovery(
+                    vm=client, record=record, nics=list(target_ips), observe=observe, phase=phase
+                )
+            ack, reply = acks["eth0"], replies["eth0"]
             fixups = target.sidecar.fixups() if target.sidecar is not None else []
             outcome = MigrationOutcome(
                 record=record,
@@ -252,10 +315,15 @@ def run_scenario(
                 first_reply=reply,
                 fixups=fixups,
                 timeline=_timeline(vm=client, record=record, fixups=fixups, first_reply=reply),
+                nic_acks=acks,
+                nic_replies=replies,
+                target_ips=target_ips,
             )
             result.migrations.append(outcome)
         result.final_guest_address = client.guest_address()
         result.final_domain_mac = client.domain_mac()
+        result.final_addresses = {nic: client.guest_address(nic) for nic in guest_nics}
+        result.final_domain_macs = {net: client.domain_mac(net) for net in guest_nics.values()}
         phase(f"client ends with {result.final_guest_address} mac {result.final_domain_mac}; tearing down")
     phase("lab torn down")
     return result

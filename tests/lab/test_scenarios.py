@@ -99,3 +99,24 @@ def test_lab_self_check_a_hand_made_link_refresh_is_enough_for_the_guest_to_reco
     result = _run("lab-link-refresh")
     (outcome,) = result.migrations
     _assert_recovered(outcome, guest_mac=result.first_mac)
+
+
+def test_two_nics_the_sidecar_fixes_both_and_the_guest_pings_from_each() -> None:
+    result = _run("two-nics")
+    (outcome,) = result.migrations
+    _assert_migrated_the_kubevirt_way(outcome)
+    assert set(outcome.target_ips) == {"eth0", "eth1"}
+    assert outcome.target_ips["eth0"].startswith("10.244.2.") and outcome.target_ips["eth1"].startswith("10.245.2.")
+    for nic, ip in outcome.target_ips.items():
+        ack, reply = outcome.nic_acks[nic], outcome.nic_replies[nic]
+        assert ack is not None and ack.fields["ip"] == f"{ip}/24"
+        assert ack.fields["mac"] == result.first_macs[nic]
+        assert reply is not None and reply.at > ack.at
+        assert result.final_addresses[nic] == f"{ip}/24"
+    (fixup,) = [f for f in outcome.fixups if not f.get("dryRun")]
+    assert fixup["result"] == "success"
+    assert sorted((i["name"], i["action"]) for i in fixup["interfaces"]) == [
+        ("default", "link-refresh"),
+        ("net1", "link-refresh"),
+    ]
+    assert result.final_domain_macs == {"default": result.first_macs["eth0"], "net1": result.first_macs["eth1"]}
