@@ -18,7 +18,7 @@ from typing import Any
 
 from sidecar import podinfo
 from sidecar.errors import UnknownInterfaceError
-from sidecar.executor import Domain, Executor
+from sidecar.executor import Domain, Executor, LateRemoval
 from sidecar.metrics import Metrics
 from sidecar.models import FixupRecord, InterfaceFixup, Trigger
 from sidecar.plan import known_interface_names, make_plan
@@ -209,6 +209,10 @@ class Fixer:
             if record.trigger in _CHANGING_TRIGGERS and record.event_to_done_ms is not None:
                 m.event_to_done.observe(record.event_to_done_ms / 1000)
 
-    def known_interfaces(self) -> list[str]:
-        dom = self._domain()
-        return known_interface_names(self._vmi(), dom.XMLDesc(0))
+    def restore_late(self, late: LateRemoval) -> None:
+        """A NIC the guest released after a fixup gave up on it: attach it back (serialized)."""
+        with self._lock:
+            try:
+                self._executor.restore_late(self._domain(), late)
+            except Exception:
+                log.critical("could not re-attach %s after its late release", late.alias, exc_info=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,22 +38,50 @@ class Domain(Protocol):
     def attachDeviceFlags(self, xml: str, flags: int = 0) -> int: ...  # noqa: N802
 
 
-class DeviceRemovals:
-    """DEVICE_REMOVED events, handed from the libvirt event thread to the executor."""
+@dataclass(frozen=True)
+class LateRemoval:
+    """A NIC the guest released after the executor had given up waiting: put it back."""
 
-    def __init__(self) -> None:
+    domain: str
+    alias: str
+    xml: str
+    flags: int
+
+
+class DeviceRemovals:
+    """DEVICE_REMOVED events, handed from the libvirt event thread to the executor.
+
+    A detach the guest has not honoured within the timeout stays pending in the guest (ACPI
+    unplug) and may complete later; such NICs are "guarded", and when their removal arrives
+    `on_late` is told (it must hand the work to another thread: it runs on libvirt's).
+    """
+
+    def __init__(self, on_late: Callable[[LateRemoval], None] | None = None) -> None:
         self._cond = threading.Condition()
         self._removed: set[tuple[str, str]] = set()
+        self._guards: dict[tuple[str, str], LateRemoval] = {}
+        self.on_late = on_late
 
     def expect(self, domain: str, alias: str) -> None:
         with self._cond:
             self._removed.discard((domain, alias))
+            self._guards.pop((domain, alias), None)
+
+    def guard(self, late: LateRemoval) -> None:
+        with self._cond:
+            self._guards[(late.domain, late.alias)] = late
 
     def removed(self, domain: str, alias: str) -> None:
         """Called from the event callback: records only, never calls libvirt."""
         with self._cond:
             self._removed.add((domain, alias))
+            late = self._guards.pop((domain, alias), None)
             self._cond.notify_all()
+        if late is not None:
+            if self.on_late is not None:
+                self.on_late(late)
+            else:
+                log.critical("%s was released late and nothing is set up to put it back", alias)
 
     def wait(self, domain: str, alias: str, timeout: float) -> bool:
         with self._cond:
@@ -119,6 +148,14 @@ class Executor:
             dom.updateDeviceFlags(with_link_state(xml, "up"), flags)
         return _record(plan, result="done", new_mac=plan.current_mac)
 
+    def restore_late(self, dom: Domain, late: LateRemoval) -> bool:
+        """Attach a late-released NIC back, unless something already did. True if attached."""
+        if self._present(dom, late.alias):
+            return False
+        dom.attachDeviceFlags(late.xml, late.flags)
+        log.warning("%s was released late by the guest; original NIC attached again", late.alias)
+        return True
+
     def _present(self, dom: Domain, alias: str) -> bool:
         return any(i.alias == alias for i in parse_interfaces(dom.XMLDesc(0)))
 
@@ -133,12 +170,18 @@ class Executor:
         try:
             gone = self.removals.wait(name, plan.alias, self.settings.detach_timeout_s)
             if not gone and self._present(dom, plan.alias):
-                # The guest never released the device; it still has its NIC, so stop here.
+                # The guest has not released the device; it still has its NIC, so stop here,
+                # but the unplug request is still pending in the guest: if it completes later,
+                # the original NIC is attached again (see DeviceRemovals).
+                self.removals.guard(
+                    LateRemoval(name, plan.alias, with_mac(original, plan.current_mac or plan.expected_mac), flags)
+                )
                 return _record(
                     plan,
                     result="failed",
                     new_mac=plan.current_mac,
-                    error=f"guest did not release {plan.alias} within {self.settings.detach_timeout_s}s",
+                    error=f"guest did not release {plan.alias} within {self.settings.detach_timeout_s}s"
+                    " (it will be re-attached if the guest releases it later)",
                 )
             dom.attachDeviceFlags(with_mac(original, plan.expected_mac), flags)
         except Exception as exc:

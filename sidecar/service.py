@@ -73,7 +73,9 @@ class Sidecar:
         self.dispatcher = Dispatcher(
             run_fixup=lambda trigger, at: self.fixer.run(trigger=trigger, trigger_time=at),
             incoming=self.fixer.incoming_migration,
+            restore=self.fixer.restore_late,
         )
+        self.removals.on_late = self.dispatcher.late_removal
         self.hooks: HookServer | None = None
 
     def _on_lifecycle(self, ev: Any) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sidecar.errors import LibvirtUnavailableError, NoDomainError
+from sidecar.executor import LateRemoval
 from sidecar.models import Trigger
 from sidecar.watcher import LifecycleEvent
 
@@ -63,10 +64,17 @@ class CatchUp:
 class Dispatcher:
     """Receives events on libvirt's thread, runs fixups on its own worker thread."""
 
-    def __init__(self, *, run_fixup: RunFixup, incoming: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        *,
+        run_fixup: RunFixup,
+        incoming: Callable[[], None],
+        restore: Callable[[LateRemoval], None] | None = None,
+    ) -> None:
         self._run_fixup = run_fixup
         self._incoming = incoming
-        self._queue: queue.Queue[LifecycleEvent | CatchUp | None] = queue.Queue()
+        self._restore = restore
+        self._queue: queue.Queue[LifecycleEvent | CatchUp | LateRemoval | None] = queue.Queue()
         self._postcopy: set[str] = set()
         self._thread = threading.Thread(target=self._work, name="fixup-worker", daemon=True)
         self.events_seen: list[tuple[str, int, int, Decision]] = []
@@ -91,6 +99,10 @@ class Dispatcher:
     def catch_up(self, domain: str, at: float) -> None:
         self._queue.put(CatchUp(domain, at))
 
+    def late_removal(self, late: LateRemoval) -> None:
+        """Event-loop thread (DEVICE_REMOVED of a guarded NIC): queue the re-attach."""
+        self._queue.put(late)
+
     def _work(self) -> None:
         while True:
             ev = self._queue.get()
@@ -98,6 +110,10 @@ class Dispatcher:
                 return
             if isinstance(ev, CatchUp):
                 self._fix("catch-up", ev.domain, ev.at)
+                continue
+            if isinstance(ev, LateRemoval):
+                if self._restore is not None:
+                    self._restore(ev)
                 continue
             decision = classify(ev.event, ev.detail)
             if decision == "incoming":

@@ -77,7 +77,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     with Lab() as lab:
         lab.add_nodes("a")
         vm = lab.start_vm(name="exec", node="a", policy="pin", sidecar=False)
-        vm.console.wait("nic-up", nic="eth0", timeout=180)
+        # Settled: the guest's carrier watcher takes its baseline before DHCP, so a flap
+        # before the first lease could go unnoticed by it.
+        vm.console.wait("dhcp-ack", nic="eth0", timeout=180)
         ensure_event_loop()
         adopt_running_event_loop()  # the lab already runs libvirt's event loop in this process
         removals = DeviceRemovals()
@@ -101,6 +103,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             links=dict,  # policy pin: the pod-side MAC is not needed
             metrics=Metrics(),
         )
+        # Late releases are re-attached on a thread of their own (the callback is libvirt's).
+        removals.on_late = lambda late: threading.Thread(target=fixer.restore_late, args=(late,)).start()
         original = vm.domain_mac()
         assert original is not None
         holder["rig"] = Rig(lab, vm, watcher, fixer, annotations, original)
@@ -194,6 +198,48 @@ def test_when_attach_fails_after_the_detach_the_original_nic_is_put_back(rig: Ri
     assert "fake: attach refused once" in (iface.error or "")
     assert mac_of(rig.iface()) == rig.original_mac
     wait_guest_nic(rig.vm, mac=rig.original_mac, since=since)
+
+
+class GuestSlowToRelease:
+    """FAKE (named as such): the real domain, except that the first detach request is held
+    back, standing for a guest that does not honour the unplug within the timeout. The test
+    sends the real detach itself afterwards: the guest's late release."""
+
+    def __init__(self, dom: Any, held: list[tuple[str, int]]) -> None:
+        self._dom = dom
+        self._held = held
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dom, name)
+
+    def detachDeviceFlags(self, xml: str, flags: int = 0) -> int:  # noqa: N802 - libvirt's name
+        if not self._held:
+            self._held.append((xml, flags))
+            return 0
+        return int(self._dom.detachDeviceFlags(xml, flags))
+
+
+def test_a_nic_released_after_the_timeout_is_attached_again(rig: Rig) -> None:
+    held: list[tuple[str, int]] = []
+    rig.domain_override = lambda dom: GuestSlowToRelease(dom, held)
+    rig.want(NEW_MAC)
+    executor = rig.fixer._executor
+    saved = executor.settings
+    executor.settings = ExecutorSettings(link_pause_s=0.1, detach_timeout_s=1.0)
+    try:
+        record = rig.fixer.run(trigger="manual", force=True)
+    finally:
+        rig.domain_override = None
+        executor.settings = saved
+    iface = only_interface(record)
+    assert (record.result, iface.result) == ("failed", "failed")
+    assert "did not release" in (iface.error or "")
+    assert mac_of(rig.iface()) == rig.original_mac  # nothing changed yet
+    since = time.time()
+    [(xml, flags)] = held
+    rig.vm.domain().detachDeviceFlags(xml, flags)  # the guest lets go, late
+    wait_guest_nic(rig.vm, mac=rig.original_mac, since=since)
+    assert mac_of(rig.iface()) == rig.original_mac  # the original NIC is back in the domain
 
 
 def test_two_triggers_at_once_do_one_fixup_and_a_repeat_is_a_noop_unless_forced(rig: Rig) -> None:
