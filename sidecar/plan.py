@@ -88,8 +88,9 @@ def targets_from_vmi(vmi: Mapping[str, Any] | None, domain_xml: str) -> list[Tar
     guessed: list[Target] = []
     for iface in parse_interfaces(domain_xml):
         if iface.alias and iface.alias.startswith(DOMAIN_ALIAS_PREFIX) and iface.type in _FIXABLE_TYPES:
-            # Only the first one can be assumed to sit on the pod network.
-            link = "eth0" if not guessed else None
+            # A guess in the order virt-launcher plugs them: the first on the pod network
+            # (eth0), the next ones on secondary networks (net1, net2, ...).
+            link = f"net{len(guessed)}" if guessed else "eth0"
             guessed.append(Target(iface.alias.removeprefix(DOMAIN_ALIAS_PREFIX), link))
     return guessed
 

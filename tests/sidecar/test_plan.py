@@ -84,7 +84,7 @@ def test_an_interface_the_vmi_wants_down_is_left_alone() -> None:
 def test_without_a_vmi_every_ua_ethernet_bridge_or_direct_interface_is_planned() -> None:
     xml = domain_xml(extra=MACVTAP_IFACE + NO_ALIAS_IFACE)
     plans = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs={"eth0": POD_MAC})
-    assert [(p.name, p.pod_link) for p in plans] == [("default", "eth0"), ("fast", None)]
+    assert [(p.name, p.pod_link) for p in plans] == [("default", "eth0"), ("fast", "net1")]
 
 
 def test_a_vmi_interface_missing_from_the_domain_is_not_planned() -> None:
