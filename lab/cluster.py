@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import secrets
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import grpc
 import libvirt
 
 from bridge_migration_contract import (
@@ -36,11 +38,13 @@ from lab.console import ConsoleTail
 from lab.dhcp import start_dnsmasq
 from lab.domain import Nic, domain_name, domain_xml
 from lab.events import EventLog, LifecycleEvent, ensure_event_loop
+from lab.launcher_hooks import LauncherHooks, define_domain_through_hooks
 from lab.libvirtd import LibvirtDaemon
 from lab.network import NETWORKS, POD_NETWORK, NetworkDef, Node, PodNetwork, PodNic, link_nodes, random_cni_mac
 from lab.paths import GUEST_INITRD, GUEST_KERNEL, PREFIX, RUN_ROOT
 from lab.process import LabProcess
 from lab.sidecar import Sidecar
+from lab.vmi import lab_vmi
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,8 @@ class Pod:
     conn: Any = None
     events: EventLog | None = None
     sidecar: Sidecar | None = None
+    hooks: LauncherHooks | None = None  # the lab's virt-launcher hook client for the sidecar
+    sidecar_exit: int | None = None  # the sidecar's exit code after Shutdown
     guest_macs: dict[str, str] = field(default_factory=dict)  # every network: name -> MAC served
 
     @property
@@ -143,7 +149,14 @@ class MigrationRecord:
 class Lab:
     """Context manager owning every namespace and process of one lab run."""
 
-    def __init__(self, *, lab_id: str | None = None, keep_files: bool | None = None, link_pause_ms: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        lab_id: str | None = None,
+        keep_files: bool | None = None,
+        link_pause_ms: int = 100,
+        play_hooks: bool = True,
+    ) -> None:
         if not GUEST_KERNEL.exists() or not GUEST_INITRD.exists():
             raise RuntimeError("guest kernel/initramfs missing: run ./scripts/install-lab.sh")
         self.id = lab_id or secrets.token_hex(2)
@@ -152,6 +165,7 @@ class Lab:
         # BML_LAB_KEEP_FILES=1 keeps logs and consoles under /run/bml-lab/<id> for a post-mortem.
         self.keep_files = keep_files if keep_files is not None else os.environ.get(KEEP_FILES_ENV) == "1"
         self.link_pause_ms = link_pause_ms  # passed to every sidecar (--link-pause-ms)
+        self.play_hooks = play_hooks  # call Info/OnDefineDomain/Shutdown on sidecars, as virt-launcher
         self.nodes: dict[str, Node] = {}
         self.pods: list[Pod] = []
         self.vms: list[Vm] = []
@@ -233,13 +247,17 @@ class Lab:
         pod.events = EventLog(pod.conn)
         return pod
 
-    def start_sidecar(self, pod: Pod, *, namespace: str, vmi: str, policy: MacPolicy) -> None:
+    @staticmethod
+    def annotations(*, namespace: str, vmi: str, policy: MacPolicy, networks: Sequence[NetworkDef]) -> dict[str, str]:
+        """The VMI (and so virt-launcher pod) annotations the webhook would have set."""
         annotations = {ALLOW_POD_BRIDGE_MIGRATION: "", DEFAULT_KEYS.mac_policy: policy}
         if policy == "pin":
-            # What the webhook would have pinned, for every network the pod has.
-            annotations[DEFAULT_KEYS.macs] = dump_macs(
-                {nic.network.name: pinned_mac(namespace, vmi, nic.network.name) for nic in pod.net.nics}
-            )
+            annotations[DEFAULT_KEYS.macs] = dump_macs({n.name: pinned_mac(namespace, vmi, n.name) for n in networks})
+        return annotations
+
+    def start_sidecar(self, pod: Pod, *, namespace: str, vmi: str, policy: MacPolicy) -> None:
+        networks = [nic.network for nic in pod.net.nics]
+        annotations = self.annotations(namespace=namespace, vmi=vmi, policy=policy, networks=networks)
         pod.sidecar = Sidecar(
             netns=pod.net.netns,
             libvirt_uri=pod.daemon.uri,
@@ -250,8 +268,30 @@ class Lab:
         )
         pod.sidecar.wait_healthy()
 
+    def vmi_object(self, vm: Vm) -> dict[str, Any]:
+        annotations = self.annotations(namespace=vm.namespace, vmi=vm.name, policy=vm.policy, networks=vm.networks)
+        macs = {n.name: pinned_mac(vm.namespace, vm.name, n.name) for n in vm.networks} if vm.policy == "pin" else None
+        return lab_vmi(namespace=vm.namespace, name=vm.name, networks=vm.networks, annotations=annotations, macs=macs)
+
+    def _launcher_hooks(self, pod: Pod, vm: Vm, domain_xml: str) -> str:
+        """virt-launcher's hook calls (Info, OnDefineDomain) when the pod has our sidecar."""
+        if not self.play_hooks or pod.sidecar is None:
+            return domain_xml
+        xml, pod.hooks = define_domain_through_hooks(pod.sidecar.hook_dir, domain_xml, self.vmi_object(vm))
+        return xml
+
     def delete_pod(self, pod: Pod) -> None:
         """Delete a pod: sidecar, domain (if still there), daemon, DHCP server, namespace."""
+        if pod.hooks is not None:
+            # virt-launcher's goodbye: the sidecar answers Shutdown and exits on its own.
+            try:
+                pod.hooks.shutdown()
+                if pod.sidecar is not None:
+                    pod.sidecar_exit = pod.sidecar.process.proc.wait(timeout=15)
+            except (grpc.RpcError, subprocess.TimeoutExpired) as exc:
+                log.warning("sidecar in %s did not shut down on request: %s", pod.name, exc)
+            pod.hooks.close()
+            pod.hooks = None
         if pod.sidecar is not None:
             pod.sidecar.stop()
         if pod.conn is not None:
@@ -324,6 +364,7 @@ class Lab:
         self.vms.append(vm)
         if sidecar:
             self.start_sidecar(pod, namespace=namespace, vmi=name, policy=policy)
+        xml = self._launcher_hooks(pod, vm, xml)
         # virt-launcher defines the domain, then starts it.
         dom = pod.conn.defineXML(xml)
         dom.create()
@@ -340,6 +381,8 @@ class Lab:
         )
         if vm.with_sidecar:
             self.start_sidecar(target, namespace=vm.namespace, vmi=vm.name, policy=vm.policy)
+            # The target launcher runs the hooks too; the domain itself arrives by migration.
+            self._launcher_hooks(target, vm, vm.domain().XMLDesc(0))
         self._migration_seq += 1
         sock = self.run_dir / f"migration-{self._migration_seq}.sock"
         params = {libvirt.VIR_MIGRATE_PARAM_URI: f"unix://{sock}"}

@@ -65,6 +65,8 @@ class MigrationOutcome:
     nic_acks: dict[str, GuestEvent | None] = field(default_factory=dict)
     nic_replies: dict[str, GuestEvent | None] = field(default_factory=dict)
     target_ips: dict[str, str] = field(default_factory=dict)  # guest NIC -> target pod IP
+    sidecar_status: dict[str, Any] | None = None  # the target sidecar's GET /v1/status afterwards
+    source_sidecar_exit: int | None = None  # the source pod's sidecar exit code after Shutdown
 
     @property
     def gap_seconds(self) -> float | None:
@@ -304,6 +306,7 @@ def run_scenario(
                 )
             ack, reply = acks["eth0"], replies["eth0"]
             fixups = target.sidecar.fixups() if target.sidecar is not None else []
+            status = target.sidecar.status() if target.sidecar is not None else None
             outcome = MigrationOutcome(
                 record=record,
                 target_pod=target.name,
@@ -318,6 +321,8 @@ def run_scenario(
                 nic_acks=acks,
                 nic_replies=replies,
                 target_ips=target_ips,
+                sidecar_status=status,
+                source_sidecar_exit=client.pods[-2].sidecar_exit,
             )
             result.migrations.append(outcome)
         result.final_guest_address = client.guest_address()

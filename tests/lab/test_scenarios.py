@@ -30,6 +30,14 @@ def _assert_migrated_the_kubevirt_way(outcome: MigrationOutcome) -> None:
     assert _events_in_order(outcome)[:2] == ["STARTED/MIGRATED", "RESUMED/MIGRATED"]
 
 
+def _assert_sidecar_played_by_the_book(outcome: MigrationOutcome) -> None:
+    # The lab plays virt-launcher: Info + OnDefineDomain before the domain, Shutdown at the end.
+    assert outcome.sidecar_status is not None
+    assert outcome.sidecar_status["hookRegistered"] is True
+    assert outcome.sidecar_status["vmiKnown"] is True
+    assert outcome.source_sidecar_exit == 0, "the source pod's sidecar did not exit 0 on Shutdown"
+
+
 def _assert_recovered(outcome: MigrationOutcome, *, guest_mac: str) -> None:
     assert outcome.dhcp_ack is not None, "the guest never renewed its lease in the target pod"
     assert outcome.dhcp_ack.fields["ip"].split("/")[0] == outcome.target_ip
@@ -57,6 +65,7 @@ def test_same_mac_the_sidecar_refreshes_the_link_and_the_guest_renews_into_the_t
     (outcome,) = result.migrations
     _assert_migrated_the_kubevirt_way(outcome)
     _assert_recovered(outcome, guest_mac=result.first_mac)
+    _assert_sidecar_played_by_the_book(outcome)
     (fixup,) = [f for f in outcome.fixups if not f.get("dryRun")]
     assert fixup["result"] == "success"
     assert [(i["name"], i["action"]) for i in fixup["interfaces"]] == [("default", "link-refresh")]
@@ -71,6 +80,7 @@ def test_mac_change_the_sidecar_reattaches_the_nic_with_the_target_pods_mac() ->
     _assert_migrated_the_kubevirt_way(outcome)
     assert outcome.target_cni_mac != result.first_mac
     _assert_recovered(outcome, guest_mac=outcome.target_cni_mac)
+    _assert_sidecar_played_by_the_book(outcome)
     (fixup,) = [f for f in outcome.fixups if not f.get("dryRun")]
     assert fixup["result"] == "success"
     assert [(i["name"], i["action"], i["newMac"]) for i in fixup["interfaces"]] == [
