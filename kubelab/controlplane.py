@@ -159,6 +159,9 @@ class ControlPlane:
                 f"--service-account-signing-key-file={sa.key}",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 "--authorization-mode=RBAC",
+                # The "kubernetes" Service endpoint would be our loopback address, which the
+                # reconciler refuses; nothing here needs that Service.
+                "--endpoint-reconciler-type=none",
                 # Only stored, never routed: no traffic ever goes to this range.
                 "--service-cluster-ip-range=10.96.0.0/24",
                 # Without a controller-manager nothing creates each namespace's "default"
