@@ -26,11 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run one scenario")
     run.add_argument("scenario", choices=SCENARIOS)
     run.add_argument("--json", action="store_true", help="print the result (gaps, timelines) as JSON")
-    sub.add_parser("cleanup", help="remove every leftover lab namespace, process and run directory")
+    clean = sub.add_parser("cleanup", help="remove leftover lab namespaces, processes and run directories")
+    clean.add_argument("--lab-id", help="only this lab (default: every lab, running or not)")
     args = parser.parse_args(argv)
 
     if args.command == "cleanup":
-        for line in cleanup():
+        for line in cleanup(args.lab_id):
             print(f"removed {line}")
         return 0
     kind: ScenarioKind = "same-mac" if args.command == "demo" else args.scenario

@@ -54,6 +54,8 @@ MIGRATION_FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | lib
 NIC_NAME = "default"  # the VMI interface name; its domain alias is ua-default
 GuestMacs = str | Mapping[str, str]  # the pod network's MAC, or network name -> MAC
 KEEP_FILES_ENV = "BML_LAB_KEEP_FILES"
+# Every lab id this process created, so a test session can sweep up after itself (and only itself).
+CREATED_LAB_IDS: list[str] = []
 
 
 def pinned_mac(namespace: str, vmi: str, interface: str) -> str:
@@ -160,6 +162,7 @@ class Lab:
         if not GUEST_KERNEL.exists() or not GUEST_INITRD.exists():
             raise RuntimeError("guest kernel/initramfs missing: run ./scripts/install-lab.sh")
         self.id = lab_id or secrets.token_hex(2)
+        CREATED_LAB_IDS.append(self.id)
         self.run_dir = RUN_ROOT / self.id
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # BML_LAB_KEEP_FILES=1 keeps logs and consoles under /run/bml-lab/<id> for a post-mortem.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from lab.shell import CommandError, ip, run, sysctl
@@ -220,6 +221,12 @@ class PodNetwork:
         for dev in (net.cni_nic, net.bridge, net.pod_link):
             ip(self.netns, "link", "set", dev, "up")
 
-    def delete(self) -> None:
-        # Deleting the pod namespace destroys the CNI veths and with them the node-side ends and routes.
+    def delete(self, *, timeout: float = 30.0) -> None:
+        # Deleting the pod namespace destroys the CNI veths and with them the node-side ends and
+        # routes, but the kernel does it asynchronously: wait, so a deleted pod is really gone.
         delete_netns(self.netns)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not any(ip(self.node.netns, "link", "show", n.host_veth, check=False).strip() for n in self.nics):
+                return
+            time.sleep(0.1)

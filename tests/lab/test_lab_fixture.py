@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from lab.cleanup import lab_namespaces
 from lab.cluster import Lab
+from lab.network import NETWORKS
 from lab.shell import ip, run
 
 pytestmark = pytest.mark.lab
@@ -43,3 +46,26 @@ def test_a_pod_namespace_is_laid_out_like_kubevirt_bridge_binding_and_cleanup_re
         assert len(lab_namespaces(lab_id)) == 4
     assert lab_namespaces(lab_id) == []
     assert f"{lab_id}" not in run(["ip", "netns", "list"])
+
+
+def test_a_deleted_pod_leaves_no_namespace_and_its_node_no_route(lab: Lab) -> None:
+    pod = lab.create_pod(vm="gone", node="b", networks=NETWORKS)
+    node = lab.nodes["b"]
+    assert pod.net.nic("net1").ip.startswith("10.245.2.")
+    assert ip(node.netns, "route", "show", f"{pod.ip}/32").strip()
+    lab.delete_pod(pod)
+    assert pod.net.netns not in run(["ip", "netns", "list"])
+    assert not ip(node.netns, "route", "show", f"{pod.ip}/32").strip()
+
+
+def test_python_m_lab_cleanup_removes_a_lab_nobody_closed() -> None:
+    orphan = Lab()
+    orphan.add_nodes("a")
+    orphan.create_pod(vm="orphan", node="a")
+    assert lab_namespaces(orphan.id)
+    # --lab-id: other labs may be running on this machine right now.
+    out = run([sys.executable, "-m", "lab", "cleanup", "--lab-id", orphan.id], timeout=120)
+    assert f"netns bml-{orphan.id}-pod1" in out
+    assert lab_namespaces(orphan.id) == []
+    assert not orphan.run_dir.exists()
+    orphan.close()  # nothing left to do, and it must not fail
