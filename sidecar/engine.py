@@ -78,6 +78,13 @@ class Fixer:
     def busy(self) -> bool:
         return self._lock.locked()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait for a running fixup to finish (used before exiting: never stop mid-reattach)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._lock.release()
+        return True
+
     # --- the one entry point for a fixup ---
     def run(
         self,

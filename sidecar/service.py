@@ -109,10 +109,15 @@ class Sidecar:
             log.info("hook directory %s does not exist: hook server off", self.settings.hook_socket_dir)
 
     def stop(self) -> None:
+        # A reattach cut short would leave the guest without its NIC: let a running fixup
+        # finish before libvirt goes away under it (the worker first, then REST-started ones).
+        grace = self.settings.detach_timeout + 10
+        self.dispatcher.stop(timeout=grace)
+        if not self.fixer.wait_idle(grace):
+            log.error("stopping while a fixup is still running")
         if self.hooks is not None:
             self.hooks.stop()
         self.watcher.stop()
-        self.dispatcher.stop()
 
     def domain(self) -> Any:
         return self.watcher.domain()

@@ -82,9 +82,10 @@ class Dispatcher:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._queue.put(None)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
 
     def on_lifecycle(self, ev: LifecycleEvent) -> None:
         """Event-loop thread: classify, do bookkeeping, enqueue. Never calls libvirt."""
