@@ -8,17 +8,22 @@ pod's own libvirtd, downward-API annotations file and hook directory.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import libvirt
 import pytest
 
 from lab.cluster import Lab, Pod, Vm
 from lab.events import EventLog
 from lab.process import wait_for
+from sidecar.hookapi import hook_info_pb2, hook_info_pb2_grpc, hook_v1alpha3_pb2, hook_v1alpha3_pb2_grpc
+from sidecar.hooks import SOCKET_NAME
 from tests.sidecar.guest import wait_guest_nic
+from tests.sidecar.samples import vmi
 
 pytestmark = pytest.mark.lab
 
@@ -62,10 +67,36 @@ def test_status_maps_the_nic_to_the_pod_link_read_with_pyroute2(vm: Vm) -> None:
     assert iface["mac"] == vm.pod.cni_mac  # follow-pod: the guest started with the pod's MAC
 
 
-def test_after_a_migration_the_sidecar_reattaches_with_the_target_pods_mac(lab: Lab, vm: Vm) -> None:
+def play_virt_launcher(pod: Pod) -> None:
+    """What virt-launcher does with hook sidecars, also on a migration target while it
+    prepares it: Info, then OnDefineDomain with the VMI (the domain XML comes back unchanged)."""
+    socket = sidecar_of(pod).hook_dir / SOCKET_NAME
+    with grpc.insecure_channel(f"unix://{socket}") as channel:
+        hook_info_pb2_grpc.InfoStub(channel).Info(hook_info_pb2.InfoParams(), timeout=30)
+        xml = b"<domain type='qemu'><name>x</name></domain>"
+        result = hook_v1alpha3_pb2_grpc.CallbacksStub(channel).OnDefineDomain(
+            hook_v1alpha3_pb2.OnDefineDomainParams(domainXML=xml, vmi=json.dumps(vmi()).encode()), timeout=30
+        )
+        assert result.domainXML == xml
+
+
+def test_after_a_migration_the_sidecar_reattaches_with_the_target_pods_mac(
+    lab: Lab, vm: Vm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start_sidecar = lab.start_sidecar
+
+    def start_sidecar_and_call_its_hooks(pod: Pod, **kwargs: Any) -> None:
+        start_sidecar(pod, **kwargs)
+        play_virt_launcher(pod)
+
+    monkeypatch.setattr(lab, "start_sidecar", start_sidecar_and_call_its_hooks)
     since = time.time()
     lab.migrate(vm, to_node="b")
+    monkeypatch.undo()
     target = vm.pod
+    status = sidecar_of(target).status()
+    assert (status["vmiKnown"], status["hookRegistered"]) == (True, True)
+    assert sidecar_of(target).call("GET", "/healthz")[1]["ready"] is True
     assert target.node == "b"
     record = automatic_fixup(target)
     assert record["result"] == "success", record
