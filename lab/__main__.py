@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"removed {line}")
         return 0
     kind: ScenarioKind = "same-mac" if args.command == "demo" else args.scenario
-    result = run_scenario(kind, say=lambda line: print(line, flush=True))
-    if getattr(args, "json", False):
+    as_json = bool(getattr(args, "json", False))
+    # With --json, stdout carries only the JSON document; the phase lines go to stderr.
+    result = run_scenario(kind, say=lambda line: print(line, file=sys.stderr if as_json else sys.stdout, flush=True))
+    if as_json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
         _report(result)
