@@ -6,6 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ./scripts/install.sh
+./scripts/build-k8s.sh >/dev/null  # kube-apiserver, etcd, kubectl, helm (cached)
 ./scripts/install-lab.sh
 # shellcheck disable=SC1091
 source .venv/bin/activate
