@@ -78,15 +78,22 @@ Decider = Callable[[Review, Runtime], Awaitable[Decision]]
 
 
 async def _decide_vmi(review: Review, rt: Runtime) -> Decision:
-    if review.operation != "CREATE":
+    if review.operation not in ("CREATE", "UPDATE"):
         return Decision()
-    return mutate_vmi(
+    decision = mutate_vmi(
         review.obj,
         namespace=review.namespace,
         config=rt.config,
         sidecar_gate_on=await rt.gate.current(),
         fallback_name=review.uid,
     )
+    if review.operation == "UPDATE":
+        # An UPDATE gets the same (idempotent) decision, so what a second `kubectl apply` strips
+        # (a JSON merge patch replaces a custom resource's interfaces list whole, pinned MACs
+        # included) is put back and the apiserver sees an unchanged object. Warnings were given
+        # at CREATE; repeating them on every update would only be noise.
+        decision.warnings = []
+    return decision
 
 
 async def _decide_pod(review: Review, rt: Runtime) -> Decision:

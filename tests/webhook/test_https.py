@@ -202,3 +202,22 @@ def test_certificate_rotation_under_load_loses_no_request_and_a_bad_file_keeps_t
         assert served_serial(hook) == rotated
         with hook.client() as client:
             assert client.post("/mutate/virtualmachineinstances", json=make_review(vmi())).status_code == 200
+
+
+def test_an_update_that_lost_the_pinned_mac_gets_it_back(hook: RunningWebhook) -> None:
+    """kubectl apply of the same manifest again replaces the interfaces list (JSON merge patch on
+    a custom resource), dropping the pinned MAC: the UPDATE review restores it."""
+    obj = vmi()
+    stored = jsonpatch.apply_patch(
+        obj,
+        json.loads(
+            base64.b64decode(
+                post(hook, "/mutate/virtualmachineinstances", make_review(obj)).json()["response"]["patch"]
+            )
+        ),
+    )
+    reapplied = json.loads(json.dumps(stored))
+    reapplied["spec"]["domain"]["devices"]["interfaces"] = [{"name": "default", "bridge": {}}]
+    answer = post(hook, "/mutate/virtualmachineinstances", make_review(reapplied, operation="UPDATE")).json()
+    restored = jsonpatch.apply_patch(reapplied, json.loads(base64.b64decode(answer["response"]["patch"])))
+    assert restored == stored
