@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import podinfo
-from sidecar.errors import UnknownInterfaceError
+from sidecar.errors import DomainNotRunningError, UnknownInterfaceError
 from sidecar.executor import Domain, Executor, LateRemoval
 from sidecar.metrics import Metrics
 from sidecar.models import FixupRecord, InterfaceFixup, Trigger
@@ -26,8 +26,18 @@ from sidecar.podlinks import PodLink, pod_macs
 
 log = logging.getLogger(__name__)
 
-_CHANGING_TRIGGERS: frozenset[Trigger] = frozenset({"resumed-migrated", "postcopy-completed"})
-# Automatic triggers only act when something actually changes; a catch-up is one of them.
+_RUNNING = 1  # virDomainState VIR_DOMAIN_RUNNING
+_STATE_NAMES = {
+    0: "nostate",
+    2: "blocked",
+    3: "paused",
+    4: "shutting down",
+    5: "shut off",
+    6: "crashed",
+    7: "suspended",
+}
+# Triggers whose time is a libvirt event: they feed the event-to-done histogram.
+_EVENT_TRIGGERS: frozenset[Trigger] = frozenset({"resumed-migrated", "postcopy-completed"})
 
 
 def iso(ts: float) -> str:
@@ -125,6 +135,13 @@ class Fixer:
             if unknown:
                 raise UnknownInterfaceError(unknown, known)
         wanted = set(interfaces) if interfaces is not None else set(known)
+        if not dry_run:
+            state, _reason = dom.state()
+            if state != _RUNNING:
+                # An incoming migration keeps the domain paused until it resumes; device
+                # changes then fail or race the migration job. The resume event fixes it.
+                name = _STATE_NAMES.get(state, str(state))
+                raise DomainNotRunningError(f"domain {dom.name()} is {name}, not running: nothing to fix yet")
         links = self._links()
         plans = make_plan(
             domain_xml=domain_xml,
@@ -213,7 +230,7 @@ class Fixer:
             m.interface_fixups.labels(action=iface.action, result=iface.result).inc()
         if record.interfaces and record.duration_ms is not None:
             m.duration.observe(record.duration_ms / 1000)
-            if record.trigger in _CHANGING_TRIGGERS and record.event_to_done_ms is not None:
+            if record.trigger in _EVENT_TRIGGERS and record.event_to_done_ms is not None:
                 m.event_to_done.observe(record.event_to_done_ms / 1000)
 
     def restore_late(self, late: LateRemoval) -> None:

@@ -7,6 +7,10 @@ class NoDomainError(Exception):
     """There is no domain to look after (yet), or several and no --domain."""
 
 
+class DomainNotRunningError(NoDomainError):
+    """The domain exists but does not run here (yet): still arriving, paused or shut off."""
+
+
 class LibvirtUnavailableError(Exception):
     """The libvirt daemon is not reachable right now."""
 

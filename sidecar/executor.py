@@ -31,6 +31,7 @@ class Domain(Protocol):
     """The part of libvirt.virDomain the executor uses."""
 
     def name(self) -> str: ...
+    def state(self) -> list[int]: ...
     def XMLDesc(self, flags: int = 0) -> str: ...  # noqa: N802 - libvirt's name
     def isPersistent(self) -> int: ...  # noqa: N802
     def updateDeviceFlags(self, xml: str, flags: int = 0) -> int: ...  # noqa: N802

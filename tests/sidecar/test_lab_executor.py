@@ -21,6 +21,7 @@ from lab.cluster import NIC_NAME, Lab, Vm
 from lab.events import ensure_event_loop
 from lab.sidecar import downward_api_file
 from sidecar.engine import Fixer
+from sidecar.errors import NoDomainError
 from sidecar.executor import DeviceRemovals, Executor, ExecutorSettings
 from sidecar.metrics import Metrics
 from sidecar.models import FixupRecord
@@ -267,3 +268,14 @@ def test_two_triggers_at_once_do_one_fixup_and_a_repeat_is_a_noop_unless_forced(
         assert record.started >= record.trigger_time - 1
         assert record.finished is not None and record.finished >= record.started
         assert record.trigger_time_iso.endswith("Z")
+
+
+def test_a_fixup_while_the_domain_is_paused_is_refused_with_a_clear_message(rig: Rig) -> None:
+    dom = rig.vm.domain()
+    dom.suspend()
+    try:
+        with pytest.raises(NoDomainError, match="is paused, not running"):
+            rig.fixer.run(trigger="manual", force=True)
+        assert rig.fixer.run(trigger="manual", dry_run=True).result == "dry-run"  # a dry run still plans
+    finally:
+        dom.resume()
