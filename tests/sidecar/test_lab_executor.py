@@ -279,3 +279,16 @@ def test_a_fixup_while_the_domain_is_paused_is_refused_with_a_clear_message(rig:
         assert rig.fixer.run(trigger="manual", dry_run=True).result == "dry-run"  # a dry run still plans
     finally:
         dom.resume()
+
+
+def test_metrics_count_what_the_fixups_did(rig: Rig) -> None:
+    registry = rig.fixer.metrics.registry
+
+    def sample(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    assert sample("bridge_migration_interface_fixups_total", action="reattach", result="done") >= 2
+    assert sample("bridge_migration_interface_fixups_total", action="reattach", result="restored") == 1
+    assert sample("bridge_migration_interface_fixups_total", action="link-refresh", result="done") >= 1
+    assert sample("bridge_migration_fixup_runs_total", trigger="manual", result="noop") >= 2
+    assert sample("bridge_migration_fixup_duration_seconds_count") >= 4
