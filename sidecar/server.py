@@ -6,10 +6,7 @@ import logging
 import signal
 import threading
 
-import uvicorn
-
 from sidecar.config import ServeSettings
-from sidecar.rest import create_app
 from sidecar.service import Sidecar
 
 log = logging.getLogger(__name__)
@@ -17,7 +14,13 @@ log = logging.getLogger(__name__)
 
 def serve(settings: ServeSettings) -> int:
     sidecar = Sidecar(settings)
+    # The hook socket and the libvirt watcher first: virt-launcher may be waiting for Info,
+    # and FastAPI + uvicorn take most of the start-up time to import.
     sidecar.start()
+    import uvicorn
+
+    from sidecar.rest import create_app
+
     config = uvicorn.Config(
         create_app(sidecar),
         host=settings.listen_host,
