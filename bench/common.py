@@ -131,3 +131,11 @@ def launcher_pod_10k(sidecar_image: str) -> dict[str, Any]:
         },
     }
     return copy.deepcopy(pod)
+
+
+def load_result(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench.common import PLOTS, RESULTS
-
-
-def _load(results: Path, name: str) -> dict[str, Any] | None:
-    path = results / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+from bench.common import PLOTS, RESULTS, load_result
 
 
 def latency_vs_concurrency(data: dict[str, Any], out: Path) -> Path:
@@ -93,11 +87,11 @@ def migration_timeline(data: dict[str, Any], out: Path) -> Path | None:
 def make_all(results: Path = RESULTS, out: Path = PLOTS) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
-    if (load := _load(results, "webhook_load")) is not None:
+    if (load := load_result(results, "webhook_load")) is not None:
         made.append(latency_vs_concurrency(load, out))
-    if (handler := _load(results, "webhook_handler")) is not None:
+    if (handler := load_result(results, "webhook_handler")) is not None:
         made.append(handler_cost_vs_interfaces(handler, out))
-    if (gap := _load(results, "migration_gap")) is not None and (p := migration_timeline(gap, out)) is not None:
+    if (gap := load_result(results, "migration_gap")) is not None and (p := migration_timeline(gap, out)) is not None:
         made.append(p)
     return made
 
