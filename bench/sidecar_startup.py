@@ -10,7 +10,6 @@ The time from the resume event to the fixup done is measured on real guests by
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,21 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, write_result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from bench.common import RESULTS, free_port, rss_kib, write_result
 
 
 def one_start(*, idle_s: float) -> dict[str, float]:

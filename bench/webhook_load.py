@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, vmi_with_interfaces, write_result
+from bench.common import RESULTS, free_port, rss_kib, vmi_with_interfaces, write_result
 from webhook.admission import make_review
 from webhook.certs import CertificateAuthority
 
@@ -48,20 +48,6 @@ async def noop(request: Request) -> Response:
     return Response(EMPTY, media_type="application/json")
 uvicorn.Server(uvicorn_config(rt, app)).run()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def run_hey(url: str, body_file: Path, *, concurrency: int, requests: int) -> dict[str, Any]:

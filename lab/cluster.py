@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
@@ -45,6 +44,7 @@ from lab.paths import GUEST_INITRD, GUEST_KERNEL, PREFIX, RUN_ROOT
 from lab.process import LabProcess
 from lab.sidecar import Sidecar
 from lab.vmi import lab_vmi
+from webhook.macs import pinned_mac as webhook_pinned_mac
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,8 @@ CREATED_LAB_IDS: list[str] = []
 
 
 def pinned_mac(namespace: str, vmi: str, interface: str) -> str:
-    """A stable, locally administered MAC for a VMI interface (the lab's stand-in for the
-    MAC the webhook pins under policy ``pin``)."""
-    digest = hashlib.sha256(f"{namespace}/{vmi}/{interface}".encode()).digest()
-    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+    """The MAC the webhook pins under policy ``pin``: the lab asks the webhook's own function."""
+    return webhook_pinned_mac(namespace=namespace, vmi_name=vmi, interface=interface)
 
 
 @dataclass
