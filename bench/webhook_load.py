@@ -50,6 +50,18 @@ uvicorn.Server(uvicorn_config(rt, app)).run()
 """
 
 
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("bench server did not start") from None
+            time.sleep(0.1)
+
+
 def run_hey(url: str, body_file: Path, *, concurrency: int, requests: int) -> dict[str, Any]:
     hey = shutil.which("hey")
     if hey is None:
@@ -101,15 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(files.cert), str(files.key), str(port), IMAGE])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("bench server did not start") from None
-                time.sleep(0.1)
+        wait_listening(port, proc)
         time.sleep(0.5)
         idle_rss = rss_kib(proc.pid)
         base = f"https://127.0.0.1:{port}"
