@@ -51,6 +51,15 @@ def tables(results: Path, plots: Path, doc_dir: Path) -> str:
             f"\nMemory: RSS {m['idle_rss_kib'] / 1024:.1f} MiB idle, {m['after_rss_kib'] / 1024:.1f} MiB after "
             f"{m['requests']} requests ({m['soak_errors']} errors in the soak part).\n"
         )
+    if (soak := load_result(results, "webhook_soak")) is not None:
+        first, last = soak["rss_samples_kib"][0][1], soak["rss_samples_kib"][-1][1]
+        parts.append("### Webhook soak (`bench/webhook_soak.py`, not in CI)\n")
+        parts.append(
+            f"{soak['minutes']} min at {soak['target_rps']} requests/s: {soak['requests']} requests, "
+            f"status codes {soak['status_codes']}, {soak['errors']} errors; RSS {first / 1024:.1f} MiB at the start, "
+            f"{last / 1024:.1f} MiB at the end, largest spread after the first minute "
+            f"{soak['rss_growth_after_first_minute_kib'] / 1024:.1f} MiB.\n"
+        )
     if (s := load_result(results, "sidecar_startup")) is not None:
         med = s["median"]
         parts.append("### Sidecar (`bench/sidecar_startup.py`)\n")
