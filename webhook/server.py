@@ -28,7 +28,7 @@ def build_runtime(config: WebhookConfig) -> Runtime:
     return Runtime(config=config, gate=gate, kube=kube, tls=ReloadingTLS(config.tls_cert, config.tls_key))
 
 
-def uvicorn_config(rt: Runtime, app: ASGIApp) -> uvicorn.Config:
+def uvicorn_config(rt: Runtime, app: ASGIApp, *, loop: str = "auto", http: str = "auto") -> uvicorn.Config:
     """uvicorn settings with the runtime's reloadable TLS context in place of uvicorn's own."""
     config = rt.config
     assert rt.tls is not None
@@ -42,6 +42,8 @@ def uvicorn_config(rt: Runtime, app: ASGIApp) -> uvicorn.Config:
         access_log=False,
         server_header=False,
         proxy_headers=False,
+        loop=loop,
+        http=http,
     )
     uv.load()
     # uvicorn hands config.ssl to the listener; ours is the one ReloadingTLS keeps re-loading.
