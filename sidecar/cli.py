@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from sidecar.config import DEFAULT_LISTEN, ENV_PREFIX, add_serve_arguments, settings_from_args
+from sidecar.config import DEFAULT_LISTEN, ENV_PREFIX, add_serve_arguments, env_name, read_token, settings_from_args
 
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 
@@ -26,11 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     url_env = ENV_PREFIX + "URL"
     url_help = f"sidecar REST address [env {url_env}; default: %(default)s]"
+    token_env = env_name("--token-file")
+    token_help = f"file with the bearer token the sidecar was started with [env {token_env}]"
     status = sub.add_parser("status", help="show the domain, its NICs and the last fixup")
     status.add_argument("--url", default=os.environ.get(url_env, DEFAULT_URL), help=url_help)
+    status.add_argument("--token-file", default=os.environ.get(token_env), help=token_help)
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     fixup = sub.add_parser("fixup", help="ask the sidecar to fix the NICs now")
     fixup.add_argument("--url", default=os.environ.get(url_env, DEFAULT_URL), help=url_help)
+    fixup.add_argument("--token-file", default=os.environ.get(token_env), help=token_help)
     fixup.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
     fixup.add_argument("--force", action="store_true", help="run even if already done since the migration")
     fixup.add_argument(
@@ -40,9 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _call(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def _call(method: str, url: str, *, body: dict[str, Any] | None = None, token: str | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -89,11 +96,16 @@ def _print_status(status: dict[str, Any]) -> None:
 def _client(args: argparse.Namespace) -> int:
     base = args.url.rstrip("/")
     try:
+        token = read_token(args.token_file)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    try:
         if args.command == "status":
-            code, body = _call("GET", base + "/v1/status")
+            code, body = _call("GET", base + "/v1/status", token=token)
         else:
             payload = {"interfaces": args.interfaces, "dryRun": args.dry_run, "force": args.force}
-            code, body = _call("POST", base + "/v1/fixup", payload)
+            code, body = _call("POST", base + "/v1/fixup", body=payload, token=token)
     except (urllib.error.URLError, OSError) as exc:
         print(f"cannot reach the sidecar at {base}: {exc}", file=sys.stderr)
         return 2

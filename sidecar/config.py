@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge_migration_contract import (
@@ -34,6 +34,7 @@ class ServeSettings:
     detach_timeout: float
     history_size: int
     log_level: str
+    token: str | None = field(default=None, repr=False)  # never in logs or tracebacks
 
 
 def env_name(flag: str) -> str:
@@ -51,9 +52,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--listen", default=DEFAULT_LISTEN, help="host:port of the REST API (loopback only by default)")
     _add(
         parser,
-        "--allow-non-loopback",
-        default="false",
-        help="accept a --listen address that is not loopback (true/false)",
+        "--token-file",
+        default=None,
+        help="file with a bearer token all REST calls but /healthz must carry; needed for a non-loopback --listen",
     )
     _add(
         parser,
@@ -74,28 +75,43 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--log-level", default="info", help="debug, info, warning or error")
 
 
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+def read_token(path: str | None) -> str | None:
+    """The bearer token from --token-file (surrounding whitespace dropped); None without a file.
+
+    Shared by `serve` and the client commands, so both sides read the same file the same way.
+    """
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read --token-file {path}: {exc.strerror or exc}") from exc
+    if not token:
+        raise ValueError(f"--token-file {path} is empty")
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise ValueError(f"--token-file {path}: the token must be one word of printable characters")
+    return token
 
 
-def parse_listen(value: str, *, allow_non_loopback: bool) -> tuple[str, int]:
+def parse_listen(value: str, *, has_token: bool) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"--listen must be host:port, got {value!r}")
     host = host.strip("[]")
-    if not allow_non_loopback:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if not loopback:
-            raise ValueError(f"--listen {value!r} is not loopback; pass --allow-non-loopback true to permit it")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    # Anyone who can reach a non-loopback port could detach the guest's NICs: only with a token.
+    if not loopback and not has_token:
+        raise ValueError(f"--listen {value!r} is not loopback; that needs --token-file (a bearer token)")
     return host, int(port)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """Validate parsed arguments; raises ValueError with a message for the user."""
-    host, port = parse_listen(args.listen, allow_non_loopback=_truthy(str(args.allow_non_loopback)))
+    token = read_token(args.token_file)
+    host, port = parse_listen(args.listen, has_token=token is not None)
     try:
         link_pause_ms = int(args.link_pause_ms)
         detach_timeout = float(args.detach_timeout)
@@ -115,4 +131,5 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         detach_timeout=detach_timeout,
         history_size=history_size,
         log_level=str(args.log_level).upper(),
+        token=token,
     )

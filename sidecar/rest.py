@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import libvirt
@@ -28,8 +30,32 @@ def _error(status: int, detail: str, known: list[str] | None = None) -> JSONResp
     return JSONResponse(status_code=status, content=body.model_dump(by_alias=True, exclude_none=True))
 
 
-def create_app(sidecar: SidecarView) -> FastAPI:
+# Open without the token: kubelet probes carry no credentials, and health says nothing a
+# caller could misuse (no MACs, no domain, no fixups).
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """True when an Authorization header carries this bearer token (constant-time compare)."""
+    scheme, _, value = (header or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def create_app(sidecar: SidecarView, *, token: str | None = None) -> FastAPI:
     app = FastAPI(title="bridge-migration sidecar", version="1")
+
+    if token is not None:
+        expected = token
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            if request.url.path in OPEN_PATHS or authorized(request.headers.get("authorization"), expected):
+                return await call_next(request)
+            body = ErrorBody(detail="missing or wrong bearer token").model_dump(by_alias=True, exclude_none=True)
+            return JSONResponse(status_code=401, content=body, headers={"WWW-Authenticate": "Bearer"})
+
     errors: dict[int | str, dict[str, Any]] = {
         404: {"model": ErrorBody, "description": "Unknown interface name"},
         409: {"model": ErrorBody, "description": "No domain to look after yet"},

@@ -22,7 +22,7 @@ def serve(settings: ServeSettings) -> int:
     from sidecar.rest import create_app
 
     config = uvicorn.Config(
-        create_app(sidecar),
+        create_app(sidecar, token=settings.token),
         host=settings.listen_host,
         port=settings.listen_port,
         log_level=settings.log_level.lower(),
@@ -30,6 +30,12 @@ def serve(settings: ServeSettings) -> int:
         lifespan="off",
     )
     server = uvicorn.Server(config)
+    log.info(
+        "REST API on %s:%d (%s)",
+        settings.listen_host,
+        settings.listen_port,
+        "bearer token required on all but /healthz" if settings.token else "no token: loopback only",
+    )
 
     def on_shutdown() -> None:
         sidecar.shutdown_requested.wait()

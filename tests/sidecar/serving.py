@@ -32,6 +32,7 @@ class SidecarProcess:
         annotations: Path | None = None,
         extra: list[str] | None = None,
         netns: str | None = None,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,7 +45,7 @@ class SidecarProcess:
             "--libvirt-uri",
             libvirt_uri,
             "--listen",
-            f"127.0.0.1:{self.port}",
+            f"{listen_host}:{self.port}",
             "--hook-socket-dir",
             str(hook_dir or tmp / "no-hook-dir"),
             "--pod-annotations",

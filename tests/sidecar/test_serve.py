@@ -6,6 +6,7 @@ answers queries and events but cannot change devices, which the lab tests cover.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,9 +29,15 @@ def sidecar(tmp_path: Path) -> Iterator[SidecarProcess]:
     proc.stop()
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sidecar", *args], capture_output=True, text=True, cwd=REPO, timeout=60, check=False
+        [sys.executable, "-m", "sidecar", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -142,10 +149,80 @@ def test_libvirt_down_shows_in_health_and_fixup_answers_503(tmp_path: Path) -> N
         proc.stop()
 
 
-def test_a_non_loopback_listen_address_is_refused_unless_allowed() -> None:
+def test_a_non_loopback_listen_address_is_refused_without_a_token() -> None:
     result = cli("serve", "--listen", "0.0.0.0:8186", "--libvirt-uri", "test:///default")
     assert result.returncode == 2
     assert "not loopback" in result.stderr
+    assert "--token-file" in result.stderr
+
+
+def test_an_empty_or_missing_token_file_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for path, message in ((empty, "is empty"), (tmp_path / "absent", "cannot read")):
+        result = cli("serve", "--token-file", str(path), "--libvirt-uri", "test:///default")
+        assert result.returncode == 2
+        assert message in result.stderr
+
+
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[SidecarProcess]:
+    """The sidecar with a token file, bound to 0.0.0.0 (not loopback, so only allowed with a token);
+    the tests still talk to it over 127.0.0.1."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    proc = SidecarProcess(
+        libvirt_uri="test:///default", tmp=tmp_path, extra=["--token-file", str(token_file)], listen_host="0.0.0.0"
+    )
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
+def test_with_a_token_it_may_listen_beyond_loopback_and_every_call_but_healthz_needs_it(
+    guarded: SidecarProcess,
+) -> None:
+    # Only loopback traffic in tests: 0.0.0.0 is bound, 127.0.0.1 is what we call.
+    client = guarded.client
+    guarded.wait_for(lambda: client.get("/healthz").status_code == 200, timeout=20, what="connect")
+    for method, path in (
+        ("GET", "/v1/status"),
+        ("POST", "/v1/fixup"),
+        ("GET", "/v1/fixups"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+    ):
+        missing = client.request(method, path, json={"dryRun": True} if method == "POST" else None)
+        assert missing.status_code == 401, (path, missing.text)
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert missing.json() == {"detail": "missing or wrong bearer token"}
+        wrong = client.request(method, path, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401, path
+        basic = client.request(method, path, headers={"Authorization": f"Basic {TOKEN}"})
+        assert basic.status_code == 401, path
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/v1/status", headers=auth).json()["domain"] == "test"
+    assert client.post("/v1/fixup", json={"dryRun": True}, headers=auth).json()["result"] == "dry-run"
+    assert client.get("/metrics", headers=auth).status_code == 200
+    assert "REST API on 0.0.0.0" in guarded.log()
+    assert "bearer token required" in guarded.log()
+    assert TOKEN not in guarded.log()
+
+
+def test_the_cli_sends_the_token_from_its_file_or_environment(guarded: SidecarProcess, tmp_path: Path) -> None:
+    guarded.wait_for(lambda: guarded.client.get("/healthz").status_code == 200, timeout=20, what="connect")
+    without = cli("status", "--url", guarded.url)
+    assert without.returncode == 1
+    assert "error 401: missing or wrong bearer token" in without.stderr
+    with_flag = cli("status", "--url", guarded.url, "--token-file", str(tmp_path / "token"))
+    assert with_flag.returncode == 0, with_flag.stderr
+    assert "domain:  test (running)" in with_flag.stdout
+    with_env = cli("fixup", "--dry-run", "--url", guarded.url, env={"BM_SIDECAR_TOKEN_FILE": str(tmp_path / "token")})
+    assert with_env.returncode == 0, with_env.stderr
+    assert "result=dry-run" in with_env.stdout
 
 
 def test_every_flag_has_an_environment_twin_in_help() -> None:
@@ -158,6 +235,7 @@ def test_every_flag_has_an_environment_twin_in_help() -> None:
         "LINK_PAUSE_MS",
         "DOMAIN",
         "DETACH_TIMEOUT",
+        "TOKEN_FILE",
     ):
         assert f"BM_SIDECAR_{flag}" in out
     assert "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock" in out.replace("\n", "").replace(" ", "")
