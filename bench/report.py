@@ -46,6 +46,11 @@ def tables(results: Path, plots: Path, doc_dir: Path) -> str:
                 f"| {r['concurrency']} | {w['rps']} | {w['p50_ms']} ms | {w['p99_ms']} ms | {w['errors']} "
                 f"| {n['p99_ms']} ms | {r['p99_ratio']} |"
             )
+        if (paced := load.get("paced_50_conn_250_rps")) is not None:
+            parts.append(
+                f"\nPaced (50 connections, 250 requests/s in total, the way an apiserver calls): "
+                f"p50 {paced['p50_ms']} ms, p99 {paced['p99_ms']} ms, {paced['errors']} errors."
+            )
         m = load["memory"]
         parts.append(
             f"\nMemory: RSS {m['idle_rss_kib'] / 1024:.1f} MiB idle, {m['after_rss_kib'] / 1024:.1f} MiB after "
