@@ -237,6 +237,24 @@ class Fixer:
         """A NIC the guest released after a fixup gave up on it: attach it back (serialized)."""
         with self._lock:
             try:
-                self._executor.restore_late(self._domain(), late)
+                if self._executor.restore_late(self._domain(), late):
+                    self.metrics.restores.labels(reason="late-release").inc()
             except Exception:
                 log.critical("could not re-attach %s after its late release", late.alias, exc_info=True)
+
+    def settle(self) -> None:
+        """After a (re)connect: NICs a reattach left detached while libvirt was away go back."""
+        if not self._executor.unsettled():
+            return
+        with self._lock:
+            try:
+                for _alias in self._executor.settle(self._domain()):
+                    self.metrics.restores.labels(reason="after-reconnect").inc()
+            except Exception:
+                log.critical("could not settle the NICs left by an interrupted reattach", exc_info=True)
+
+    def watched(self) -> list[str]:
+        """Aliases whose original NIC the sidecar will attach again (late release, libvirt back)."""
+        pending = {late.alias for late in self._executor.unsettled()}
+        pending.update(late.alias for late in self._executor.removals.guarded())
+        return sorted(pending)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # libvirt (tests drive it with wrapped real domains; the numbers are the C API's).
 MODIFY_LIVE = 1
 MODIFY_CONFIG = 2
+XML_INACTIVE = 2  # virDomainXMLFlags VIR_DOMAIN_XML_INACTIVE: the persistent definition
 
 
 class Domain(Protocol):
@@ -61,6 +62,7 @@ class DeviceRemovals:
         self._cond = threading.Condition()
         self._removed: set[tuple[str, str]] = set()
         self._guards: dict[tuple[str, str], LateRemoval] = {}
+        self._losses = 0  # libvirt connections lost so far: a wait for an event ends on a loss
         self.on_late = on_late
 
     def expect(self, domain: str, alias: str) -> None:
@@ -84,9 +86,22 @@ class DeviceRemovals:
             else:
                 log.critical("%s was released late and nothing is set up to put it back", alias)
 
-    def wait(self, domain: str, alias: str, timeout: float) -> bool:
+    def connection_lost(self) -> None:
+        """The libvirt connection went away: no DEVICE_REMOVED will come on it, stop waiting."""
         with self._cond:
-            return self._cond.wait_for(lambda: (domain, alias) in self._removed, timeout)
+            self._losses += 1
+            self._cond.notify_all()
+
+    def guarded(self) -> list[LateRemoval]:
+        with self._cond:
+            return list(self._guards.values())
+
+    def wait(self, domain: str, alias: str, timeout: float) -> bool:
+        """True once the device is removed; False on timeout or when the connection is lost."""
+        with self._cond:
+            losses = self._losses
+            self._cond.wait_for(lambda: (domain, alias) in self._removed or self._losses != losses, timeout)
+            return (domain, alias) in self._removed
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,38 @@ class Executor:
     def __init__(self, settings: ExecutorSettings, removals: DeviceRemovals) -> None:
         self.settings = settings
         self.removals = removals
+        # NICs detached (or being detached) whose return is not confirmed: libvirt went away
+        # under the reattach. Settled once libvirt is back (`settle`): attached again if gone.
+        self._unsettled: dict[tuple[str, str], LateRemoval] = {}
+        self._unsettled_lock = threading.Lock()
+
+    def unsettled(self) -> list[LateRemoval]:
+        with self._unsettled_lock:
+            return list(self._unsettled.values())
+
+    def _mark(self, late: LateRemoval, *, unsettled: bool) -> None:
+        with self._unsettled_lock:
+            if unsettled:
+                self._unsettled[(late.domain, late.alias)] = late
+            else:
+                self._unsettled.pop((late.domain, late.alias), None)
+
+    def settle(self, dom: Domain) -> list[str]:
+        """After a reconnect: put back every unsettled NIC the domain lacks; a NIC still there
+        may yet be released by the guest (its unplug request is pending), so it is guarded.
+        Returns the aliases attached again. Raises if libvirt fails (they stay unsettled)."""
+        attached = []
+        for late in self.unsettled():
+            if late.domain != dom.name():
+                continue
+            if self._present(dom, late.alias):
+                self.removals.guard(late)
+                log.warning("%s is still in the domain after libvirt came back; guarding it", late.alias)
+            elif self._attach_missing(dom, late):
+                attached.append(late.alias)
+                log.warning("%s was detached while libvirt was away; original NIC attached again", late.alias)
+            self._mark(late, unsettled=False)
+        return attached
 
     def apply(self, dom: Domain, plan: InterfacePlan) -> InterfaceFixup:
         start = time.monotonic()
@@ -151,31 +198,60 @@ class Executor:
 
     def restore_late(self, dom: Domain, late: LateRemoval) -> bool:
         """Attach a late-released NIC back, unless something already did. True if attached."""
-        if self._present(dom, late.alias):
+        if not self._attach_missing(dom, late):
             return False
-        dom.attachDeviceFlags(late.xml, late.flags)
         log.warning("%s was released late by the guest; original NIC attached again", late.alias)
         return True
 
     def _present(self, dom: Domain, alias: str) -> bool:
         return any(i.alias == alias for i in parse_interfaces(dom.XMLDesc(0)))
 
+    def _attach_missing(self, dom: Domain, late: LateRemoval) -> bool:
+        """Attach the original NIC where it is missing: the live domain, the persistent
+        definition, or both. A detach cut short (libvirt killed inside the call) can leave it
+        gone from the live domain but still in the definition, which then refuses a second
+        device with the same alias. True if anything was attached."""
+        flags = 0
+        if not self._present(dom, late.alias):
+            flags |= MODIFY_LIVE
+        if late.flags & MODIFY_CONFIG:
+            inactive = parse_interfaces(dom.XMLDesc(XML_INACTIVE))
+            original_mac = next((i.mac for i in parse_interfaces(late.xml)), None)
+            # The inactive XML may omit the alias; the MAC then tells the NIC.
+            if not any(i.alias == late.alias or (i.mac and i.mac == original_mac) for i in inactive):
+                flags |= MODIFY_CONFIG
+        if not flags:
+            return False
+        dom.attachDeviceFlags(late.xml, flags)
+        return True
+
     def _reattach(self, dom: Domain, plan: InterfacePlan) -> InterfaceFixup:
         assert plan.expected_mac is not None
         flags = modify_flags(dom)
         name = dom.name()
         original = plan.interface.xml
+        restore = LateRemoval(name, plan.alias, with_mac(original, plan.current_mac or plan.expected_mac), flags)
         self.removals.expect(name, plan.alias)
-        dom.detachDeviceFlags(original, flags)
+        # Until the NIC is confirmed back, it is unsettled: should libvirt die under us (even
+        # inside the detach call), the original is attached again once it is back.
+        self._mark(restore, unsettled=True)
+        log.info("detaching %s (MAC %s) to attach it with %s", plan.alias, plan.current_mac, plan.expected_mac)
         # From here on the guest may have lost the NIC: every failure puts it back.
         try:
+            dom.detachDeviceFlags(original, flags)
             gone = self.removals.wait(name, plan.alias, self.settings.detach_timeout_s)
             if not gone and self._present(dom, plan.alias):
                 # The guest has not released the device; it still has its NIC, so stop here,
                 # but the unplug request is still pending in the guest: if it completes later,
                 # the original NIC is attached again (see DeviceRemovals).
-                self.removals.guard(
-                    LateRemoval(name, plan.alias, with_mac(original, plan.current_mac or plan.expected_mac), flags)
+                self.removals.guard(restore)
+                self._mark(restore, unsettled=False)
+                # libvirt took the NIC out of the persistent definition when it accepted the
+                # (asynchronous) detach; the guest still has it, so the definition must too.
+                if self._attach_missing(dom, restore):
+                    log.warning("%s put back into the persistent definition", plan.alias)
+                log.error(
+                    "guest did not release %s within %ss; guarding it", plan.alias, self.settings.detach_timeout_s
                 )
                 return _record(
                     plan,
@@ -189,15 +265,21 @@ class Executor:
             error = _error_text(exc)
             log.error("reattach of %s failed after detach (%s); attaching the original back", plan.alias, error)
             try:
-                if not self._present(dom, plan.alias):
-                    dom.attachDeviceFlags(with_mac(original, plan.current_mac or plan.expected_mac), flags)
+                self._attach_missing(dom, restore)
             except Exception as restore_exc:
-                log.critical("could not put %s back: %s", plan.alias, restore_exc)
+                log.critical(
+                    "could not put %s back now (%s); it is attached again once libvirt answers",
+                    plan.alias,
+                    restore_exc,
+                )
                 return _record(
                     plan,
                     result="failed",
                     new_mac=None,
-                    error=f"{error}; restoring the original NIC failed too: {_error_text(restore_exc)}",
+                    error=f"{error}; restoring the original NIC failed too: {_error_text(restore_exc)}"
+                    " (retried when libvirt is back)",
                 )
+            self._mark(restore, unsettled=False)
             return _record(plan, result="restored", new_mac=plan.current_mac, error=error)
+        self._mark(restore, unsettled=False)
         return _record(plan, result="done")

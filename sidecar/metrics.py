@@ -22,6 +22,13 @@ class Metrics:
             ["trigger", "result"],
             registry=self.registry,
         )
+        self.restores = Counter(
+            "bridge_migration_nic_restores",
+            "Original NICs attached again outside a fixup run: released late by the guest,"
+            " or detached while libvirt was away",
+            ["reason"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
             "bridge_migration_fixup_duration_seconds",
             "Wall time of a fixup run that changed something",

@@ -86,6 +86,11 @@ class Status(Model):
     policy: MacPolicy
     enabled: bool
     interfaces: list[InterfaceStatus]
+    restore_pending: list[str] = Field(
+        default_factory=list,
+        description="Aliases of NICs the sidecar will attach again: a detach the guest may still"
+        " honour late, or one interrupted by libvirt going away",
+    )
     last_fixup: FixupRecord | None
 
 

@@ -74,6 +74,7 @@ class Sidecar:
             run_fixup=lambda trigger, at: self.fixer.run(trigger=trigger, trigger_time=at),
             incoming=self.fixer.incoming_migration,
             restore=self.fixer.restore_late,
+            settle=self.fixer.settle,
         )
         self.removals.on_late = self.dispatcher.late_removal
         self.hooks: HookServer | None = None
@@ -82,9 +83,12 @@ class Sidecar:
         self.dispatcher.on_lifecycle(ev)
 
     def _check_missed_migration(self) -> None:
-        """After (re)connecting: a domain running here *because of* a migration whose end we
-        may have missed (libvirt or this process restarted) gets a catch-up fixup. The fixer's
-        idempotency turns it into a no-op when this arrival was already handled."""
+        """After (re)connecting: first NICs an interrupted reattach left detached go back (on
+        the worker, before anything else queued); then a domain running here *because of* a
+        migration whose end we may have missed (libvirt or this process restarted) gets a
+        catch-up fixup. The fixer's idempotency turns it into a no-op when this arrival was
+        already handled."""
+        self.dispatcher.settle()
         try:
             dom = self.domain()
             state, reason = dom.state()
@@ -195,5 +199,6 @@ class Sidecar:
             policy=info.policy,
             enabled=info.enabled,
             interfaces=interfaces,
+            restore_pending=self.fixer.watched(),
             last_fixup=self.fixer.last(),
         )

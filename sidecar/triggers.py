@@ -61,6 +61,11 @@ class CatchUp:
     at: float
 
 
+@dataclass(frozen=True)
+class Settle:
+    """libvirt is back: put back NICs a reattach left detached when the connection dropped."""
+
+
 class Dispatcher:
     """Receives events on libvirt's thread, runs fixups on its own worker thread."""
 
@@ -70,11 +75,13 @@ class Dispatcher:
         run_fixup: RunFixup,
         incoming: Callable[[], None],
         restore: Callable[[LateRemoval], None] | None = None,
+        settle: Callable[[], None] | None = None,
     ) -> None:
         self._run_fixup = run_fixup
         self._incoming = incoming
         self._restore = restore
-        self._queue: queue.Queue[LifecycleEvent | CatchUp | LateRemoval | None] = queue.Queue()
+        self._settle = settle
+        self._queue: queue.Queue[LifecycleEvent | CatchUp | LateRemoval | Settle | None] = queue.Queue()
         self._postcopy: set[str] = set()
         self._thread = threading.Thread(target=self._work, name="fixup-worker", daemon=True)
         self.events_seen: list[tuple[str, int, int, Decision]] = []
@@ -100,6 +107,9 @@ class Dispatcher:
     def catch_up(self, domain: str, at: float) -> None:
         self._queue.put(CatchUp(domain, at))
 
+    def settle(self) -> None:
+        self._queue.put(Settle())
+
     def late_removal(self, late: LateRemoval) -> None:
         """Event-loop thread (DEVICE_REMOVED of a guarded NIC): queue the re-attach."""
         self._queue.put(late)
@@ -111,6 +121,10 @@ class Dispatcher:
                 return
             if isinstance(ev, CatchUp):
                 self._fix("catch-up", ev.domain, ev.at)
+                continue
+            if isinstance(ev, Settle):
+                if self._settle is not None:
+                    self._settle()
                 continue
             if isinstance(ev, LateRemoval):
                 if self._restore is not None:

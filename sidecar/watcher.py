@@ -177,6 +177,7 @@ class LibvirtWatcher:
             self.last_error = "connection closed"
             log.warning("lost the libvirt connection; reconnecting")
             self._drop()
+            self._removals.connection_lost()  # a reattach waiting for DEVICE_REMOVED stops waiting
 
     def _connect(self) -> None:
         conn = libvirt.open(self.uri)
