@@ -63,7 +63,8 @@ def test_webhooks_carry_the_admission_contract(render: Render) -> None:
         assert hook["sideEffects"] == "None"
         assert hook["admissionReviewVersions"] == ["v1"]
         assert 1 <= hook["timeoutSeconds"] <= 10
-        assert [r["operations"] for r in hook["rules"]] == [["CREATE"]]
+        expected = [["CREATE", "UPDATE"]] if hook["name"].startswith("virtualmachineinstances.") else [["CREATE"]]
+        assert [r["operations"] for r in hook["rules"]] == expected
         # Fail-open by default: a webhook that is down never blocks VMs or their pods.
         assert hook["failurePolicy"] == "Ignore"
         exprs = {e["key"]: e for e in hook["namespaceSelector"]["matchExpressions"]}

@@ -30,15 +30,6 @@ def test_a_bridge_vmi_is_stored_migratable_with_a_pinned_mac_and_our_sidecar(kub
     assert ours[0]["command"] == ["python", "-m", "sidecar", "serve"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known bug: the VMI mutator acts on CREATE only, and kubectl apply's JSON merge patch replaces the "
-        "interfaces list of a custom resource whole, so a second apply strips the pinned macAddress "
-        "(generation 1 -> 2). Fix: mutate VMI UPDATE too (chart rule + webhook restoring the MAC from the "
-        "macs annotation), after which the API server sees an unchanged object and skips the write."
-    ),
-)
 def test_applying_the_same_vmi_again_changes_nothing(kubectl: Kubectl, namespace: str) -> None:
     manifest = vmi_manifest("twice", namespace)
     kubectl.apply(manifest)
