@@ -1,0 +1,98 @@
+"""When the Kubernetes API does not answer: the migration check fails clearly and in time.
+
+The API here is a NAMED FAKE: a loopback TCP listener that accepts connections and never says a
+word (a hung apiserver), which a test cannot get from a real one on demand. The webhook is the
+real process over real TLS.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.webhook.server import running_webhook
+from webhook.admission import make_review
+
+MIGRATION = {
+    "apiVersion": "kubevirt.io/v1",
+    "kind": "VirtualMachineInstanceMigration",
+    "metadata": {"name": "m", "namespace": "demo"},
+    "spec": {"vmiName": "web-1"},
+}
+
+
+@pytest.fixture
+def silent_apiserver(tmp_path: Path) -> Iterator[Path]:
+    """FAKE hung apiserver: accepts, never answers. Yields a kubeconfig pointing at it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters: [{{name: hung, cluster: {{server: "https://127.0.0.1:{port}", insecure-skip-tls-verify: true}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: c, context: {{cluster: hung, user: u}}}}]
+current-context: c
+"""
+    )
+    try:
+        yield kubeconfig
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def review_migration(tmp_path: Path, kubeconfig: Path, *args: str) -> dict[str, object]:
+    with running_webhook(tmp_path, "--kubeconfig", str(kubeconfig), "--sidecar-gate", "on", *args) as hook:
+        with hook.client() as client:
+            resp = client.post("/validate/virtualmachineinstancemigrations", json=make_review(MIGRATION))
+        assert resp.status_code == 200
+        answer: dict[str, object] = resp.json()["response"]
+        return answer
+
+
+def test_warn_mode_lets_the_migration_through_with_a_warning_after_the_api_timeout(
+    tmp_path: Path, silent_apiserver: Path
+) -> None:
+    answer = review_migration(tmp_path, silent_apiserver, "--api-timeout", "0.5")
+    assert answer["allowed"] is True
+    (warning,) = answer["warnings"]  # type: ignore[misc]
+    assert "could not read VMI demo/web-1" in warning and "not checked" in warning
+
+
+def test_strict_mode_refuses_what_it_cannot_check(tmp_path: Path, silent_apiserver: Path) -> None:
+    answer = review_migration(tmp_path, silent_apiserver, "--api-timeout", "0.5", "--validation", "strict")
+    assert answer["allowed"] is False
+    status = answer["status"]
+    assert isinstance(status, dict) and status["code"] == 503
+    assert "could not read VMI demo/web-1" in status["message"]
+
+
+def test_the_per_request_deadline_answers_before_a_slower_api_read(tmp_path: Path, silent_apiserver: Path) -> None:
+    answer = review_migration(tmp_path, silent_apiserver, "--api-timeout", "30", "--request-deadline", "1")
+    assert answer["allowed"] is True
+    assert "no answer within 1.0s" in answer["warnings"][0]  # type: ignore[index]
