@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -29,6 +30,8 @@ def _error(status: int, detail: str, known: list[str] | None = None) -> JSONResp
     body = ErrorBody(detail=detail, known_interfaces=known)
     return JSONResponse(status_code=status, content=body.model_dump(by_alias=True, exclude_none=True))
 
+
+log = logging.getLogger(__name__)
 
 # Open without the token: kubelet probes carry no credentials, and health says nothing a
 # caller could misuse (no MACs, no domain, no fixups).
@@ -63,15 +66,18 @@ def create_app(sidecar: SidecarView, *, token: str | None = None) -> FastAPI:
     }
 
     @app.exception_handler(NoDomainError)
-    async def no_domain(_req: Request, exc: NoDomainError) -> JSONResponse:
+    async def no_domain(req: Request, exc: NoDomainError) -> JSONResponse:
+        log.info("%s %s refused (409): %s", req.method, req.url.path, exc)
         return _error(409, str(exc))
 
     @app.exception_handler(LibvirtUnavailableError)
-    async def libvirt_down(_req: Request, exc: LibvirtUnavailableError) -> JSONResponse:
+    async def libvirt_down(req: Request, exc: LibvirtUnavailableError) -> JSONResponse:
+        log.warning("%s %s refused (503): %s", req.method, req.url.path, exc)
         return _error(503, str(exc))
 
     @app.exception_handler(libvirt.libvirtError)
-    async def libvirt_failed(_req: Request, exc: libvirt.libvirtError) -> JSONResponse:
+    async def libvirt_failed(req: Request, exc: libvirt.libvirtError) -> JSONResponse:
+        log.warning("%s %s failed (503): libvirt call failed: %s", req.method, req.url.path, exc)
         return _error(503, f"libvirt call failed: {exc}")
 
     @app.exception_handler(UnknownInterfaceError)

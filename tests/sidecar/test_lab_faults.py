@@ -235,3 +235,40 @@ def test_a_guest_that_never_releases_the_nic_keeps_it_and_the_sidecar_reports_an
     status_code, again = sidecar_of(pod).call("POST", "/v1/fixup", {"force": True})
     assert (status_code, again["result"], again["interfaces"][0]["action"]) == (200, "success", "link-refresh")
     vm.console.wait("carrier-up", since=since, nic="eth0", timeout=60)
+
+
+def test_two_fixup_requests_at_once_on_a_fresh_sidecar_do_one_fixup_and_one_noop(lab: Lab, vm: Vm) -> None:
+    pod = vm.pod
+    # A fresh sidecar process: nothing fixed yet for this arrival (the earlier forced runs
+    # counted in the old process).
+    mark = len(sidecar_log(pod))  # the new process appends to the same log file
+    sidecar_of(pod).stop()
+    lab.start_sidecar(pod, namespace=vm.namespace, vmi=vm.name, policy=vm.policy)
+    since = time.time()
+    results: list[dict[str, Any]] = [{}, {}]
+    barrier = threading.Barrier(2)
+
+    def call(slot: dict[str, Any]) -> None:
+        barrier.wait()
+        slot["status"], slot["body"] = sidecar_of(pod).call("POST", "/v1/fixup", {})
+
+    threads = [threading.Thread(target=call, args=(slot,)) for slot in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert sorted((r["status"], r["body"]["result"]) for r in results) == [(200, "noop"), (200, "success")]
+    status = sidecar_of(pod).status()
+    assert [r["result"] for r in sidecar_of(pod).fixups()] == ["success", "noop"]
+    assert status["lastFixup"]["result"] == "noop"
+    assert status["restorePending"] == []
+    assert metric(pod, "bridge_migration_fixup_runs_total", trigger="manual", result="success") == 1
+    assert metric(pod, "bridge_migration_fixup_runs_total", trigger="manual", result="noop") == 1
+    assert metric(pod, "bridge_migration_interface_fixups_total", action="link-refresh", result="done") == 1
+    logged = sidecar_log(pod)[mark:]
+    assert logged.count("trigger=manual result=success") == 1
+    assert "trigger=manual result=noop already fixed since the last migration" in logged
+    # The guest saw one link flap, and keeps its NIC and MAC.
+    vm.console.wait("carrier-up", since=since, nic="eth0", timeout=60)
+    assert len(vm.console.events("carrier-up", since=since, nic="eth0")) == 1
+    assert vm.domain_mac() == status["interfaces"][0]["mac"]

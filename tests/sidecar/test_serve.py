@@ -128,6 +128,12 @@ def test_no_domain_yet_is_a_409(tmp_path: Path) -> None:
         response = proc.client.post("/v1/fixup", json={})
         assert response.status_code == 409
         assert "not-there-yet" in response.json()["detail"]
+        # Nothing ran, nothing is recorded or counted; the refusal is logged.
+        status = proc.client.get("/v1/status").json()
+        assert (status["domain"], status["interfaces"], status["lastFixup"]) == (None, [], None)
+        assert proc.client.get("/v1/fixups").json() == []
+        assert "bridge_migration_fixup_runs_total{" not in proc.client.get("/metrics").text
+        assert "POST /v1/fixup refused (409): domain 'not-there-yet' does not exist (yet)" in proc.log()
         # Without a hook directory the hook server is off, and health does not wait for it.
         assert proc.client.get("/healthz").json()["hookServerEnabled"] is False
         assert proc.client.get("/healthz").status_code == 200
