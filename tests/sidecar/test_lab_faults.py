@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import threading
 import time
@@ -27,11 +26,10 @@ import pytest
 
 from lab.cluster import NIC_NAME, Lab, Pod, Vm
 from lab.events import EventLog
-from lab.paths import VENV_PYTHON
 from lab.process import wait_for
-from lab.shell import in_netns, run
-from lab.sidecar import LISTEN, downward_api_file
+from lab.sidecar import downward_api_file
 from tests.sidecar.guest import wait_guest_nic
+from tests.sidecar.podview import metric, sidecar_log
 
 pytestmark = pytest.mark.lab
 
@@ -79,28 +77,6 @@ def want_mac(pod: Pod, mac: str) -> None:
             }
         )
     )
-
-
-def sidecar_log(pod: Pod) -> str:
-    return str(sidecar_of(pod).process.log_path.read_text(errors="replace"))
-
-
-_METRICS = (
-    "import urllib.request, sys\n"
-    "sys.stdout.write(urllib.request.urlopen(f'http://{sys.argv[1]}/metrics', timeout=60).read().decode())"
-)
-
-
-def metric(pod: Pod, name: str, **labels: str) -> float:
-    """One sample of the sidecar's /metrics, read inside the pod (0 when absent)."""
-    text = run(in_netns(pod.net.netns, [str(VENV_PYTHON), "-c", _METRICS, LISTEN]), timeout=90)
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$"
-    for line in text.splitlines():
-        match = re.match(pattern, line)
-        if match:
-            return float(match.group(1))
-    return 0.0
 
 
 def post_fixup_in_background(pod: Pod, result: dict[str, Any]) -> threading.Thread:

@@ -23,6 +23,7 @@ from lab.process import wait_for
 from sidecar.hookapi import hook_info_pb2, hook_info_pb2_grpc, hook_v1alpha3_pb2, hook_v1alpha3_pb2_grpc
 from sidecar.hooks import SOCKET_NAME
 from tests.sidecar.guest import wait_guest_nic
+from tests.sidecar.podview import metric, sidecar_log
 from tests.sidecar.samples import vmi
 
 pytestmark = pytest.mark.lab
@@ -125,6 +126,7 @@ def test_after_a_migration_the_sidecar_reattaches_with_the_target_pods_mac(
 def restart_daemon(pod: Pod) -> None:
     """Stop the pod's libvirtd, see the sidecar notice, start it again, see it reconnect."""
     sidecar = sidecar_of(pod)
+    mark = len(sidecar_log(pod))
     if pod.events is not None:
         pod.events.close()
     with contextlib.suppress(libvirt.libvirtError):
@@ -135,10 +137,16 @@ def restart_daemon(pod: Pod) -> None:
     )
     status, body = sidecar.call("POST", "/v1/fixup", {})
     assert status == 503, body
+    assert sidecar.status()["libvirtConnected"] is False
     pod.daemon.start()
     pod.conn = pod.daemon.connect()
     pod.events = EventLog(pod.conn)
     wait_for(lambda: sidecar.call("GET", "/healthz")[0] == 200, timeout=90, interval=0.5, what="sidecar reconnects")
+    assert sidecar.status()["libvirtConnected"] is True
+    logged = sidecar_log(pod)[mark:]
+    assert "lost the libvirt connection; reconnecting" in logged
+    assert "POST /v1/fixup refused (503)" in logged
+    assert "connected to libvirt at" in logged
 
 
 def test_a_libvirt_restart_after_the_fixup_catches_up_with_a_noop(vm: Vm) -> None:
@@ -185,3 +193,9 @@ def test_after_libvirt_restarts_the_sidecar_reconnects_and_handles_the_next_migr
     assert record["result"] == "success", record
     assert record["interfaces"][0]["newMac"] == target.cni_mac
     wait_guest_nic(vm, mac=target.cni_mac, since=since)
+    status = sidecar_of(target).status()
+    assert [(i["alias"], i["mac"]) for i in status["interfaces"]] == [("ua-default", target.cni_mac)]
+    assert status["restorePending"] == []
+    assert metric(target, "bridge_migration_fixup_runs_total", trigger="resumed-migrated", result="success") == 1
+    assert metric(target, "bridge_migration_interface_fixups_total", action="reattach", result="done") == 1
+    assert "trigger=resumed-migrated result=success" in sidecar_log(target)
