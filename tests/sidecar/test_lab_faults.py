@@ -113,6 +113,43 @@ def start_daemon(pod: Pod) -> None:
     pod.events = EventLog(pod.conn)
 
 
+def outcome_after_restart(vm: Vm, *, original: str, mark: int) -> tuple[str, bool]:
+    """Which of the three outcomes of a kill mid-reattach happened, with its metrics checked.
+    Returns its name and whether the NIC is settled (nothing left to restore)."""
+    pod = vm.pod
+    # Three outcomes, depending on where the kill landed; the guest has its NIC in each:
+    # - the guest had released it: after the reconnect the sidecar attaches the original;
+    # - libvirtd's reconnect to QEMU had not yet dropped it when the sidecar looked: it is
+    #   guarded, and the DEVICE_REMOVED that follows puts the original back ("late");
+    # - the unplug never reached QEMU: the guest keeps the NIC, the sidecar keeps guarding it.
+    try:
+        wait_for(
+            lambda: sidecar_of(pod).status()["restorePending"] == [] and vm.domain_mac() == original,
+            timeout=120,
+            interval=0.5,
+            what="the sidecar settles the NIC after libvirt is back",
+        )
+        settled = True
+    except TimeoutError:
+        settled = False
+    logged = sidecar_log(pod)[mark:]
+    after_reconnect = metric(pod, "bridge_migration_nic_restores_total", reason="after-reconnect")
+    late = metric(pod, "bridge_migration_nic_restores_total", reason="late-release")
+    if "ua-default was detached while libvirt was away; original NIC attached again" in logged:
+        path = "attached after reconnect"
+        assert (settled, after_reconnect, late) == (True, 1, 0)
+    elif "ua-default was released late by the guest; original NIC attached again" in logged:
+        path = "guarded, then released late and attached"
+        assert "ua-default is still in the domain after libvirt came back; guarding it" in logged
+        assert (settled, after_reconnect, late) == (True, 0, 1)
+    else:
+        path = "never unplugged, still guarded"
+        assert "ua-default is still in the domain after libvirt came back; guarding it" in logged
+        assert (settled, after_reconnect, late) == (False, 0, 0)
+        assert sidecar_of(pod).status()["restorePending"] == ["ua-default"]
+    return path, settled
+
+
 def test_libvirtd_killed_in_the_middle_of_a_reattach_the_nic_comes_back_when_libvirt_does(vm: Vm) -> None:
     pod = vm.pod
     original = vm.domain_mac()
@@ -139,25 +176,21 @@ def test_libvirtd_killed_in_the_middle_of_a_reattach_the_nic_comes_back_when_lib
     assert status["restorePending"] == ["ua-default"]
     assert status["lastFixup"]["id"] == record["id"]
     start_daemon(pod)
-    wait_for(
-        lambda: sidecar_of(pod).status()["restorePending"] == [] and vm.domain_mac() == original,
-        timeout=120,
-        interval=0.5,
-        what="the sidecar settles the NIC after libvirt is back",
-    )
-    # The guest has its NIC again, with its original MAC, in the live and persistent domain.
+    path, settled = outcome_after_restart(vm, original=original, mark=mark)
+    print(f"fault path: libvirtd killed mid-reattach -> {path}")
+    logged = sidecar_log(pod)[mark:]
+    # The guest has its NIC, with its original MAC, in the live and persistent domain.
+    assert vm.domain_mac() == original
     assert f"<mac address='{original}'/>" in vm.domain().XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    wait_guest_nic(vm, mac=original, since=since)
+    if settled:
+        wait_guest_nic(vm, mac=original, since=since)
     status = sidecar_of(pod).status()
     assert status["libvirtConnected"] is True
     assert [(i["alias"], i["mac"]) for i in status["interfaces"]] == [("ua-default", original)]
-    assert metric(pod, "bridge_migration_nic_restores_total", reason="after-reconnect") == 1
     assert metric(pod, "bridge_migration_interface_fixups_total", action="reattach", result="failed") == 1
     assert metric(pod, "bridge_migration_fixup_runs_total", trigger="manual", result="failed") == 1
-    logged = sidecar_log(pod)[mark:]
     assert "lost the libvirt connection" in logged
     assert "it is attached again once libvirt answers" in logged
-    assert "ua-default was detached while libvirt was away; original NIC attached again" in logged
     # And the sidecar works as before: a fixup now completes (back to the original MAC: a refresh).
     want_mac(pod, original)
     status_code, again = sidecar_of(pod).call("POST", "/v1/fixup", {"force": True})
