@@ -6,7 +6,6 @@ EC P-256 everywhere: fast to generate, accepted by kube-apiserver for TLS and se
 from __future__ import annotations
 
 import datetime
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from webhook.certs import subject_alt_names
 
 _VALIDITY = datetime.timedelta(days=2)
 
@@ -120,13 +121,7 @@ class CertificateAuthority:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
         )
         if hosts:
-            sans: list[x509.GeneralName] = []
-            for host in hosts:
-                try:
-                    sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-                except ValueError:
-                    sans.append(x509.DNSName(host))
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            builder = builder.add_extension(x509.SubjectAlternativeName(subject_alt_names(hosts)), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         return KeyPair(
             cert=_write(self.directory / f"{name}.crt", cert.public_bytes(serialization.Encoding.PEM)),

@@ -31,6 +31,17 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def subject_alt_names(hosts: tuple[str, ...] | list[str]) -> list[x509.GeneralName]:
+    """SAN entries for host names and IP addresses alike."""
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    return sans
+
+
 class CertificateAuthority:
     def __init__(self, directory: Path, *, days: int = 30) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -68,12 +79,7 @@ class CertificateAuthority:
     def issue(self, *, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), name: str = "tls") -> CertFiles:
         """A server certificate for ``hosts`` (DNS names or IPs), written as <name>.crt/<name>.key."""
         key = ec.generate_private_key(ec.SECP256R1())
-        sans: list[x509.GeneralName] = []
-        for host in hosts:
-            try:
-                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                sans.append(x509.DNSName(host))
+        sans = subject_alt_names(hosts)
         now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
