@@ -18,8 +18,9 @@ def latency_vs_concurrency(data: dict[str, Any], out: Path) -> Path:
     conc = [r["concurrency"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(conc, [r["webhook"]["p50_ms"] for r in rows], "o-", label="webhook p50")
-    ax.plot(conc, [r["webhook"]["p99_ms"] for r in rows], "s-", label="webhook p99")
-    ax.plot(conc, [r["noop"]["p99_ms"] for r in rows], "k--", label="ceiling: no-op p99, same stack")
+    ax.plot(conc, [r["webhook"]["p99_ms"] for r in rows], "s-", label="webhook p99, all requests")
+    ax.plot(conc, [r["webhook"]["p99_open_conn_ms"] for r in rows], "^-", label="webhook p99, open connections")
+    ax.plot(conc, [r["noop"]["p99_open_conn_ms"] for r in rows], "k--", label="ceiling: no-op p99, open connections")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(conc, [str(c) for c in conc])
