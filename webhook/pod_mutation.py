@@ -37,6 +37,11 @@ def _podinfo_volume() -> dict[str, Any]:
     }
 
 
+def _names(items: list[Any]) -> set[str]:
+    """The string ``name`` of each object in a list; anything else in it is not ours to judge."""
+    return {n for item in items if isinstance(item, Mapping) and isinstance(n := item.get("name"), str)}
+
+
 def _mounts_for(container: Mapping[str, Any], index: int) -> list[PatchOp]:
     wanted: list[dict[str, Any]] = [
         {"name": LIBVIRT_RUNTIME_VOLUME, "mountPath": LIBVIRT_RUNTIME_PATH},
@@ -45,7 +50,7 @@ def _mounts_for(container: Mapping[str, Any], index: int) -> list[PatchOp]:
     mounts = container.get("volumeMounts")
     if not isinstance(mounts, list):
         return [{"op": "add", "path": pointer("spec", "containers", index, "volumeMounts"), "value": wanted}]
-    have = {m.get("name") for m in mounts if isinstance(m, Mapping)}
+    have = _names(mounts)
     return [
         {"op": "add", "path": pointer("spec", "containers", index, "volumeMounts", "-"), "value": m}
         for m in wanted
@@ -77,7 +82,7 @@ def mutate_launcher_pod(
     warnings: list[str] = []
     ops: list[PatchOp] = []
     volumes = spec.get("volumes")
-    volume_names = {v.get("name") for v in volumes if isinstance(v, Mapping)} if isinstance(volumes, list) else set()
+    volume_names = _names(volumes) if isinstance(volumes, list) else set()
     if LIBVIRT_RUNTIME_VOLUME not in volume_names:
         warnings.append(f"{WARN_PREFIX}pod has no {LIBVIRT_RUNTIME_VOLUME} volume; the sidecar cannot reach libvirt")
         return Decision(warnings=warnings)

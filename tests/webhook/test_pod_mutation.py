@@ -98,3 +98,14 @@ def test_a_pod_without_the_libvirt_runtime_volume_is_left_alone_with_a_warning()
     pod["spec"]["volumes"] = [v for v in pod["spec"]["volumes"] if v["name"] != "libvirt-runtime"]
     _, decision = admit(pod)
     assert decision.patch == [] and "libvirt-runtime" in decision.warnings[0]
+
+
+def test_volume_and_mount_names_of_the_wrong_type_do_not_break_the_mutator() -> None:
+    """Found by the fuzzer: a list where a name should be made the set of names unhashable."""
+    pod = launcher_pod()
+    pod["spec"]["volumes"].append({"name": ["x"], "emptyDir": {}})
+    pod["spec"]["containers"][1]["volumeMounts"].append({"name": {"y": 1}, "mountPath": "/y"})
+    stored, decision = admit(pod)
+    ours = stored["spec"]["containers"][1]["volumeMounts"]
+    assert [m["name"] for m in ours][-2:] == ["libvirt-runtime", "bridge-migration-podinfo"]
+    assert decision.warnings == []
