@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab.process import wait_for
@@ -22,6 +22,15 @@ class GuestEvent:
     kind: str  # boot, nic-up, carrier-up, dhcp-ack, dhcp-nak, dhcp-deconfig, ping-reply, ...
     args: tuple[str, ...]
     fields: dict[str, str] = field(default_factory=dict)
+    # Position on the console: lines read in one chunk share ``at``, so order is (at, seq).
+    seq: int = 0
+
+    def after(self, other: GuestEvent) -> bool:
+        """Whether this line came later on the console than ``other``."""
+        return (self.at, self.seq) > (other.at, other.seq)
+
+    def precedes(self, other: GuestEvent) -> bool:
+        return other.after(self)
 
     @property
     def nic(self) -> str | None:
@@ -69,7 +78,9 @@ class ConsoleTail:
                 partial = lines.pop()
                 parsed = [parse_line(raw.decode(errors="replace"), now) for raw in lines]
                 with self._lock:
-                    self._events.extend(e for e in parsed if e is not None)
+                    for event in parsed:
+                        if event is not None:
+                            self._events.append(replace(event, seq=len(self._events)))
             self._stop.wait(self._interval)
 
     def stop(self) -> None:

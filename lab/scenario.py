@@ -200,7 +200,7 @@ def _watch_recovery(
         for nic in target_ips:
             since = acks[nic]
             assert since is not None
-            reply = vm.console.wait("ping-reply", nic=nic, since=since.at, timeout=timeout)
+            reply = vm.console.wait("ping-reply", nic=nic, since=since.at, where=since.precedes, timeout=timeout)
             replies[nic] = reply
             phase(f"client pings server again from {nic}: {reply.at - record.resumed:.1f} s after the guest resumed")
     except TimeoutError:

@@ -43,7 +43,7 @@ def _assert_recovered(outcome: MigrationOutcome, *, guest_mac: str) -> None:
     assert outcome.dhcp_ack.fields["ip"].split("/")[0] == outcome.target_ip
     assert outcome.dhcp_ack.fields["mac"] == guest_mac
     assert outcome.first_reply is not None, "no ping reply after the migration"
-    assert outcome.first_reply.at > outcome.dhcp_ack.at
+    assert outcome.first_reply.after(outcome.dhcp_ack)
 
 
 def test_control_without_the_sidecar_the_guest_keeps_its_stale_address_and_cannot_ping() -> None:
@@ -121,7 +121,7 @@ def test_two_nics_the_sidecar_fixes_both_and_the_guest_pings_from_each() -> None
         ack, reply = outcome.nic_acks[nic], outcome.nic_replies[nic]
         assert ack is not None and ack.fields["ip"] == f"{ip}/24"
         assert ack.fields["mac"] == result.first_macs[nic]
-        assert reply is not None and reply.at > ack.at
+        assert reply is not None and reply.after(ack)
         assert result.final_addresses[nic] == f"{ip}/24"
     (fixup,) = [f for f in outcome.fixups if not f.get("dryRun")]
     assert fixup["result"] == "success"
