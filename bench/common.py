@@ -7,7 +7,6 @@ import copy
 import json
 import os
 import platform
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -140,13 +139,6 @@ def load_result(results: Path, name: str) -> dict[str, Any] | None:
         return None
     data: dict[str, Any] = json.loads(path.read_text())
     return data
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def rss_kib(pid: int) -> int:

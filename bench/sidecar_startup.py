@@ -19,7 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, free_port, rss_kib, write_result
+from bench.common import RESULTS, rss_kib, write_result
+from kubelab.ports import free_port
 
 
 def one_start(*, idle_s: float) -> dict[str, float]:

@@ -9,14 +9,12 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, free_port, vmi_with_interfaces, write_result
-from bench.webhook_load import IMAGE, run_hey, wait_listening
-from webhook.admission import make_review
-from webhook.certs import CertificateAuthority
+from bench.common import RESULTS, write_result
+from bench.webhook_load import IMAGE, run_hey, tls_and_body, wait_listening
+from kubelab.ports import free_port
 
 SERVER = r"""
 import sys
@@ -58,10 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="bm-stack-"))
-    files = CertificateAuthority(work).issue(hosts=("localhost", "127.0.0.1"))
-    body = work / "vmi.json"
-    body.write_text(json.dumps(make_review(vmi_with_interfaces(1))))
+    files, body = tls_and_body("bm-stack-")
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in STACKS}
     for _ in range(args.rounds):
         for stack in STACKS:

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, free_port, rss_kib, vmi_with_interfaces, write_result
+from bench.common import RESULTS, rss_kib, vmi_with_interfaces, write_result
+from kubelab.ports import free_port
 from webhook.admission import make_review
-from webhook.certs import CertificateAuthority
+from webhook.certs import CertFiles, CertificateAuthority
 
 IMAGE = "registry.example/bridge-migration:bench"
 
@@ -48,6 +49,16 @@ async def noop(request: Request) -> Response:
     return Response(EMPTY, media_type="application/json")
 uvicorn.Server(uvicorn_config(rt, app)).run()
 """
+
+
+def tls_and_body(prefix: str) -> tuple[CertFiles, Path]:
+    """A throw-away certificate for the server and the request body every load run sends:
+    a review of a typical VM-made VMI with one bridge interface."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    files = CertificateAuthority(work).issue(hosts=("localhost", "127.0.0.1"))
+    body = work / "vmi.json"
+    body.write_text(json.dumps(make_review(vmi_with_interfaces(1))))
+    return files, body
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -115,10 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     levels = (1, 10, 50, 200)
     per_level = 200 if args.quick else 5000
-    work = Path(tempfile.mkdtemp(prefix="bm-bench-"))
-    files = CertificateAuthority(work).issue(hosts=("localhost", "127.0.0.1"))
-    body = work / "vmi.json"
-    body.write_text(json.dumps(make_review(vmi_with_interfaces(1))))
+    files, body = tls_and_body("bm-bench-")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(files.cert), str(files.key), str(port), IMAGE])
     try:

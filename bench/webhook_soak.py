@@ -8,20 +8,17 @@ after the first minute stays within noise).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, free_port, rss_kib, vmi_with_interfaces, write_result
-from bench.webhook_load import IMAGE, SERVER, wait_listening
-from webhook.admission import make_review
-from webhook.certs import CertificateAuthority
+from bench.common import RESULTS, rss_kib, write_result
+from bench.webhook_load import IMAGE, SERVER, tls_and_body, wait_listening
+from kubelab.ports import free_port
 
 
 def parse_hey_summary(out: str) -> tuple[dict[str, int], int]:
@@ -53,10 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     hey = shutil.which("hey")
     if hey is None:
         raise SystemExit("hey not found: apt-get install hey (scripts/install.sh does)")
-    work = Path(tempfile.mkdtemp(prefix="bm-soak-"))
-    files = CertificateAuthority(work).issue(hosts=("localhost", "127.0.0.1"))
-    body = work / "vmi.json"
-    body.write_text(json.dumps(make_review(vmi_with_interfaces(1))))
+    files, body = tls_and_body("bm-soak-")
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(files.cert), str(files.key), str(port), IMAGE])
     samples: list[tuple[float, int]] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from kubelab.ports import free_port
 from webhook.certs import CertFiles, CertificateAuthority
 
 
@@ -28,13 +28,6 @@ class RunningWebhook:
     def client(self) -> httpx.Client:
         # Verify exactly as kube-apiserver does: against the CA bundle, hostname checked.
         return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.files.ca), timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
