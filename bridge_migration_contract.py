@@ -21,6 +21,8 @@ VIRT_LAUNCHER_LABEL: Final = "kubevirt.io"
 VIRT_LAUNCHER_LABEL_VALUE: Final = "virt-launcher"
 MIGRATION_JOB_UID_LABEL: Final = "kubevirt.io/migrationJobUID"
 MIGRATION_JOB_NAME_ANNOTATION: Final = "kubevirt.io/migrationJobName"
+# virt-launcher pods carry the VMI's name under this annotation.
+DOMAIN_ANNOTATION: Final = "kubevirt.io/domain"
 LIBVIRT_RUNTIME_VOLUME: Final = "libvirt-runtime"
 LIBVIRT_RUNTIME_PATH: Final = "/var/run/libvirt"
 HOOK_SOCKET_DIR: Final = "/var/run/kubevirt-hooks"
@@ -63,6 +65,11 @@ class AnnotationKeys:
     @property
     def macs(self) -> str:
         return self.prefix + "macs"
+
+    @property
+    def force(self) -> str:
+        """On a VirtualMachineInstanceMigration: migrate even when strict validation would refuse."""
+        return self.prefix + "force"
 
 
 DEFAULT_KEYS: Final = AnnotationKeys()

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge_migration_contract import managed_interfaces
+from bridge_migration_contract import DOMAIN_ANNOTATION, MIGRATION_JOB_UID_LABEL, managed_interfaces
 from webhook.admission import BadReviewError, Review, parse_review, response
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
@@ -32,9 +32,6 @@ from webhook.tls import ReloadingTLS
 from webhook.vmi_mutation import WARN_PREFIX, mutate_vmi
 
 log = logging.getLogger(__name__)
-
-# virt-launcher pods carry the VMI's name under this annotation.
-DOMAIN_ANNOTATION = "kubevirt.io/domain"
 
 
 class BodyTooLargeError(Exception):
@@ -103,7 +100,7 @@ async def _decide_pod(review: Review, rt: Runtime) -> Decision:
     ann = metadata.get("annotations") or {}
     vmi_macs: dict[str, str] | None = None
     pod_ifaces: list[str] | None = None
-    is_target = "kubevirt.io/migrationJobUID" in (metadata.get("labels") or {})
+    is_target = MIGRATION_JOB_UID_LABEL in (metadata.get("labels") or {})
     vmi_name = ann.get(DOMAIN_ANNOTATION)
     warnings: list[str] = []
     if (

@@ -17,10 +17,6 @@ from webhook.hook_sidecars import MalformedSidecarsError, has_our_sidecar, parse
 from webhook.vmi_mutation import WARN_PREFIX
 
 
-def force_key(config: WebhookConfig) -> str:
-    return config.keys.prefix + "force"
-
-
 def validate_migration(
     migration: Mapping[str, Any],
     vmi: Mapping[str, Any],
@@ -55,10 +51,10 @@ def validate_migration(
     problem = (
         f"VMI {namespace}/{name} has bridge/macvtap interfaces ({names}) but no bridge-migration sidecar, "
         "so its guest would keep a stale IP after the move. Restart the VM so the webhook can add the "
-        f"sidecar, or annotate the migration {force_key(config)}=true to migrate anyway."
+        f"sidecar, or annotate the migration {keys.force}=true to migrate anyway."
     )
     mig_ann = (migration.get("metadata") or {}).get("annotations") or {}
-    forced = str(mig_ann.get(force_key(config), "")).strip().lower() == "true"
+    forced = str(mig_ann.get(keys.force, "")).strip().lower() == "true"
     if config.validation == "strict" and not forced:
         return Decision.deny(f"{WARN_PREFIX}{problem}")
     return Decision(warnings=[f"{WARN_PREFIX}{problem}"])
