@@ -12,15 +12,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bridge_migration_contract import MacPolicy
 from sidecar import podinfo
 from sidecar.errors import DomainNotRunningError, UnknownInterfaceError
 from sidecar.executor import Domain, Executor, LateRemoval
 from sidecar.metrics import Metrics
-from sidecar.models import FixupRecord, InterfaceFixup, Trigger
+from sidecar.models import FixupRecord, FixupResult, InterfaceFixup, Trigger
 from sidecar.plan import known_interface_names, make_plan
 from sidecar.podlinks import PodLink, pod_macs
 
@@ -38,6 +40,19 @@ _STATE_NAMES = {
 }
 # Triggers whose time is a libvirt event: they feed the event-to-done histogram.
 _EVENT_TRIGGERS: frozenset[Trigger] = frozenset({"resumed-migrated", "postcopy-completed"})
+
+
+@dataclass(frozen=True)
+class _RunContext:
+    """What a fixup record says about the run before its outcome is known."""
+
+    trigger: Trigger
+    trigger_time: float
+    started: float
+    domain: str | None
+    policy: MacPolicy
+    dry_run: bool
+    forced: bool
 
 
 def iso(ts: float) -> str:
@@ -156,17 +171,15 @@ class Fixer:
         with self._history_lock:
             generation = self._generation
             done_before = self._fixed.get(generation, set())
-        base: dict[str, Any] = {
-            "trigger": trigger,
-            "trigger_time": trigger_time,
-            "trigger_time_iso": iso(trigger_time),
-            "started": started,
-            "started_iso": iso(started),
-            "domain": dom.name(),
-            "policy": info.policy,
-            "dry_run": dry_run,
-            "forced": force,
-        }
+        base = _RunContext(
+            trigger=trigger,
+            trigger_time=trigger_time,
+            started=started,
+            domain=dom.name(),
+            policy=info.policy,
+            dry_run=dry_run,
+            forced=force,
+        )
         results: list[InterfaceFixup]
         if dry_run:
             results = [
@@ -201,26 +214,32 @@ class Fixer:
         )
 
     def _finish(
-        self, base: dict[str, Any], *, result: str, message: str, interfaces: list[InterfaceFixup]
+        self, base: _RunContext, *, result: FixupResult, message: str, interfaces: list[InterfaceFixup]
     ) -> FixupRecord:
         finished = time.time()
         with self._history_lock:
             record_id = self._next_id
             self._next_id += 1
-            record = FixupRecord.model_validate(
-                {
-                    **base,
-                    "id": record_id,
-                    "finished": finished,
-                    "finished_iso": iso(finished),
-                    "duration_ms": (finished - base["started"]) * 1000,
-                    "event_to_done_ms": (finished - base["trigger_time"]) * 1000,
-                    "result": result,
-                    "message": message,
-                    "interfaces": interfaces,
-                }
+            record = FixupRecord(
+                id=record_id,
+                trigger=base.trigger,
+                trigger_time=base.trigger_time,
+                trigger_time_iso=iso(base.trigger_time),
+                started=base.started,
+                started_iso=iso(base.started),
+                finished=finished,
+                finished_iso=iso(finished),
+                duration_ms=(finished - base.started) * 1000,
+                event_to_done_ms=(finished - base.trigger_time) * 1000,
+                domain=base.domain,
+                policy=base.policy,
+                dry_run=base.dry_run,
+                forced=base.forced,
+                result=result,
+                message=message,
+                interfaces=interfaces,
             )
-            if not base["dry_run"]:
+            if not base.dry_run:
                 self._history.append(record)
         log.info("fixup #%d trigger=%s result=%s %s", record.id, record.trigger, record.result, record.message)
         return record

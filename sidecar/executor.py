@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
+
 from sidecar.domxml import parse_interfaces, with_link_state, with_mac
-from sidecar.models import InterfaceFixup
+from sidecar.models import InterfaceFixup, InterfaceResult
 from sidecar.plan import InterfacePlan
 
 log = logging.getLogger(__name__)
@@ -115,18 +117,19 @@ def modify_flags(dom: Domain) -> int:
     return MODIFY_LIVE | MODIFY_CONFIG if dom.isPersistent() else MODIFY_LIVE
 
 
-def _record(plan: InterfacePlan, **kwargs: object) -> InterfaceFixup:
-    return InterfaceFixup.model_validate(
-        {
-            "name": plan.name,
-            "alias": plan.alias,
-            "action": plan.action,
-            "reason": plan.reason,
-            "old_mac": plan.current_mac,
-            "new_mac": plan.expected_mac,
-            "mac_source": plan.mac_source,
-            **kwargs,
-        }
+def _record(
+    plan: InterfacePlan, *, result: InterfaceResult, new_mac: str | None, error: str | None = None
+) -> InterfaceFixup:
+    return InterfaceFixup(
+        name=plan.name,
+        alias=plan.alias,
+        action=plan.action,
+        reason=plan.reason,
+        old_mac=plan.current_mac,
+        new_mac=new_mac,
+        mac_source=plan.mac_source,
+        result=result,
+        error=error,
     )
 
 
@@ -179,11 +182,11 @@ class Executor:
             elif plan.action == "reattach":
                 result = self._reattach(dom, plan)
             else:
-                result = _record(plan, result="skipped")
+                result = _record(plan, result="skipped", new_mac=plan.expected_mac)
         except Exception as exc:
             log.exception("fixup of %s failed", plan.alias)
-            result = _record(plan, result="failed", error=_error_text(exc))
-        return result.model_copy(update={"duration_ms": (time.monotonic() - start) * 1000})
+            result = _record(plan, result="failed", new_mac=plan.expected_mac, error=_error_text(exc))
+        return msgspec.structs.replace(result, duration_ms=(time.monotonic() - start) * 1000)
 
     def _link_refresh(self, dom: Domain, plan: InterfacePlan) -> InterfaceFixup:
         flags = modify_flags(dom)
@@ -282,4 +285,4 @@ class Executor:
             self._mark(restore, unsettled=False)
             return _record(plan, result="restored", new_mac=plan.current_mac, error=error)
         self._mark(restore, unsettled=False)
-        return _record(plan, result="done")
+        return _record(plan, result="done", new_mac=plan.expected_mac)

@@ -1,24 +1,27 @@
 """The JSON the sidecar speaks: fixup records, status and the fixup request.
 
 Field names are camelCase on the wire and stable; the REST layer and the CLI share them.
+msgspec Structs rather than pydantic models: the same typed, validated, schema-producing
+models for about a tenth of the memory (pydantic's import alone is ~20 MiB, msgspec's ~2),
+which matters in a container capped at 64M (docs/performance.md, "Sidecar memory").
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+import msgspec
 
 from bridge_migration_contract import FixupAction, MacPolicy
+from sidecar.plan import MacSource
 
 FixupResult = Literal["success", "failed", "noop", "dry-run", "disabled"]
 InterfaceResult = Literal["done", "failed", "restored", "planned", "skipped"]
 Trigger = Literal["resumed-migrated", "postcopy-completed", "catch-up", "manual"]
 
 
-class Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+class Model(msgspec.Struct, rename="camel", kw_only=True):
+    """Base of every wire model: camelCase names, keyword-only construction."""
 
 
 class InterfaceFixup(Model):
@@ -28,7 +31,7 @@ class InterfaceFixup(Model):
     reason: str
     old_mac: str | None
     new_mac: str | None
-    mac_source: Literal["annotation", "pod", "domain"]
+    mac_source: MacSource
     result: InterfaceResult
     error: str | None = None
     duration_ms: float = 0.0
@@ -42,19 +45,19 @@ class FixupRecord(Model):
     trigger_time_iso: str
     started: float
     started_iso: str
+    domain: str | None
+    policy: MacPolicy
+    result: FixupResult
     finished: float | None = None
     finished_iso: str | None = None
     duration_ms: float | None = None
-    event_to_done_ms: float | None = Field(
-        default=None, description="From the libvirt event (or request) to the end of the fixup"
-    )
-    domain: str | None
-    policy: MacPolicy
+    event_to_done_ms: Annotated[
+        float | None, msgspec.Meta(description="From the libvirt event (or request) to the end of the fixup")
+    ] = None
     dry_run: bool = False
     forced: bool = False
-    result: FixupResult
     message: str = ""
-    interfaces: list[InterfaceFixup] = Field(default_factory=list)
+    interfaces: list[InterfaceFixup] = msgspec.field(default_factory=list)
 
 
 class FixupRequest(Model):
@@ -86,23 +89,47 @@ class Status(Model):
     policy: MacPolicy
     enabled: bool
     interfaces: list[InterfaceStatus]
-    restore_pending: list[str] = Field(
-        default_factory=list,
-        description="Aliases of NICs the sidecar will attach again: a detach the guest may still"
-        " honour late, or one interrupted by libvirt going away",
-    )
     last_fixup: FixupRecord | None
+    restore_pending: Annotated[
+        list[str],
+        msgspec.Meta(
+            description="Aliases of NICs the sidecar will attach again: a detach the guest may still"
+            " honour late, or one interrupted by libvirt going away"
+        ),
+    ] = msgspec.field(default_factory=list)
 
 
 class Health(Model):
-    ok: bool = Field(description="libvirt is connected: the sidecar can fix NICs (HTTP 200 iff true)")
-    ready: bool = Field(description="ok, and virt-launcher has called Info (or the hook server is off)")
+    ok: Annotated[bool, msgspec.Meta(description="libvirt is connected: the sidecar can fix NICs (HTTP 200 iff true)")]
+    ready: Annotated[
+        bool, msgspec.Meta(description="ok, and virt-launcher has called Info (or the hook server is off)")
+    ]
     libvirt_connected: bool
     hook_registered: bool
     hook_server_enabled: bool
     detail: str
 
 
-class ErrorBody(Model):
+class ErrorBody(Model, omit_defaults=True):
     detail: str
     known_interfaces: list[str] | None = None
+
+
+WIRE_MODELS: tuple[type[Model], ...] = (
+    FixupRecord,
+    InterfaceFixup,
+    FixupRequest,
+    Status,
+    InterfaceStatus,
+    Health,
+    ErrorBody,
+)
+
+
+def to_json(value: Model | list[FixupRecord]) -> bytes:
+    return msgspec.json.encode(value)
+
+
+def to_builtins(value: Model | list[FixupRecord]) -> Any:
+    """Plain dicts and lists with the wire names (what the JSON holds)."""
+    return msgspec.to_builtins(value)

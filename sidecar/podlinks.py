@@ -1,51 +1,72 @@
-"""The pod side of each NIC, read with pyroute2 in the network namespace we run in.
+"""The pod side of each NIC, read from sysfs in the network namespace we run in.
 
 In a virt-launcher pod with bridge binding the CNI's interface is renamed `eth0-nic`, the
 in-pod bridge is `k6t-eth0`, the tap is `tap0`, and a dummy `eth0` keeps the CNI's MAC and
-IP. The sidecar shares the pod's network namespace, so no namespace switching is needed.
+IP. The sidecar shares the pod's network namespace, and the container runtime mounts /sys in
+that namespace, so `/sys/class/net` lists exactly the pod's links.
+
+sysfs rather than netlink (pyroute2): name, MAC and operstate are plain files there, and
+pyroute2's import alone costs ~9.5 MiB of RSS, a sixth of the 64M a hook sidecar may use.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+SYS_CLASS_NET = Path("/sys/class/net")
 
 
 @dataclass(frozen=True)
 class PodLink:
     name: str
     mac: str | None
-    operstate: str
-    kind: str | None
+    operstate: str  # as netlink spells it: UP, DOWN, UNKNOWN, ...
+    kind: str | None  # "bridge", "tun", "veth", ... when sysfs tells; None otherwise
 
 
-def read_links() -> dict[str, PodLink]:
-    """Every link of this network namespace by name; empty when netlink fails."""
-    # Imported here: pyroute2 is only needed once a fixup or status call happens.
-    from pyroute2 import IPRoute
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
 
+
+def _kind(link: Path) -> str | None:
+    if (link / "bridge").is_dir():
+        return "bridge"
+    if (link / "tun_flags").exists():
+        return "tun"
+    uevent = _read(link / "uevent") or ""
+    for line in uevent.splitlines():
+        key, _, value = line.partition("=")
+        if key == "DEVTYPE" and value:
+            return value
+    return None
+
+
+def read_links(root: Path = SYS_CLASS_NET) -> dict[str, PodLink]:
+    """Every link of this network namespace by name; empty when sysfs cannot be read."""
     out: dict[str, PodLink] = {}
     try:
-        with IPRoute() as ipr:
-            for msg in ipr.get_links():
-                name = msg.get_attr("IFLA_IFNAME")
-                if not isinstance(name, str):
-                    continue
-                mac = msg.get_attr("IFLA_ADDRESS")
-                kind = None
-                info = msg.get_attr("IFLA_LINKINFO")
-                if info is not None:
-                    kind = info.get_attr("IFLA_INFO_KIND")
-                out[name] = PodLink(
-                    name=name,
-                    mac=mac.lower() if isinstance(mac, str) else None,
-                    operstate=str(msg.get_attr("IFLA_OPERSTATE") or "UNKNOWN"),
-                    kind=kind if isinstance(kind, str) else None,
-                )
+        entries = sorted(root.iterdir())
     except OSError as exc:
-        log.warning("cannot read pod links: %s", exc)
+        log.warning("cannot read pod links from %s: %s", root, exc)
+        return out
+    for link in entries:
+        mac = _read(link / "address")
+        operstate = _read(link / "operstate")
+        if operstate is None:
+            continue  # gone between the listing and the read
+        out[link.name] = PodLink(
+            name=link.name,
+            mac=mac.lower() if mac else None,
+            operstate=operstate.upper(),
+            kind=_kind(link),
+        )
     return out
 
 

@@ -1,12 +1,14 @@
-"""`serve`: start the sidecar's parts, run uvicorn in the foreground, stop cleanly."""
+"""`serve`: start the sidecar's parts, serve REST on an asyncio loop, stop cleanly."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 
 from sidecar.config import ServeSettings
+from sidecar.rest import create_server
 from sidecar.service import Sidecar
 
 log = logging.getLogger(__name__)
@@ -14,22 +16,24 @@ log = logging.getLogger(__name__)
 
 def serve(settings: ServeSettings) -> int:
     sidecar = Sidecar(settings)
-    # The hook socket and the libvirt watcher first: virt-launcher may be waiting for Info,
-    # and FastAPI + uvicorn take most of the start-up time to import.
+    # The hook socket and the libvirt watcher first: virt-launcher may be waiting for Info.
     sidecar.start()
-    import uvicorn
+    try:
+        return asyncio.run(_serve_rest(sidecar, settings))
+    finally:
+        # After the loop: a running fixup is allowed to finish (see Sidecar.stop).
+        sidecar.stop()
 
-    from sidecar.rest import create_app
 
-    config = uvicorn.Config(
-        create_app(sidecar, token=settings.token),
-        host=settings.listen_host,
-        port=settings.listen_port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
+async def _serve_rest(sidecar: Sidecar, settings: ServeSettings) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    server = create_server(sidecar, token=settings.token)
+    try:
+        await server.start(settings.listen_host, settings.listen_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.listen_host, settings.listen_port, exc)
+        return 1
     log.info(
         "REST API on %s:%d (%s)",
         settings.listen_host,
@@ -37,19 +41,19 @@ def serve(settings: ServeSettings) -> int:
         "bearer token required on all but /healthz" if settings.token else "no token: loopback only",
     )
 
-    def on_shutdown() -> None:
-        sidecar.shutdown_requested.wait()
-        log.info("Shutdown called through the hook: stopping")
-        server.should_exit = True
+    def stop_serving(why: str) -> None:
+        if not stop.is_set():
+            log.info("%s: stopping", why)
+            stop.set()
 
-    threading.Thread(target=on_shutdown, name="hook-shutdown", daemon=True).start()
-    # uvicorn handles SIGTERM/SIGINT while it runs and re-raises them after its graceful stop;
-    # with these no-op handlers in place that re-raise lands here, and the process still
-    # stops its other parts and exits 0 (a pod being deleted is not a failure).
+    def on_hook_shutdown() -> None:
+        sidecar.shutdown_requested.wait()
+        loop.call_soon_threadsafe(stop_serving, "Shutdown called through the hook")
+
+    threading.Thread(target=on_hook_shutdown, name="hook-shutdown", daemon=True).start()
+    # A pod being deleted is not a failure: stop the parts and exit 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: None)
-    try:
-        server.run()
-    finally:
-        sidecar.stop()
+        loop.add_signal_handler(signum, stop_serving, signal.Signals(signum).name)
+    await stop.wait()
+    await server.close()
     return 0

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Regenerate the Python gRPC stubs (and their .pyi type stubs) from our .proto files.
-# Run from anywhere; needs the dev extra (grpcio-tools, mypy-protobuf) in .venv.
+# Regenerate the Python stubs from our .proto files: the messages (*_pb2.py + .pyi), the
+# grpclib server bases the sidecar serves (*_grpc.py), and grpcio stubs (*_pb2_grpc.py) that only
+# the tests and the lab use, as an independent client playing virt-launcher.
+# Run from anywhere; needs the dev extra (grpcio-tools, mypy-protobuf, grpclib) in .venv.
 # The generated *_pb2*.py files are committed; ruff skips them, mypy reads the .pyi.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -8,9 +10,11 @@ cd "$root"
 py=${PYTHON:-.venv/bin/python}
 plugin=$(dirname "$py")/protoc-gen-mypy
 grpc_plugin=$(dirname "$py")/protoc-gen-mypy_grpc
+grpclib_plugin=$(dirname "$py")/protoc-gen-grpclib_python
 # -I . makes the generated imports absolute (from sidecar.hookapi import ...).
 "$py" -m grpc_tools.protoc -I . \
   --python_out=. --grpc_python_out=. \
   --plugin=protoc-gen-mypy="$plugin" --mypy_out=. \
   --plugin=protoc-gen-mypy_grpc="$grpc_plugin" --mypy_grpc_out=. \
+  --plugin=protoc-gen-grpclib_python="$grpclib_plugin" --grpclib_python_out=. \
   sidecar/hookapi/hook_info.proto sidecar/hookapi/hook_v1alpha2.proto sidecar/hookapi/hook_v1alpha3.proto

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#sidecar/hookapi/hook_v1alpha2.proto\x12\x17kubevirt.hooks.v1alpha2\"6\n\x14OnDefineDomainParams\x12\x11\n\tdomainXML\x18\x01 \x01(\x0c\x12\x0b\n\x03vmi\x18\x02 \x01(\x0c\")\n\x14OnDefineDomainResult\x12\x11\n\tdomainXML\x18\x01 \x01(\x0c\"[\n\x15PreCloudInitIsoParams\x12\x1e\n\x16\x63loudInitNoCloudSource\x18\x01 \x01(\x0c\x12\x0b\n\x03vmi\x18\x02 \x01(\x0c\x12\x15\n\rcloudInitData\x18\x03 \x01(\x0c\"N\n\x15PreCloudInitIsoResult\x12\x1e\n\x16\x63loudInitNoCloudSource\x18\x01 \x01(\x0c\x12\x15\n\rcloudInitData\x18\x03 \x01(\x0c\x32\xee\x01\n\tCallbacks\x12n\n\x0eOnDefineDomain\x12-.kubevirt.hooks.v1alpha2.OnDefineDomainParams\x1a-.kubevirt.hooks.v1alpha2.OnDefineDomainResult\x12q\n\x0fPreCloudInitIso\x12..kubevirt.hooks.v1alpha2.PreCloudInitIsoParams\x1a..kubevirt.hooks.v1alpha2.PreCloudInitIsoResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#sidecar/hookapi/hook_v1alpha2.proto\x12\x17kubevirt.hooks.v1alpha2\"6\n\x14OnDefineDomainParams\x12\x11\n\tdomainXML\x18\x01 \x01(\x0c\x12\x0b\n\x03vmi\x18\x02 \x01(\x0c\")\n\x14OnDefineDomainResult\x12\x11\n\tdomainXML\x18\x01 \x01(\x0c\x32{\n\tCallbacks\x12n\n\x0eOnDefineDomain\x12-.kubevirt.hooks.v1alpha2.OnDefineDomainParams\x1a-.kubevirt.hooks.v1alpha2.OnDefineDomainResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ONDEFINEDOMAINPARAMS']._serialized_end=118
   _globals['_ONDEFINEDOMAINRESULT']._serialized_start=120
   _globals['_ONDEFINEDOMAINRESULT']._serialized_end=161
-  _globals['_PRECLOUDINITISOPARAMS']._serialized_start=163
-  _globals['_PRECLOUDINITISOPARAMS']._serialized_end=254
-  _globals['_PRECLOUDINITISORESULT']._serialized_start=256
-  _globals['_PRECLOUDINITISORESULT']._serialized_end=334
-  _globals['_CALLBACKS']._serialized_start=337
-  _globals['_CALLBACKS']._serialized_end=575
+  _globals['_CALLBACKS']._serialized_start=163
+  _globals['_CALLBACKS']._serialized_end=286
 # @@protoc_insertion_point(module_scope)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#sidecar/hookapi/hook_v1alpha3.proto\x12\x17kubevirt.hooks.v1alpha3\"6\n\x14OnDefineDomainParams\x12\x11\n\tdomainXML\x18\x01 \x01(\x0c\x12\x0b\n\x03vmi\x18\x02 \x01(\x0c\")\n\x14OnDefineDomainResult\x12\x11\n\tdomainXML\x18\x01 \x01(\x0c\"[\n\x15PreCloudInitIsoParams\x12\x1e\n\x16\x63loudInitNoCloudSource\x18\x01 \x01(\x0c\x12\x0b\n\x03vmi\x18\x02 \x01(\x0c\x12\x15\n\rcloudInitData\x18\x03 \x01(\x0c\"N\n\x15PreCloudInitIsoResult\x12\x1e\n\x16\x63loudInitNoCloudSource\x18\x01 \x01(\x0c\x12\x15\n\rcloudInitData\x18\x03 \x01(\x0c\"\x10\n\x0eShutdownParams\"\x10\n\x0eShutdownResult2\xcc\x02\n\tCallbacks\x12n\n\x0eOnDefineDomain\x12-.kubevirt.hooks.v1alpha3.OnDefineDomainParams\x1a-.kubevirt.hooks.v1alpha3.OnDefineDomainResult\x12q\n\x0fPreCloudInitIso\x12..kubevirt.hooks.v1alpha3.PreCloudInitIsoParams\x1a..kubevirt.hooks.v1alpha3.PreCloudInitIsoResult\x12\\\n\x08Shutdown\x12\'.kubevirt.hooks.v1alpha3.ShutdownParams\x1a\'.kubevirt.hooks.v1alpha3.ShutdownResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#sidecar/hookapi/hook_v1alpha3.proto\x12\x17kubevirt.hooks.v1alpha3\"6\n\x14OnDefineDomainParams\x12\x11\n\tdomainXML\x18\x01 \x01(\x0c\x12\x0b\n\x03vmi\x18\x02 \x01(\x0c\")\n\x14OnDefineDomainResult\x12\x11\n\tdomainXML\x18\x01 \x01(\x0c\"\x10\n\x0eShutdownParams\"\x10\n\x0eShutdownResult2\xd9\x01\n\tCallbacks\x12n\n\x0eOnDefineDomain\x12-.kubevirt.hooks.v1alpha3.OnDefineDomainParams\x1a-.kubevirt.hooks.v1alpha3.OnDefineDomainResult\x12\\\n\x08Shutdown\x12\'.kubevirt.hooks.v1alpha3.ShutdownParams\x1a\'.kubevirt.hooks.v1alpha3.ShutdownResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ONDEFINEDOMAINPARAMS']._serialized_end=118
   _globals['_ONDEFINEDOMAINRESULT']._serialized_start=120
   _globals['_ONDEFINEDOMAINRESULT']._serialized_end=161
-  _globals['_PRECLOUDINITISOPARAMS']._serialized_start=163
-  _globals['_PRECLOUDINITISOPARAMS']._serialized_end=254
-  _globals['_PRECLOUDINITISORESULT']._serialized_start=256
-  _globals['_PRECLOUDINITISORESULT']._serialized_end=334
-  _globals['_SHUTDOWNPARAMS']._serialized_start=336
-  _globals['_SHUTDOWNPARAMS']._serialized_end=352
-  _globals['_SHUTDOWNRESULT']._serialized_start=354
-  _globals['_SHUTDOWNRESULT']._serialized_end=370
-  _globals['_CALLBACKS']._serialized_start=373
-  _globals['_CALLBACKS']._serialized_end=705
+  _globals['_SHUTDOWNPARAMS']._serialized_start=163
+  _globals['_SHUTDOWNPARAMS']._serialized_end=179
+  _globals['_SHUTDOWNRESULT']._serialized_start=181
+  _globals['_SHUTDOWNRESULT']._serialized_end=197
+  _globals['_CALLBACKS']._serialized_start=200
+  _globals['_CALLBACKS']._serialized_end=417
 # @@protoc_insertion_point(module_scope)

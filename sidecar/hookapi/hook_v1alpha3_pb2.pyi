@@ -62,53 +62,6 @@ class OnDefineDomainResult(_message.Message):
 Global___OnDefineDomainResult: _TypeAlias = OnDefineDomainResult  # noqa: Y015
 
 @_typing.final
-class PreCloudInitIsoParams(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CLOUDINITNOCLOUDSOURCE_FIELD_NUMBER: _builtins.int
-    VMI_FIELD_NUMBER: _builtins.int
-    CLOUDINITDATA_FIELD_NUMBER: _builtins.int
-    cloudInitNoCloudSource: _builtins.bytes
-    vmi: _builtins.bytes
-    cloudInitData: _builtins.bytes
-    def __init__(
-        self,
-        *,
-        cloudInitNoCloudSource: _builtins.bytes = ...,
-        vmi: _builtins.bytes = ...,
-        cloudInitData: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cloudInitData", b"cloudInitData", "cloudInitNoCloudSource", b"cloudInitNoCloudSource", "vmi", b"vmi"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PreCloudInitIsoParams: _TypeAlias = PreCloudInitIsoParams  # noqa: Y015
-
-@_typing.final
-class PreCloudInitIsoResult(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CLOUDINITNOCLOUDSOURCE_FIELD_NUMBER: _builtins.int
-    CLOUDINITDATA_FIELD_NUMBER: _builtins.int
-    cloudInitNoCloudSource: _builtins.bytes
-    cloudInitData: _builtins.bytes
-    def __init__(
-        self,
-        *,
-        cloudInitNoCloudSource: _builtins.bytes = ...,
-        cloudInitData: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cloudInitData", b"cloudInitData", "cloudInitNoCloudSource", b"cloudInitNoCloudSource"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PreCloudInitIsoResult: _TypeAlias = PreCloudInitIsoResult  # noqa: Y015
-
-@_typing.final
 class ShutdownParams(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

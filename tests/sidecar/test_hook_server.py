@@ -48,11 +48,13 @@ def test_the_socket_is_a_dot_sock_file_in_the_hook_directory(hook: Running, tmp_
     assert SOCKET_NAME.endswith(".sock")
 
 
-def test_info_lists_our_hook_points_and_versions(hook: Running) -> None:
+def test_info_lists_only_the_hook_points_virt_launcher_survives(hook: Running) -> None:
+    # Played as virt-launcher does: Info first, over the socket, with a grpcio (not grpclib) client.
     info = hook_info_pb2_grpc.InfoStub(hook.channel).Info(hook_info_pb2.InfoParams(), timeout=10)
     assert info.name == "bridge-migration"
     assert sorted(info.versions) == ["v1alpha2", "v1alpha3"]
-    assert sorted(p.name for p in info.hookPoints) == ["OnDefineDomain", "PreCloudInitIso", "Shutdown"]
+    # PreCloudInitIso would crash virt-launcher for every VMI without a cloud-init volume.
+    assert sorted(p.name for p in info.hookPoints) == ["OnDefineDomain", "Shutdown"]
     assert hook.store.registered.is_set()
 
 
@@ -76,12 +78,16 @@ def test_on_define_domain_returns_the_xml_unchanged_and_keeps_the_vmi(hook: Runn
     assert hook.store.get() == THREE_NIC_VMI
 
 
-def test_pre_cloud_init_iso_passes_the_data_through(hook: Running) -> None:
-    stub = hook_v1alpha3_pb2_grpc.CallbacksStub(hook.channel)
-    result = stub.PreCloudInitIso(
-        hook_v1alpha3_pb2.PreCloudInitIsoParams(cloudInitData=b'{"userData":"x"}', vmi=b"{}"), timeout=10
+def test_a_method_we_do_not_list_is_unimplemented_not_a_hang(hook: Running) -> None:
+    # A virt-launcher that called PreCloudInitIso anyway gets a clear gRPC status at once.
+    call = hook.channel.unary_unary(
+        "/kubevirt.hooks.v1alpha3.Callbacks/PreCloudInitIso",
+        request_serializer=lambda _msg: b"",
+        response_deserializer=lambda raw: raw,
     )
-    assert result.cloudInitData == b'{"userData":"x"}'
+    with pytest.raises(grpc.RpcError) as failure:
+        call(b"", timeout=10)
+    assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_a_malformed_vmi_is_ignored_and_the_previous_one_kept(hook: Running) -> None:

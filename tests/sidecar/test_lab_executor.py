@@ -16,6 +16,7 @@ from typing import Any
 
 import libvirt
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lab.cluster import NIC_NAME, Lab, Vm
 from lab.events import ensure_event_loop
@@ -282,10 +283,12 @@ def test_a_fixup_while_the_domain_is_paused_is_refused_with_a_clear_message(rig:
 
 
 def test_metrics_count_what_the_fixups_did(rig: Rig) -> None:
-    registry = rig.fixer.metrics.registry
+    # Read back through prometheus_client's own parser: what a Prometheus server would scrape.
+    families = list(text_string_to_metric_families(rig.fixer.metrics.exposition().decode()))
 
     def sample(name: str, **labels: str) -> float:
-        return registry.get_sample_value(name, labels) or 0.0
+        values = [s.value for f in families for s in f.samples if s.name == name and s.labels == labels]
+        return values[0] if values else 0.0
 
     assert sample("bridge_migration_interface_fixups_total", action="reattach", result="done") >= 2
     assert sample("bridge_migration_interface_fixups_total", action="reattach", result="restored") == 1

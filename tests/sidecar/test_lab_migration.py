@@ -59,7 +59,7 @@ def automatic_fixup(pod: Pod, *, timeout: float = 120) -> dict[str, Any]:
     return record
 
 
-def test_status_maps_the_nic_to_the_pod_link_read_with_pyroute2(vm: Vm) -> None:
+def test_status_maps_the_nic_to_the_pod_link_read_from_sysfs(vm: Vm) -> None:
     status = sidecar_of(vm.pod).status()
     assert status["domain"] == vm.domain_name
     assert status["domainState"] == "running"

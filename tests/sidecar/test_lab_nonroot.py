@@ -8,7 +8,7 @@ namespace. The only thing it is given is what a pod gives the sidecar: the libvi
 hook directory and its annotations file, and what the image has: a passwd entry for uid 107
 (libvirtd refuses a client whose uid it cannot look up; the lab's daemon gets the same
 passwd file, as virtqemud in a pod runs as that user) and HOME=/nonexistent.
-It then does a real reattach on a real guest and reads the pod's links with pyroute2.
+It then does a real reattach on a real guest and reads the pod's links from sysfs.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_the_hook_server_answers_info_from_the_unprivileged_process(nonroot: Non
     assert os.stat(nonroot.hook_dir / SOCKET_NAME).st_uid == UID
 
 
-def test_it_reads_the_pod_links_with_pyroute2_without_capabilities(nonroot: NonRootSidecar) -> None:
+def test_it_reads_the_pod_links_from_sysfs_without_capabilities(nonroot: NonRootSidecar) -> None:
     status = nonroot.cli("status")
     [iface] = status["interfaces"]
     assert (iface["alias"], iface["podLink"], iface["podLinkMac"]) == ("ua-default", "eth0", nonroot.vm.pod.cni_mac)

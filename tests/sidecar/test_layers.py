@@ -10,7 +10,18 @@ import pytest
 SIDECAR = Path(__file__).resolve().parents[2] / "sidecar"
 PURE = ["domxml", "plan", "podinfo", "errors", "vmistore"]
 SHELL = ["executor", "engine", "watcher", "triggers", "rest", "service", "server", "hooks", "cli", "podlinks"]
-HEAVY = ["libvirt", "grpc", "fastapi", "uvicorn", "pyroute2", "prometheus_client", "httpx"]
+HEAVY = [
+    "libvirt",
+    "grpc",
+    "grpclib",
+    "fastapi",
+    "uvicorn",
+    "pyroute2",
+    "prometheus_client",
+    "httpx",
+    "http.server",
+    "msgspec",
+]
 
 
 def imported(module: str) -> set[str]:
