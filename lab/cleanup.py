@@ -14,6 +14,8 @@ import shutil
 import signal
 import time
 
+from lab.cgroups import PREFIX as CGROUP_PREFIX
+from lab.cgroups import sweep
 from lab.paths import PREFIX, RUN_ROOT
 from lab.shell import run
 
@@ -62,6 +64,8 @@ def cleanup(lab_id: str | None = None, *, keep_files: bool = False) -> list[str]
     for ns in namespaces:
         run(["ip", "netns", "delete", ns], check=False)
         removed.append(f"netns {ns}")
+    # Sidecar cgroups (lab.cgroups) are named bml-lab-<lab id>-<pod>; empty once the sidecars died.
+    sweep(f"{CGROUP_PREFIX}-{lab_id}" if lab_id else CGROUP_PREFIX)
     if not keep_files:
         dirs = [RUN_ROOT / lab_id] if lab_id else (list(RUN_ROOT.iterdir()) if RUN_ROOT.exists() else [])
         for d in dirs:

@@ -32,6 +32,7 @@ from bridge_migration_contract import (
     domain_alias,
     dump_macs,
 )
+from lab.cgroups import LimitedGroup
 from lab.cleanup import cleanup, kill_namespace_processes
 from lab.console import ConsoleTail
 from lab.dhcp import start_dnsmasq
@@ -156,6 +157,7 @@ class Lab:
         keep_files: bool | None = None,
         link_pause_ms: int = 100,
         play_hooks: bool = True,
+        sidecar_limits: bool = False,
     ) -> None:
         if not GUEST_KERNEL.exists() or not GUEST_INITRD.exists():
             raise RuntimeError("guest kernel/initramfs missing: run ./scripts/install-lab.sh")
@@ -167,6 +169,8 @@ class Lab:
         self.keep_files = keep_files if keep_files is not None else os.environ.get(KEEP_FILES_ENV) == "1"
         self.link_pause_ms = link_pause_ms  # passed to every sidecar (--link-pause-ms)
         self.play_hooks = play_hooks  # call Info/OnDefineDomain/Shutdown on sidecars, as virt-launcher
+        # Run each sidecar inside real cgroups with KubeVirt's hook-sidecar limits (64M, 200m).
+        self.sidecar_limits = sidecar_limits
         self.nodes: dict[str, Node] = {}
         self.pods: list[Pod] = []
         self.vms: list[Vm] = []
@@ -266,6 +270,7 @@ class Lab:
             run_dir=pod.run_dir / "sidecar",
             annotations=annotations,
             link_pause_ms=self.link_pause_ms,
+            limits=LimitedGroup(f"{self.id}-{pod.name}") if self.sidecar_limits else None,
         )
         pod.sidecar.wait_healthy()
 
@@ -289,6 +294,7 @@ class Lab:
                 pod.hooks.shutdown()
                 if pod.sidecar is not None:
                     pod.sidecar_exit = pod.sidecar.process.proc.wait(timeout=15)
+                    pod.sidecar.release_limits()
             except (grpc.RpcError, subprocess.TimeoutExpired) as exc:
                 log.warning("sidecar in %s did not shut down on request: %s", pod.name, exc)
             pod.hooks.close()

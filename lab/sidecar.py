@@ -8,10 +8,12 @@ the lab reaches it with a tiny client run inside that namespace.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lab.cgroups import LimitedGroup, MemoryCounters
 from lab.paths import VENV_PYTHON
 from lab.process import LabProcess, wait_for
 from lab.shell import in_netns, run
@@ -54,8 +56,13 @@ class Sidecar:
         run_dir: Path,
         annotations: Mapping[str, str],
         link_pause_ms: int = 100,
+        limits: LimitedGroup | None = None,
     ) -> None:
         self.netns = netns
+        # With limits, the process runs inside real memory/cpu cgroups (KubeVirt's 64M/200m by
+        # default), from its first instruction; the groups go when the sidecar stops.
+        self.limits = limits
+        self.final_memory: MemoryCounters | None = None
         run_dir.mkdir(parents=True, exist_ok=True)
         self.annotations_path = run_dir / "annotations"
         self.annotations_path.write_text(downward_api_file(annotations))
@@ -73,6 +80,10 @@ class Sidecar:
                 "--link-pause-ms", str(link_pause_ms),
             ],
         )  # fmt: skip
+        if limits is not None:
+            argv = limits.wrap(argv)
+        self.started_at = time.time()  # epoch seconds; healthy_at once /healthz said 200
+        self.healthy_at: float | None = None
         self.process = LabProcess(name=f"sidecar {netns}", argv=argv, log_path=run_dir / "sidecar.log")
 
     def call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, Any]:
@@ -91,7 +102,10 @@ class Sidecar:
             if not self.process.alive():
                 raise RuntimeError(f"sidecar in {self.netns} exited:\n{self.process.log_tail()}")
             status, body = self.call("GET", "/healthz")
-            return status == 200 and isinstance(body, dict) and bool(body.get("libvirtConnected", True))
+            ok = status == 200 and isinstance(body, dict) and bool(body.get("libvirtConnected", True))
+            if ok and self.healthy_at is None:
+                self.healthy_at = time.time()
+            return ok
 
         wait_for(healthy, timeout=timeout, interval=0.5, what=f"sidecar health in {self.netns}")
 
@@ -108,5 +122,20 @@ class Sidecar:
             raise RuntimeError(f"GET /v1/status -> {status}: {body}")
         return body
 
+    def proc_status(self) -> dict[str, str]:
+        """/proc/<pid>/status of the sidecar process (VmRSS, VmHWM, RssAnon, RssFile, ...)."""
+        fields = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+        return fields
+
     def stop(self) -> None:
         self.process.stop()
+        self.release_limits()
+
+    def release_limits(self) -> None:
+        """Keep the cgroup's final counters, then remove the groups (the process has exited)."""
+        if self.limits is not None and self.final_memory is None and not self.process.alive():
+            self.final_memory = self.limits.memory_counters()
+            self.limits.remove()

@@ -187,12 +187,20 @@ class RestServer:
             if self._open > MAX_CONNECTIONS:
                 await self._send(conn, writer, error(503, "busy: too many connections", headers={"Retry-After": "1"}))
                 return
+            reply: Reply | None
             try:
-                reply = await asyncio.wait_for(self._request(conn, reader, writer), TIMEOUT_S)
+                # Only receiving is timed: a fixup may rightly take as long as a guest needs.
+                received = await asyncio.wait_for(self._receive(conn, reader, writer), TIMEOUT_S)
             except TimeoutError:
-                reply = error(408, f"request not received within {TIMEOUT_S:g}s")
+                received = error(408, f"request not received within {TIMEOUT_S:g}s")
             except h11.RemoteProtocolError as exc:
-                reply = error(exc.error_status_hint, f"malformed HTTP request: {exc}")
+                received = error(exc.error_status_hint, f"malformed HTTP request: {exc}")
+            if isinstance(received, tuple):
+                method, path, body = received
+                loop = asyncio.get_running_loop()
+                reply = await loop.run_in_executor(self._pool, self.api.call, method, path, body)
+            else:
+                reply = received
             if reply is not None:
                 await self._send(conn, writer, reply)
         except (ConnectionError, h11.LocalProtocolError):
@@ -201,10 +209,10 @@ class RestServer:
             self._open -= 1
             await self._close(reader, writer)
 
-    async def _request(
+    async def _receive(
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Reply | None:
-        """Read one request and run its route; None when the client closed before asking."""
+    ) -> tuple[str, str, bytes] | Reply | None:
+        """Read one request: (method, path, body), a refusal, or None when the client closed."""
         request: h11.Request | None = None
         body = bytearray()
         while True:
@@ -227,10 +235,7 @@ class RestServer:
             elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None
         assert request is not None
-        method = request.method.decode("latin-1")
-        path = request.target.decode("latin-1").partition("?")[0]
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.api.call, method, path, bytes(body))
+        return request.method.decode("latin-1"), request.target.decode("latin-1").partition("?")[0], bytes(body)
 
     @staticmethod
     async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply) -> None:

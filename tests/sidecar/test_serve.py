@@ -7,6 +7,7 @@ answers queries and events but cannot change devices, which the lab tests cover.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bench.common import rss_kib
 from sidecar.hookapi import hook_info_pb2, hook_info_pb2_grpc, hook_v1alpha3_pb2, hook_v1alpha3_pb2_grpc
+from sidecar.rest import MAX_BODY_BYTES
 from tests.sidecar.serving import REPO, SidecarProcess
 
 
@@ -245,3 +248,50 @@ def test_every_flag_has_an_environment_twin_in_help() -> None:
     ):
         assert f"BM_SIDECAR_{flag}" in out
     assert "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock" in out.replace("\n", "").replace(" ", "")
+
+
+def raw_http(port: int, head: bytes, body: bytes = b"") -> bytes:
+    """Send bytes as they are and read the whole answer (the server closes every connection)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+        conn.sendall(head + body)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_an_oversized_body_is_refused_with_413_before_it_is_read(sidecar: SidecarProcess) -> None:
+    before = rss_kib(sidecar.proc.pid)
+    response = sidecar.client.post("/v1/fixup", content=b"x" * 20_000_000)
+    assert response.status_code == 413
+    assert response.json() == {"detail": f"request body over {MAX_BODY_BYTES} bytes"}
+    # Not read into memory: a 20 MB body that were held would show here many times over.
+    assert rss_kib(sidecar.proc.pid) - before < 4096
+    assert sidecar.client.get("/healthz").status_code in (200, 503)
+
+
+def test_a_client_that_expects_100_continue_is_refused_before_it_sends_the_body(sidecar: SidecarProcess) -> None:
+    answer = raw_http(
+        sidecar.port,
+        b"POST /v1/fixup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 20000000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"100 Continue" not in answer
+
+
+def test_a_chunked_body_over_the_bound_is_refused_too(sidecar: SidecarProcess) -> None:
+    chunk = b"x" * 3000
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(3)) + b"0\r\n\r\n"
+    answer = raw_http(sidecar.port, b"POST /v1/fixup HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", body)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def test_malformed_http_is_a_400_and_a_body_of_the_wrong_shape_a_422(sidecar: SidecarProcess) -> None:
+    assert raw_http(sidecar.port, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    wrong = sidecar.client.post("/v1/fixup", json={"dryRun": "yes"})
+    assert wrong.status_code == 422
+    assert "dryRun" in wrong.json()["detail"]
+    assert sidecar.client.post("/v1/fixup", content=b"{not json").status_code == 422
+    assert sidecar.client.get("/nope").status_code == 404
+    assert sidecar.client.delete("/v1/fixup").status_code == 405
