@@ -21,6 +21,75 @@ def _fmt(value: Any, unit: str = "") -> str:
     return "n/a" if value is None else f"{value}{unit}"
 
 
+def _sidecar_memory(mem: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
+    parts = ["### Sidecar memory (`bench/sidecar_memory.py`, libvirt's test driver)\n"]
+    parts.append("Import floor, one group after the other in a fresh interpreter:\n")
+    parts.append("| import | adds | RSS after |")
+    parts.append("|---|---:|---:|")
+    for row in mem["imports"]:
+        adds = "" if row["adds_mib"] is None else f"{row['adds_mib']} MiB"
+        parts.append(f"| {row['import']} | {adds} | {row['rss_mib']} MiB |")
+    p = mem["process"]
+    parts.append(
+        f"\nThe process (`serve` with a hook directory), VmRSS; {p['rest_calls']} REST calls from 4 clients:\n"
+    )
+    head = "| | release 0.1.0 | now |" if before else "| | now |"
+    parts.append(head)
+    parts.append("|---|---:|---:|" if before else "|---|---:|")
+    b = before["process"] if before else None
+    for label, key in (
+        ("idle", "idle"),
+        ("after the REST calls", "after_calls"),
+        ("after GET /openapi.json", "after_openapi"),
+        ("after one 20 MB POST /v1/fixup", "after_20mb_body"),
+    ):
+        now = f"{p[key]['VmRSS']} MiB"
+        parts.append(f"| {label} | {b[key]['VmRSS']} MiB | {now} |" if b else f"| {label} | {now} |")
+    answer = f"{b['big_body_status']} before, " if b else ""
+    parts.append(f"\nThe 20 MB body was answered {answer}{p['big_body_status']} now.\n")
+    return parts
+
+
+def _sidecar_sections(results: Path) -> list[str]:
+    parts: list[str] = []
+    if (mem := load_result(results, "sidecar_memory")) is not None:
+        parts.extend(_sidecar_memory(mem, load_result(results, "sidecar_memory_0.1.0")))
+    if (lim := load_result(results, "sidecar_limits")) is not None:
+        parts.extend(_sidecar_limits(lim))
+    return parts
+
+
+def _sidecar_limits(lim: dict[str, Any]) -> list[str]:
+    parts: list[str] = []
+    sm = lim["summary"]
+    parts.append("### Sidecar inside KubeVirt's limits (`bench/sidecar_limits.py`, real lab and cgroups)\n")
+    parts.append(
+        f"{lim['limits']}. Per run: a follow-pod VM migrates (reattach with the target pod's MAC), then "
+        f"{lim['rest_calls']} REST calls and one 20 MB body; figures for the target pod's sidecar, "
+        f"median of {lim['runs_n']} runs unless said.\n"
+    )
+    parts.append(
+        "| start to hook socket | start to /healthz | resume to fixup done | idle RSS after the fixup "
+        "| peak RSS (VmHWM), median / worst | cgroup max usage, worst | memory.failcnt, all runs |"
+    )
+    parts.append("|---:|---:|---:|---:|---:|---:|---:|")
+    parts.append(
+        f"| {sm['start_to_hook_socket_s']} s | {sm['start_to_healthz_s']} s | {sm['resume_to_fixup_done_s']} s "
+        f"| {sm['idle_rss_mib']} MiB | {sm['peak_rss_mib']} / {sm['worst_peak_rss_mib']} MiB "
+        f"| {sm['worst_cgroup_max_usage_mib']} MiB | {sm['failcnt_total']} |\n"
+    )
+    soaks = [r["soak"] for r in lim["runs"] if r.get("soak")]
+    if soaks:
+        soak = soaks[0]
+        rss = [kib for _t, kib in soak["rss_kib"]]
+        parts.append(
+            f"Soak: {soak['requests']} REST calls over {soak['rss_kib'][-1][0]:.0f} s, status codes "
+            f"{soak['codes']}; RSS {rss[0] / 1024:.1f} MiB at the start, {rss[-1] / 1024:.1f} MiB at the end, "
+            f"{min(rss) / 1024:.1f} to {max(rss) / 1024:.1f} MiB over {len(rss)} samples.\n"
+        )
+    return parts
+
+
 def tables(results: Path, plots: Path, doc_dir: Path) -> str:
     parts: list[str] = []
     machine = None
@@ -83,6 +152,7 @@ def tables(results: Path, plots: Path, doc_dir: Path) -> str:
         parts.append(
             f"| {med['hook_socket_s']} s | {med['healthy_s']} s | {med['idle_rss_mib']} MiB | {s['starts']} |\n"
         )
+    parts.extend(_sidecar_sections(results))
     if (g := load_result(results, "migration_gap")) is not None:
         parts.append("### Connectivity gap after a live migration (`bench/migration_gap.py`, real lab)\n")
         parts.append(f"Gap: {g['what']}.\n")

@@ -12,13 +12,24 @@ import sys
 import time
 from pathlib import Path
 
-from bench import migration_gap, plots, report, sidecar_startup, webhook_handler, webhook_load
+from bench import (
+    migration_gap,
+    plots,
+    report,
+    sidecar_limits,
+    sidecar_memory,
+    sidecar_startup,
+    webhook_handler,
+    webhook_load,
+)
 from bench.common import PLOTS, RESULTS
 
 STEPS = {
     "webhook_handler": webhook_handler.main,
     "webhook_load": webhook_load.main,
     "sidecar_startup": sidecar_startup.main,
+    "sidecar_memory": sidecar_memory.main,
+    "sidecar_limits": sidecar_limits.main,
     "migration_gap": migration_gap.main,
 }
 

@@ -23,14 +23,23 @@ def test_every_benchmark_runs_and_writes_its_results_plots_and_tables(tmp_path: 
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-    assert set(results) == {"webhook_handler", "webhook_load", "sidecar_startup", "migration_gap"}
+    assert set(results) == {
+        "webhook_handler",
+        "webhook_load",
+        "sidecar_startup",
+        "sidecar_limits",
+        "sidecar_memory",
+        "migration_gap",
+    }
     assert [r["interfaces"] for r in results["webhook_handler"]["rows"]] == [1, 4, 16, 64, None]
     assert all(r["webhook"]["errors"] == 0 and r["noop"]["errors"] == 0 for r in results["webhook_load"]["rows"])
     assert results["migration_gap"]["scenarios"]["same-mac"]["recovered"] == 1
+    assert results["sidecar_limits"]["runs"][0]["fixup"] == {"result": "success", "action": "reattach"}
+    assert results["sidecar_memory"]["process"]["big_body_status"] == 413
     assert {p.name for p in (out / "plots").glob("*.png")} == {
         "webhook_latency_vs_concurrency.png",
         "webhook_handler_cost.png",
         "migration_timeline.png",
     }
     doc = (out / "performance.md").read_text()
-    assert "Connectivity gap" in doc and "p99 / ceiling" in doc
+    assert "Connectivity gap" in doc and "p99 / ceiling" in doc and "inside KubeVirt's limits" in doc
