@@ -23,7 +23,12 @@ _OPEN_SCHEMA: dict[str, Any] = {
 }
 
 
-def _crd(*, plural: str, kind: str, singular: str, short_names: list[str], categories: list[str]) -> dict[str, Any]:
+def _crd(
+    *, plural: str, kind: str, singular: str, short_names: list[str], categories: list[str], status: bool
+) -> dict[str, Any]:
+    version: dict[str, Any] = {"name": "v1", "served": True, "storage": True, "schema": _OPEN_SCHEMA}
+    if status:
+        version["subresources"] = {"status": {}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -39,15 +44,7 @@ def _crd(*, plural: str, kind: str, singular: str, short_names: list[str], categ
                 "shortNames": short_names,
                 "categories": categories,
             },
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": _OPEN_SCHEMA,
-                    "subresources": {"status": {}},
-                },
-            ],
+            "versions": [version],
         },
     }
 
@@ -61,6 +58,9 @@ def kubevirt_crds() -> list[dict[str, Any]]:
             singular="virtualmachineinstance",
             short_names=["vmi", "vmis"],
             categories=["all"],
+            # As KubeVirt's: no status subresource, so status writes are UPDATEs of the whole
+            # VMI (docs/kubevirt-facts.md K1).
+            status=False,
         ),
         _crd(
             plural="virtualmachineinstancemigrations",
@@ -68,6 +68,7 @@ def kubevirt_crds() -> list[dict[str, Any]]:
             singular="virtualmachineinstancemigration",
             short_names=["vmim", "vmims"],
             categories=["all"],
+            status=True,
         ),
         _crd(
             plural="kubevirts",
@@ -75,6 +76,7 @@ def kubevirt_crds() -> list[dict[str, Any]]:
             singular="kubevirt",
             short_names=["kv", "kvs"],
             categories=["all"],
+            status=True,
         ),
     ]
 

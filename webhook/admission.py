@@ -31,6 +31,7 @@ class Review:
     namespace: str
     obj: dict[str, Any]
     kind: Mapping[str, Any]
+    old_obj: dict[str, Any] | None = None  # oldObject, on UPDATE
 
 
 def parse_review(body: bytes, *, expect_kind: str) -> Review:
@@ -58,7 +59,7 @@ def parse_review(body: bytes, *, expect_kind: str) -> Review:
     kind = request.get("kind")
     if not isinstance(kind, dict) or not all(isinstance(kind.get(k), str) for k in ("group", "version", "kind")):
         raise BadReviewError("AdmissionReview request 'kind' must be {group, version, kind} strings")
-    for field, typ in (("namespace", str), ("resource", dict), ("object", dict)):
+    for field, typ in (("namespace", str), ("resource", dict), ("object", dict), ("oldObject", dict)):
         if field in request and not isinstance(request[field], typ):
             raise BadReviewError(f"AdmissionReview request '{field}' has the wrong type")
     if kind["kind"] != expect_kind:
@@ -80,6 +81,7 @@ def parse_review(body: bytes, *, expect_kind: str) -> Review:
         namespace=namespace if isinstance(namespace, str) else "",
         obj=obj if isinstance(obj, dict) else {},
         kind=kind,
+        old_obj=request.get("oldObject"),
     )
 
 
@@ -116,8 +118,11 @@ def response(review: Review, decision: Decision) -> dict[str, Any]:
     return {"apiVersion": review.api_version, "kind": "AdmissionReview", "response": resp}
 
 
-def make_review(obj: Mapping[str, Any], *, operation: str = "CREATE", uid: str | None = None) -> dict[str, Any]:
-    """An AdmissionReview shaped as kube-apiserver sends it (for the demo, tests and benchmarks)."""
+def make_review(
+    obj: Mapping[str, Any], *, operation: str = "CREATE", uid: str | None = None, old: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """An AdmissionReview shaped as kube-apiserver sends it (for the demo, tests and benchmarks);
+    ``old`` is the oldObject of an UPDATE."""
     group, _, version = str(obj["apiVersion"]).rpartition("/")
     kind = str(obj["kind"])
     return {
@@ -131,6 +136,7 @@ def make_review(obj: Mapping[str, Any], *, operation: str = "CREATE", uid: str |
             "operation": operation,
             "userInfo": {"username": "system:admin"},
             "object": obj,
+            **({"oldObject": old} if old is not None else {}),
             "dryRun": False,
         },
     }

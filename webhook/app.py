@@ -29,7 +29,7 @@ from webhook.migration_validation import validate_migration
 from webhook.openapi import admission_openapi
 from webhook.pod_mutation import mutate_launcher_pod
 from webhook.tls import ReloadingTLS
-from webhook.vmi_mutation import WARN_PREFIX, mutate_vmi
+from webhook.vmi_mutation import WARN_PREFIX, mutate_vmi, restore_dropped_macs
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +75,21 @@ Decider = Callable[[Review, Runtime], Awaitable[Decision]]
 
 
 async def _decide_vmi(review: Review, rt: Runtime) -> Decision:
-    if review.operation not in ("CREATE", "UPDATE"):
+    # A running VMI is never retrofitted, whoever sends the UPDATE: a MAC its guest does not have,
+    # the allow annotation and a sidecar entry its pod does not run would make the next migration
+    # strand it. An UPDATE only gets back a MAC we pinned that a re-apply dropped
+    # (docs/kubevirt-facts.md K1, K2; the chart keeps KubeVirt's own writes away with matchConditions).
+    if review.operation == "UPDATE":
+        return restore_dropped_macs(review.obj, review.old_obj, config=rt.config)
+    if review.operation != "CREATE":
         return Decision()
-    decision = mutate_vmi(
+    return mutate_vmi(
         review.obj,
         namespace=review.namespace,
         config=rt.config,
         sidecar_gate_on=await rt.gate.current(),
         fallback_name=review.uid,
     )
-    if review.operation == "UPDATE":
-        # An UPDATE gets the same (idempotent) decision, so what a second `kubectl apply` strips
-        # (a JSON merge patch replaces a custom resource's interfaces list whole, pinned MACs
-        # included) is put back and the apiserver sees an unchanged object. Warnings were given
-        # at CREATE; repeating them on every update would only be noise.
-        decision.warnings = []
-    return decision
 
 
 async def _decide_pod(review: Review, rt: Runtime) -> Decision:

@@ -2,7 +2,10 @@
 
 The annotation is a JSON list of ``{image, imagePullPolicy, command, args, configMap, pvc}``
 written by users for their own hooks: every entry of theirs is kept as it was, ours is added
-once and recognised again by its image.
+once. Ours is recognised by its image *repository*, whatever the tag or digest: after a
+`helm upgrade` the tag changes, and a second entry of ours would make virt-launcher wait for two
+sockets of the same file name, time out and panic (docs/kubevirt-facts.md H6). The same test,
+`is_our_image`, tells our container in a launcher pod and our entry in a migrating VMI.
 """
 
 from __future__ import annotations
@@ -39,14 +42,40 @@ def parse_sidecars(raw: str | None) -> list[dict[str, Any]]:
     return value
 
 
+def image_repository(ref: str) -> str:
+    """An image reference without its digest and tag: `reg:5000/a/b:1.2@sha256:..` -> `reg:5000/a/b`."""
+    name = ref.strip().partition("@")[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:  # a colon after the last slash is a tag; before it, a registry port
+        name = name[:colon]
+    return name
+
+
+def is_our_image(image: object, ours: str) -> bool:
+    """True for an image of our repository, any tag or digest (every release's entries)."""
+    return isinstance(image, str) and bool(image.strip()) and image_repository(image) == image_repository(ours)
+
+
 def has_our_sidecar(entries: list[dict[str, Any]], image: str) -> bool:
-    return any(e.get("image") == image for e in entries)
+    return any(is_our_image(e.get("image"), image) for e in entries)
 
 
 def merged_sidecars(raw: str | None, *, image: str, pull_policy: str) -> str | None:
-    """The new annotation value with our entry appended, or None when it is already there."""
+    """The new annotation value with exactly one entry of ours, the current one, where the first
+    of ours stood (or appended); None when the annotation already is that. The user's entries
+    are kept, in their order, with their content as it was."""
     entries = parse_sidecars(raw)
-    if has_our_sidecar(entries, image):
+    wanted = dict(our_entry(image=image, pull_policy=pull_policy))
+    ours = [i for i, e in enumerate(entries) if is_our_image(e.get("image"), image)]
+    if len(ours) == 1 and entries[ours[0]] == wanted:
         return None
-    entries.append(dict(our_entry(image=image, pull_policy=pull_policy)))
-    return json.dumps(entries, separators=(",", ":"))
+    merged: list[dict[str, Any]] = []
+    for i, entry in enumerate(entries):
+        if i not in ours:
+            merged.append(entry)
+        elif i == ours[0]:
+            merged.append(wanted)
+    if not ours:
+        merged.append(wanted)
+    return json.dumps(merged, separators=(",", ":"))

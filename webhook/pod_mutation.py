@@ -24,6 +24,7 @@ from bridge_migration_contract import (
 )
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
+from webhook.hook_sidecars import is_our_image
 from webhook.patches import PatchOp, pointer, set_annotations
 from webhook.vmi_mutation import WARN_PREFIX
 
@@ -75,7 +76,12 @@ def mutate_launcher_pod(
     containers = spec.get("containers")
     if not isinstance(containers, list):
         return Decision()
-    ours = [i for i, c in enumerate(containers) if isinstance(c, Mapping) and c.get("image") == config.sidecar_image]
+    # Ours by repository: a launcher pod of a VMI admitted by an earlier release has an older tag.
+    ours = [
+        i
+        for i, c in enumerate(containers)
+        if isinstance(c, Mapping) and is_our_image(c.get("image"), config.sidecar_image)
+    ]
     if not ours:
         return Decision()
 

@@ -1,9 +1,15 @@
-"""Mutating a VMI at CREATE: the pure decision (VMI dict in, patch and warnings out, no I/O).
+"""Mutating a VMI: the pure decisions (VMI dicts in, patch and warnings out, no I/O).
+
+At CREATE:
 
 For every bridge/macvtap interface the contract says we look after, the VMI gets:
 the upstream allow annotation (bridge on the pod network), a pinned MAC under ``pin``, the
 record of expected MACs and policy, and our hook sidecar. Anything we cannot handle safely
 is left as it was with a warning: this webhook must never make a VMI uncreatable.
+
+At UPDATE a VMI is never retrofitted (`restore_dropped_macs`): the only change is putting back a MAC
+we pinned at CREATE that a second `kubectl apply` dropped (a JSON merge patch replaces a custom
+resource's `interfaces` list whole). A VMI that runs without our changes keeps running without them.
 """
 
 from __future__ import annotations
@@ -160,3 +166,38 @@ def mutate_vmi(
             changes[keys.macs] = dump_macs(merged)
     ops.extend(set_annotations(annotations, changes))
     return Decision(patch=ops, warnings=warnings)
+
+
+def _interfaces(obj: Mapping[str, Any]) -> list[Any]:
+    spec = obj.get("spec")
+    domain = spec.get("domain") if isinstance(spec, Mapping) else None
+    devices = domain.get("devices") if isinstance(domain, Mapping) else None
+    ifaces = devices.get("interfaces") if isinstance(devices, Mapping) else None
+    return ifaces if isinstance(ifaces, list) else []
+
+
+def restore_dropped_macs(new: Mapping[str, Any], old: Mapping[str, Any] | None, *, config: WebhookConfig) -> Decision:
+    """Decide the patch for a VMI UPDATE: only MACs the old object had, that our `macs` record says
+    we pinned, and that the new object lacks, go back. Never a warning, never anything else."""
+    if not isinstance(old, Mapping):
+        return Decision()
+    metadata = old.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    raw = annotations.get(config.keys.macs) if isinstance(annotations, Mapping) else None
+    if not isinstance(raw, str):
+        return Decision()
+    try:
+        recorded = parse_macs(raw)
+    except ValueError:
+        return Decision()
+    before = {i.get("name"): i.get("macAddress") for i in _interfaces(old) if isinstance(i, Mapping)}
+    ops: list[PatchOp] = []
+    for index, iface in enumerate(_interfaces(new)):
+        if not isinstance(iface, Mapping) or "macAddress" in iface:
+            continue
+        name = iface.get("name")
+        mac = before.get(name)
+        if isinstance(name, str) and isinstance(mac, str) and recorded.get(name) == mac:
+            path = pointer("spec", "domain", "devices", "interfaces", index, "macAddress")
+            ops.append({"op": "add", "path": path, "value": mac})
+    return Decision(patch=ops)

@@ -204,9 +204,21 @@ def test_certificate_rotation_under_load_loses_no_request_and_a_bad_file_keeps_t
             assert client.post("/mutate/virtualmachineinstances", json=make_review(vmi())).status_code == 200
 
 
-def test_an_update_that_lost_the_pinned_mac_gets_it_back(hook: RunningWebhook) -> None:
+def test_an_update_of_a_vmi_is_never_retrofitted_whoever_sends_it(hook: RunningWebhook) -> None:
+    """A running VMI (created before the install, or while the gate was off) that comes by in an
+    UPDATE, e.g. virt-handler writing its status, gets no MAC, no allow annotation and no sidecar
+    entry: its guest and its pod have none of them, and the next migration would strand it."""
+    running = vmi()
+    running["status"] = {"phase": "Running", "interfaces": [{"name": "default", "mac": "0a:58:0a:f4:00:07"}]}
+    answer = post(hook, "/mutate/virtualmachineinstances", make_review(running, operation="UPDATE")).json()
+    assert answer["response"]["allowed"] is True
+    assert "patch" not in answer["response"]
+    assert "warnings" not in answer["response"]
+
+
+def test_an_update_that_lost_a_mac_we_pinned_gets_only_that_back(hook: RunningWebhook) -> None:
     """kubectl apply of the same manifest again replaces the interfaces list (JSON merge patch on
-    a custom resource), dropping the pinned MAC: the UPDATE review restores it."""
+    a custom resource), dropping the pinned MAC: the UPDATE puts that MAC back, and nothing else."""
     obj = vmi()
     stored = jsonpatch.apply_patch(
         obj,
@@ -218,6 +230,8 @@ def test_an_update_that_lost_the_pinned_mac_gets_it_back(hook: RunningWebhook) -
     )
     reapplied = json.loads(json.dumps(stored))
     reapplied["spec"]["domain"]["devices"]["interfaces"] = [{"name": "default", "bridge": {}}]
-    answer = post(hook, "/mutate/virtualmachineinstances", make_review(reapplied, operation="UPDATE")).json()
-    restored = jsonpatch.apply_patch(reapplied, json.loads(base64.b64decode(answer["response"]["patch"])))
+    review = make_review(reapplied, operation="UPDATE", old=stored)
+    answer = post(hook, "/mutate/virtualmachineinstances", review).json()["response"]
+    restored = jsonpatch.apply_patch(reapplied, json.loads(base64.b64decode(answer["patch"])))
     assert restored == stored
+    assert "warnings" not in answer

@@ -12,7 +12,7 @@ from tests.webhook.vmis import masquerade_vmi, vmi
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
 from webhook.macs import pinned_mac
-from webhook.vmi_mutation import mutate_vmi
+from webhook.vmi_mutation import mutate_vmi, restore_dropped_macs
 
 IMAGE = "registry.example/bridge-migration:test"
 CONFIG = WebhookConfig(sidecar_image=IMAGE)
@@ -162,3 +162,27 @@ def test_the_annotation_prefix_is_honoured() -> None:
     assert "acme.io/macs" in stored["metadata"]["annotations"]
     _, decision = admit(vmi(annotations={"acme.io/enabled": "false"}), config=config)
     assert decision.patch == []
+
+
+def test_an_update_puts_back_only_a_mac_we_pinned_that_a_reapply_dropped() -> None:
+    stored, _ = admit(vmi())
+    dropped = json.loads(json.dumps(stored))
+    del dropped["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"]
+    decision = restore_dropped_macs(dropped, stored, config=CONFIG)
+    assert jsonpatch.apply_patch(dropped, decision.patch) == stored
+    assert decision.warnings == []
+
+
+def test_an_update_never_retrofits_a_vmi_we_did_not_mutate() -> None:
+    running = vmi()  # created before the install, or while the gate was off: no MAC, no record
+    assert restore_dropped_macs(running, running, config=CONFIG) == Decision()
+    assert restore_dropped_macs(running, None, config=CONFIG) == Decision()
+
+
+def test_an_update_does_not_put_back_a_mac_the_user_changed_or_one_we_did_not_record() -> None:
+    stored, _ = admit(vmi())
+    mine = json.loads(json.dumps(stored))
+    mine["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] = "02:00:00:00:00:01"
+    dropped = json.loads(json.dumps(mine))
+    del dropped["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"]
+    assert restore_dropped_macs(dropped, mine, config=CONFIG).patch == []
