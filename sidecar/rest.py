@@ -18,6 +18,7 @@ import hmac
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import Protocol
 
 import h11
@@ -44,6 +45,7 @@ MAX_HEADER_BYTES = 16 * 1024
 # caller could misuse (no MACs, no domain, no fixups).
 OPEN_PATHS = frozenset({"/healthz"})
 JSON = "application/json"
+_KNOWN_STATUSES = frozenset(s.value for s in HTTPStatus)
 
 
 class SidecarView(Protocol):
@@ -245,7 +247,8 @@ class RestServer:
             ("Connection", "close"),
             *reply.headers.items(),
         ]
-        data = conn.send(h11.Response(status_code=reply.status, headers=headers, reason=b""))
+        reason = HTTPStatus(reply.status).phrase.encode() if reply.status in _KNOWN_STATUSES else b""
+        data = conn.send(h11.Response(status_code=reply.status, headers=headers, reason=reason))
         writer.write((data or b"") + (conn.send(h11.Data(data=reply.body)) or b""))
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()

@@ -113,3 +113,19 @@ def test_a_pod_that_is_not_a_virt_launcher_is_never_sent_to_the_webhook(kubectl:
     kubectl.apply(manifest)
     pod = kubectl.get("pod", "plain", namespace=namespace)
     assert "volumeMounts" not in _container(pod, "hook-sidecar-0")
+
+
+def test_a_launcher_pod_of_an_earlier_release_still_gets_the_libvirt_runtime(kubectl: Kubectl, namespace: str) -> None:
+    """After `helm upgrade` the sidecar tag changes; a VMI admitted before it starts (or is the
+    target of a migration) with the old tag, and its sidecar still needs the libvirt socket."""
+    ann = _vmi_annotations(kubectl, namespace, "vm-old")
+    manifest = launcher_pod("virt-launcher-vm-old-abcde", namespace, vmi="vm-old", annotations=ann, target=True)
+    old_image = SIDECAR_IMAGE.rpartition(":")[0] + ":0.0.9"
+    manifest["spec"]["containers"][1]["image"] = old_image
+    kubectl.apply(manifest)
+    pod = kubectl.get("pod", "virt-launcher-vm-old-abcde", namespace=namespace)
+    sidecar = _container(pod, "hook-sidecar-0")
+    assert sidecar["image"] == old_image
+    mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+    assert mounts[LIBVIRT_RUNTIME_VOLUME]["mountPath"] == LIBVIRT_RUNTIME_PATH
+    assert PODINFO_VOLUME in mounts

@@ -115,3 +115,15 @@ def test_with_the_sidecar_gate_off_a_bridge_vmi_is_stored_unchanged_with_a_warni
     result = kubectl.apply(vmi_manifest("gate-on", namespace))
     assert "Warning:" not in result.stderr
     assert HOOK_SIDECARS in user_annotations(kubectl.get("vmi", "gate-on", namespace=namespace))
+
+
+def test_an_entry_of_ours_from_an_earlier_release_is_replaced_never_doubled(kubectl: Kubectl, namespace: str) -> None:
+    """A manifest that carries our entry with an older tag (copied from a VM made before a
+    `helm upgrade`) is stored with exactly one entry of ours, the current one; two would make
+    virt-launcher wait for two sockets of the same name and fail the VM."""
+    theirs = {"image": "example.org/their-hook:1"}
+    old = {"image": SIDECAR_IMAGE.rpartition(":")[0] + ":0.0.9", "command": ["python", "-m", "sidecar", "serve"]}
+    kubectl.apply(vmi_manifest("upgraded", namespace, annotations={HOOK_SIDECARS: json.dumps([old, theirs])}))
+    sidecars = json.loads(user_annotations(kubectl.get("vmi", "upgraded", namespace=namespace))[HOOK_SIDECARS])
+    assert [s["image"] for s in sidecars] == [SIDECAR_IMAGE, theirs["image"]]
+    assert sidecars[1] == theirs

@@ -7,6 +7,7 @@ real process over real TLS.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.webhook.server import running_webhook
-from webhook.admission import make_review
+from tests.webhook.vmis import vmi
+from webhook.admission import BadReviewError, make_review, parse_review
 
 MIGRATION = {
     "apiVersion": "kubevirt.io/v1",
@@ -96,3 +98,13 @@ def test_the_per_request_deadline_answers_before_a_slower_api_read(tmp_path: Pat
     answer = review_migration(tmp_path, silent_apiserver, "--api-timeout", "30", "--request-deadline", "1")
     assert answer["allowed"] is True
     assert "no answer within 1.0s" in answer["warnings"][0]  # type: ignore[index]
+
+
+def test_a_create_with_a_null_old_object_is_admitted_as_kube_apiserver_sends_it() -> None:
+    review = make_review(vmi())
+    review["request"]["oldObject"] = None  # what kube-apiserver sends on CREATE
+    parsed = parse_review(json.dumps(review).encode(), expect_kind="VirtualMachineInstance")
+    assert parsed.old_obj is None
+    review["request"]["oldObject"] = "not an object"
+    with pytest.raises(BadReviewError, match="oldObject"):
+        parse_review(json.dumps(review).encode(), expect_kind="VirtualMachineInstance")
