@@ -377,8 +377,12 @@ class Lab:
         dom.create()
         return vm
 
-    def migrate(self, vm: Vm, *, to_node: str, timeout: float = 240.0) -> MigrationRecord:
-        """Live-migrate ``vm`` into a new pod on ``to_node`` and delete the source pod."""
+    def migrate(self, vm: Vm, *, to_node: str, timeout: float = 240.0, paused: bool = False) -> MigrationRecord:
+        """Live-migrate ``vm`` into a new pod on ``to_node`` and delete the source pod.
+
+        ``paused``: the VM is paused first and migrated as KubeVirt migrates a paused VMI
+        (VIR_MIGRATE_PAUSED): it arrives paused and only resumes when the user unpauses it
+        (`unpause`); ``resumed`` in the record is then the time it arrived."""
         source = vm.pod
         target = self.create_pod(
             vm=vm.name,
@@ -394,11 +398,18 @@ class Lab:
         sock = self.run_dir / f"migration-{self._migration_seq}.sock"
         params = {libvirt.VIR_MIGRATE_PARAM_URI: f"unix://{sock}"}
         dom = source.conn.lookupByName(vm.domain_name)
+        flags = MIGRATION_FLAGS
+        if paused:
+            dom.suspend()
+            flags |= libvirt.VIR_MIGRATE_PAUSED
         started = time.time()
-        dom.migrateToURI3(target.daemon.uri, params, MIGRATION_FLAGS)
+        dom.migrateToURI3(target.daemon.uri, params, flags)
         finished = time.time()
         target_events = target.lifecycle()
-        resumed = target_events.wait("RESUMED", "MIGRATED", timeout=timeout)
+        if paused:
+            resumed = target_events.wait("STARTED", "MIGRATED", timeout=timeout)
+        else:
+            resumed = target_events.wait("RESUMED", "MIGRATED", timeout=timeout)
         source.lifecycle().wait("STOPPED", "MIGRATED", timeout=timeout)
         record = MigrationRecord(
             vm=vm.name,
@@ -415,6 +426,12 @@ class Lab:
         # KubeVirt deletes the source virt-launcher pod once the migration succeeded.
         self.delete_pod(source)
         return record
+
+    def unpause(self, vm: Vm) -> float:
+        """The user unpauses the VM (virtctl unpause: virDomainResume in its pod); returns when."""
+        at = time.time()
+        vm.domain().resume()
+        return at
 
     # --- teardown -----------------------------------------------------------------------
     def close(self) -> None:

@@ -39,7 +39,7 @@ _STATE_NAMES = {
     7: "suspended",
 }
 # Triggers whose time is a libvirt event: they feed the event-to-done histogram.
-_EVENT_TRIGGERS: frozenset[Trigger] = frozenset({"resumed-migrated", "postcopy-completed"})
+_EVENT_TRIGGERS: frozenset[Trigger] = frozenset({"resumed-migrated", "postcopy-completed", "unpaused-after-migration"})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from sidecar.plan import MacSource
 
 FixupResult = Literal["success", "failed", "noop", "dry-run", "disabled"]
 InterfaceResult = Literal["done", "failed", "restored", "planned", "skipped"]
-Trigger = Literal["resumed-migrated", "postcopy-completed", "catch-up", "manual"]
+Trigger = Literal["resumed-migrated", "postcopy-completed", "unpaused-after-migration", "catch-up", "manual"]
 
 
 class Model(msgspec.Struct, rename="camel", kw_only=True):

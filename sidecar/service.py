@@ -98,6 +98,11 @@ class Sidecar:
         if state == libvirt.VIR_DOMAIN_RUNNING and reason == libvirt.VIR_DOMAIN_RUNNING_MIGRATED:
             log.info("domain %s runs here after a migration: catching up", dom.name())
             self.dispatcher.catch_up(str(dom.name()), time.time())
+        elif state == libvirt.VIR_DOMAIN_PAUSED:
+            # It may have arrived paused (KubeVirt migrates a paused VMI paused); libvirt cannot
+            # tell that from a pause in place, so the next unpause gets a fixup either way.
+            log.info("domain %s is paused: its next unpause gets a fixup", dom.name())
+            self.dispatcher.await_resume(str(dom.name()))
 
     def start(self) -> None:
         self.dispatcher.start()

@@ -6,6 +6,12 @@ pulled from the source, so we wait; libvirt emits RESUMED/MIGRATED on the destin
 the post-copy phase completes (its documentation of virDomainMigrateStartPostCopy lists the
 events), and that is when we act. RESUMED/POSTCOPY_FAILED and SUSPENDED/POSTCOPY_FAILED mean
 the guest is in trouble; we log and leave the NICs alone.
+
+Paused: KubeVirt migrates a paused VMI with VIR_MIGRATE_PAUSED (docs/kubevirt-facts.md L3). The
+target then sees STARTED/MIGRATED and SUSPENDED/PAUSED, never RESUMED/MIGRATED; the guest runs
+again only when the user unpauses it, as RESUMED/UNPAUSED. So an arrival stays "awaiting its
+resume" until RESUMED/MIGRATED or, for a paused one, RESUMED/UNPAUSED: that unpause is the fix.
+A pause and unpause of a VM that did not just arrive stays ignored.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ EVENT_STARTED = 2
 EVENT_SUSPENDED = 3
 EVENT_RESUMED = 4
 STARTED_MIGRATED = 1
+RESUMED_UNPAUSED = 0
 RESUMED_MIGRATED = 1
 RESUMED_POSTCOPY = 3
 RESUMED_POSTCOPY_FAILED = 4
 SUSPENDED_POSTCOPY_FAILED = 8
 
-Decision = Literal["incoming", "postcopy-started", "fix", "postcopy-failed", "ignore"]
+Decision = Literal["incoming", "postcopy-started", "fix", "unpaused", "postcopy-failed", "ignore"]
 
 
 def classify(event: int, detail: int) -> Decision:
@@ -44,6 +51,8 @@ def classify(event: int, detail: int) -> Decision:
         return "fix"
     if event == EVENT_RESUMED and detail == RESUMED_POSTCOPY:
         return "postcopy-started"
+    if event == EVENT_RESUMED and detail == RESUMED_UNPAUSED:
+        return "unpaused"
     if (event, detail) in ((EVENT_RESUMED, RESUMED_POSTCOPY_FAILED), (EVENT_SUSPENDED, SUSPENDED_POSTCOPY_FAILED)):
         return "postcopy-failed"
     return "ignore"
@@ -59,6 +68,14 @@ class CatchUp:
 
     domain: str
     at: float
+
+
+@dataclass(frozen=True)
+class AwaitResume:
+    """The domain is paused here and may have arrived paused (seen on a reconnect): its next
+    unpause gets a fixup (a no-op when this arrival was already fixed)."""
+
+    domain: str
 
 
 @dataclass(frozen=True)
@@ -81,8 +98,10 @@ class Dispatcher:
         self._incoming = incoming
         self._restore = restore
         self._settle = settle
-        self._queue: queue.Queue[LifecycleEvent | CatchUp | LateRemoval | Settle | None] = queue.Queue()
+        self._queue: queue.Queue[LifecycleEvent | CatchUp | AwaitResume | LateRemoval | Settle | None] = queue.Queue()
         self._postcopy: set[str] = set()
+        # Domains that arrived (STARTED/MIGRATED) and have not resumed from it yet.
+        self._awaiting_resume: set[str] = set()
         self._thread = threading.Thread(target=self._work, name="fixup-worker", daemon=True)
         self.events_seen: list[tuple[str, int, int, Decision]] = []
 
@@ -104,6 +123,9 @@ class Dispatcher:
         if decision != "ignore":
             self._queue.put(ev)
 
+    def await_resume(self, domain: str) -> None:
+        self._queue.put(AwaitResume(domain))
+
     def catch_up(self, domain: str, at: float) -> None:
         self._queue.put(CatchUp(domain, at))
 
@@ -122,6 +144,9 @@ class Dispatcher:
             if isinstance(ev, CatchUp):
                 self._fix("catch-up", ev.domain, ev.at)
                 continue
+            if isinstance(ev, AwaitResume):
+                self._awaiting_resume.add(ev.domain)
+                continue
             if isinstance(ev, Settle):
                 if self._settle is not None:
                     self._settle()
@@ -133,6 +158,12 @@ class Dispatcher:
             decision = classify(ev.event, ev.detail)
             if decision == "incoming":
                 log.info("incoming migration of %s announced", ev.domain)
+                self._awaiting_resume.add(ev.domain)
+            elif decision == "unpaused":
+                if ev.domain in self._awaiting_resume:
+                    log.info("%s arrived paused and is unpaused now: fixing up", ev.domain)
+                    self._awaiting_resume.discard(ev.domain)
+                    self._fix("unpaused-after-migration", ev.domain, ev.at)
             elif decision == "postcopy-started":
                 log.info("%s resumed in post-copy; fixing up once the migration completes", ev.domain)
                 self._postcopy.add(ev.domain)
@@ -142,6 +173,7 @@ class Dispatcher:
             elif decision == "fix":
                 trigger: Trigger = "postcopy-completed" if ev.domain in self._postcopy else "resumed-migrated"
                 self._postcopy.discard(ev.domain)
+                self._awaiting_resume.discard(ev.domain)
                 self._fix(trigger, ev.domain, ev.at)
 
     def _fix(self, trigger: Trigger, domain: str, at: float) -> None:

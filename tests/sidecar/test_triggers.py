@@ -26,7 +26,8 @@ RESUMED_POSTCOPY = (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_R
         (*RESUMED_POSTCOPY, "postcopy-started"),
         (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_POSTCOPY_FAILED, "postcopy-failed"),
         (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED, "postcopy-failed"),
-        (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED, "ignore"),
+        (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED, "unpaused"),
+        (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED, "ignore"),
         (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED, "ignore"),
     ],
 )
@@ -96,3 +97,45 @@ def test_a_catch_up_runs_a_fixup_with_its_own_trigger() -> None:
     assert rec.done.acquire(timeout=10)
     dispatcher.stop()
     assert [c[0] for c in rec.calls] == ["catch-up"]
+
+
+SUSPENDED_PAUSED = (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED)
+RESUMED_UNPAUSED = (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED)
+
+
+def test_a_vm_migrated_paused_is_fixed_when_the_user_unpauses_it() -> None:
+    # What the target sees when KubeVirt migrates a paused VMI (VIR_MIGRATE_PAUSED), seen in the lab.
+    rec = Recorder()
+    dispatcher = Dispatcher(run_fixup=rec.run, incoming=rec.announce)
+    dispatcher.start()
+    feed(dispatcher, STARTED_MIGRATED, SUSPENDED_PAUSED)
+    assert not rec.done.acquire(timeout=0.5)  # paused: nothing to fix yet
+    feed(dispatcher, RESUMED_UNPAUSED)
+    assert rec.done.acquire(timeout=10)
+    feed(dispatcher, SUSPENDED_PAUSED, RESUMED_UNPAUSED)  # a later pause in place is no arrival
+    assert not rec.done.acquire(timeout=0.5)
+    dispatcher.stop()
+    assert [c[0] for c in rec.calls] == ["unpaused-after-migration"]
+
+
+def test_a_pause_of_a_vm_that_did_not_arrive_here_is_ignored() -> None:
+    rec = Recorder()
+    dispatcher = Dispatcher(run_fixup=rec.run, incoming=rec.announce)
+    dispatcher.start()
+    feed(dispatcher, STARTED_MIGRATED, RESUMED_MIGRATED)
+    assert rec.done.acquire(timeout=10)
+    feed(dispatcher, SUSPENDED_PAUSED, RESUMED_UNPAUSED)
+    assert not rec.done.acquire(timeout=0.5)
+    dispatcher.stop()
+    assert [c[0] for c in rec.calls] == ["resumed-migrated"]
+
+
+def test_a_domain_found_paused_after_a_reconnect_is_fixed_at_its_unpause() -> None:
+    rec = Recorder()
+    dispatcher = Dispatcher(run_fixup=rec.run, incoming=rec.announce)
+    dispatcher.start()
+    dispatcher.await_resume("d")
+    feed(dispatcher, RESUMED_UNPAUSED)
+    assert rec.done.acquire(timeout=10)
+    dispatcher.stop()
+    assert [c[0] for c in rec.calls] == ["unpaused-after-migration"]
