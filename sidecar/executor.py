@@ -28,6 +28,40 @@ log = logging.getLogger(__name__)
 MODIFY_LIVE = 1
 MODIFY_CONFIG = 2
 XML_INACTIVE = 2  # virDomainXMLFlags VIR_DOMAIN_XML_INACTIVE: the persistent definition
+# virErrorNumber values meaning "another job holds the domain": VIR_ERR_OPERATION_TIMEOUT
+# ("cannot acquire state change lock", after libvirt's own 30 s wait) and
+# VIR_ERR_OPERATION_INVALID when the message names the migration job.
+ERR_OPERATION_INVALID = 55
+ERR_OPERATION_TIMEOUT = 68
+JOB_RETRIES = 3
+JOB_RETRY_PAUSE_S = 1.0
+
+
+def held_by_another_job(exc: BaseException) -> bool:
+    """True for libvirt's "the domain is busy with another job" errors (e.g. the incoming
+    migration's job, which can still be held when RESUMED/MIGRATED arrives on the target)."""
+    code_of = getattr(exc, "get_error_code", None)
+    if not callable(code_of):
+        return False
+    code = code_of()
+    text = str(exc).lower()
+    if code == ERR_OPERATION_TIMEOUT:
+        return "lock" in text or "job" in text
+    return code == ERR_OPERATION_INVALID and ("migration" in text or "job" in text)
+
+
+def with_job_retry(call: Callable[[str, int], int], xml: str, flags: int, *, what: str) -> int:
+    """Run a device call; when another job holds the domain, try again a bounded number of times.
+    Safe for update/detach/attach: a call refused on the job lock changed nothing."""
+    for attempt in range(1, JOB_RETRIES + 1):
+        try:
+            return call(xml, flags)
+        except Exception as exc:
+            if attempt == JOB_RETRIES or not held_by_another_job(exc):
+                raise
+            log.warning("%s: domain busy with another job (%s); retry %d of %d", what, exc, attempt, JOB_RETRIES - 1)
+            time.sleep(JOB_RETRY_PAUSE_S)
+    raise AssertionError("unreachable")
 
 
 class Domain(Protocol):
@@ -191,12 +225,12 @@ class Executor:
     def _link_refresh(self, dom: Domain, plan: InterfacePlan) -> InterfaceFixup:
         flags = modify_flags(dom)
         xml = plan.interface.xml
-        dom.updateDeviceFlags(with_link_state(xml, "down"), flags)
+        with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "down"), flags, what=f"{plan.alias} link down")
         try:
             time.sleep(self.settings.link_pause_s)
         finally:
             # Whatever happens, try to bring the link back up.
-            dom.updateDeviceFlags(with_link_state(xml, "up"), flags)
+            with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "up"), flags, what=f"{plan.alias} link up")
         return _record(plan, result="done", new_mac=plan.current_mac)
 
     def restore_late(self, dom: Domain, late: LateRemoval) -> bool:
@@ -241,7 +275,7 @@ class Executor:
         log.info("detaching %s (MAC %s) to attach it with %s", plan.alias, plan.current_mac, plan.expected_mac)
         # From here on the guest may have lost the NIC: every failure puts it back.
         try:
-            dom.detachDeviceFlags(original, flags)
+            with_job_retry(dom.detachDeviceFlags, original, flags, what=f"{plan.alias} detach")
             gone = self.removals.wait(name, plan.alias, self.settings.detach_timeout_s)
             if not gone and self._present(dom, plan.alias):
                 # The guest has not released the device; it still has its NIC, so stop here,
@@ -263,7 +297,9 @@ class Executor:
                     error=f"guest did not release {plan.alias} within {self.settings.detach_timeout_s}s"
                     " (it will be re-attached if the guest releases it later)",
                 )
-            dom.attachDeviceFlags(with_mac(original, plan.expected_mac), flags)
+            with_job_retry(
+                dom.attachDeviceFlags, with_mac(original, plan.expected_mac), flags, what=f"{plan.alias} attach"
+            )
         except Exception as exc:
             error = _error_text(exc)
             log.error("reattach of %s failed after detach (%s); attaching the original back", plan.alias, error)

@@ -295,3 +295,45 @@ def test_metrics_count_what_the_fixups_did(rig: Rig) -> None:
     assert sample("bridge_migration_interface_fixups_total", action="link-refresh", result="done") >= 1
     assert sample("bridge_migration_fixup_runs_total", trigger="manual", result="noop") >= 2
     assert sample("bridge_migration_fixup_duration_seconds_count") >= 4
+
+
+class BusyWithMigrationJob:
+    """FAKE (named as such): the real domain, except that its first two device updates raise
+    the error libvirt gives while another job (here: an incoming migration's) holds the domain.
+    The lab's fixups at RESUMED/MIGRATED never hit the lock (their calls took ~8 ms), so the
+    refusal is replayed with libvirt's own error class and code; the retried calls are real."""
+
+    def __init__(self, dom: Any, state: dict[str, int]) -> None:
+        self._dom = dom
+        self._state = state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dom, name)
+
+    def updateDeviceFlags(self, xml: str, flags: int = 0) -> int:  # noqa: N802 - libvirt's name
+        if self._state["refused"] < 2:
+            self._state["refused"] += 1
+            err = libvirt.libvirtError(
+                "Timed out during operation: cannot acquire state change lock"
+                " (held by monitor=remoteDispatchDomainMigrateFinish3Params)"
+            )
+            err.err = (libvirt.VIR_ERR_OPERATION_TIMEOUT, 0, str(err), 2, "", None, None, 0, 0)
+            raise err
+        return int(self._dom.updateDeviceFlags(xml, flags))
+
+
+def test_a_link_refresh_waits_out_a_domain_busy_with_another_job(rig: Rig) -> None:
+    state = {"refused": 0}
+    rig.domain_override = lambda dom: BusyWithMigrationJob(dom, state)
+    rig.want(rig.original_mac)
+    since = time.time()
+    try:
+        record = rig.fixer.run(trigger="manual", force=True)
+    finally:
+        rig.domain_override = None
+    assert state["refused"] == 2
+    assert record.result == "success", record
+    iface = only_interface(record)
+    assert (iface.action, iface.result) == ("link-refresh", "done")
+    # The link really went down and up after the retries: the guest saw its carrier come back.
+    rig.vm.console.wait("carrier-up", since=since, nic="eth0", timeout=60)
