@@ -96,15 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_choices(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """argparse checks `choices` only for values on the command line, not for defaults, which is
+    where the environment twins land: check them the same way, naming the variable."""
+    for action in parser._actions:
+        if not action.choices or not action.option_strings:
+            continue
+        value = getattr(args, action.dest)
+        if value not in action.choices:
+            flag = action.option_strings[0]
+            choices = ", ".join(map(str, action.choices))
+            parser.error(f"{flag} (or {_env_name(flag)}): invalid choice {value!r} (choose from {choices})")
+
+
 def config_from_args(argv: Sequence[str] | None = None) -> WebhookConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_choices(parser, args)
     try:
         keys = AnnotationKeys(args.annotation_prefix)
     except ValueError as exc:
         parser.error(str(exc))
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    if args.kubeconfig and not Path(args.kubeconfig).is_file():
+        parser.error(f"--kubeconfig {args.kubeconfig}: no such file (or BM_WEBHOOK_KUBECONFIG)")
     if not args.tls_cert and not args.dev:
         parser.error(
             "no TLS certificate: the apiserver only calls webhooks over HTTPS. Give --tls-cert and --tls-key "

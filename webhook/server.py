@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -18,11 +19,15 @@ log = logging.getLogger(__name__)
 def build_runtime(config: WebhookConfig) -> Runtime:
     assert config.tls_cert is not None and config.tls_key is not None
     kube: KubeClient | None = None
-    try:
-        target = target_from_kubeconfig(config.kubeconfig) if config.kubeconfig else target_in_cluster()
-        kube = KubeClient(target, timeout_s=config.api_timeout_s)
-    except KubeError as exc:
-        log.warning("no Kubernetes API access: %s (migrations cannot be checked; gate 'auto' reads nothing)", exc)
+    if config.kubeconfig is not None:
+        # Asked for explicitly: a kubeconfig that cannot be used stops the webhook (KubeError
+        # reaches the caller), rather than serving as if there were no API at all.
+        kube = KubeClient(target_from_kubeconfig(config.kubeconfig), timeout_s=config.api_timeout_s)
+    else:
+        try:
+            kube = KubeClient(target_in_cluster(), timeout_s=config.api_timeout_s)
+        except KubeError as exc:
+            log.warning("no Kubernetes API access: %s (migrations cannot be checked; gate 'auto' reads nothing)", exc)
     forced = {"on": True, "off": False}.get(config.sidecar_gate)
     gate = SidecarGateCache(kube, forced=forced, refresh_s=config.gate_refresh_s)
     return Runtime(config=config, gate=gate, kube=kube, tls=ReloadingTLS(config.tls_cert, config.tls_key))
@@ -52,7 +57,12 @@ def uvicorn_config(rt: Runtime, app: ASGIApp, *, loop: str = "auto", http: str =
 
 
 def serve(config: WebhookConfig) -> int:
-    rt = build_runtime(config)
+    try:
+        rt = build_runtime(config)
+    except KubeError as exc:
+        log.error("%s", exc)
+        print(f"python -m webhook: error: {exc}", file=sys.stderr)
+        return 2
     uv = uvicorn_config(rt, create_app(rt))
     log.info(
         "webhook on https://%s:%d policy=%s gate=%s validation=%s",

@@ -126,6 +126,18 @@ def test_deployment_is_hardened_and_passes_values_to_the_webhook(render: Render)
     assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
 
 
+@pytest.mark.parametrize("timeout", [1, 5, 30])
+def test_the_request_deadline_is_below_the_apiservers_timeout_for_every_allowed_value(
+    render: Render, timeout: int
+) -> None:
+    (container,) = one(render({"webhook": {"timeoutSeconds": timeout}}), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if "=" in a)
+    deadline, api = float(flags["request-deadline"]), float(flags["api-timeout"])
+    assert 0 < api < deadline < timeout
+
+
 def test_cli_flags_in_the_deployment_are_ones_the_webhook_accepts(render: Render) -> None:
     from webhook.cli import build_parser
 

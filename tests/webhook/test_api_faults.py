@@ -8,7 +8,10 @@ real process over real TLS.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +111,40 @@ def test_a_create_with_a_null_old_object_is_admitted_as_kube_apiserver_sends_it(
     review["request"]["oldObject"] = "not an object"
     with pytest.raises(BadReviewError, match="oldObject"):
         parse_review(json.dumps(review).encode(), expect_kind="VirtualMachineInstance")
+
+
+def run_webhook(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "webhook", "--dev", *args],  # each case stops before it listens
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_an_invalid_environment_value_stops_the_webhook_as_the_flag_would() -> None:
+    for env, flag in (
+        ({"BM_WEBHOOK_VALIDATION": "strictt"}, "--validation"),
+        ({"BM_WEBHOOK_MAC_POLICY": "pinn"}, "--mac-policy"),
+        ({"BM_WEBHOOK_SIDECAR_GATE": "maybe"}, "--sidecar-gate"),
+        ({"BM_WEBHOOK_LOG_LEVEL": "loud"}, "--log-level"),
+    ):
+        result = run_webhook(env=env)
+        assert result.returncode == 2, (env, result.stderr)
+        assert f"{flag} (or {next(iter(env))})" in result.stderr
+        assert "invalid choice" in result.stderr
+    bad_port = run_webhook(env={"BM_WEBHOOK_PORT": "eighty"})
+    assert bad_port.returncode == 2 and "--port" in bad_port.stderr
+
+
+def test_an_explicit_kubeconfig_that_cannot_be_used_stops_the_webhook(tmp_path: Path) -> None:
+    missing = run_webhook("--kubeconfig", str(tmp_path / "absent"))
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr
+    garbage = tmp_path / "kubeconfig"
+    garbage.write_text("this: is: not: a kubeconfig\n")
+    broken = run_webhook("--kubeconfig", str(garbage))
+    assert broken.returncode == 2
+    assert "cannot use kubeconfig" in broken.stderr
