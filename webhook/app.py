@@ -144,6 +144,26 @@ async def _decide_migration(review: Review, rt: Runtime) -> Decision:
     return Decision(warnings=[f"{WARN_PREFIX}{problem}; migration not checked"])
 
 
+async def _decide_in_stance(
+    decide: Decider, review: Review, rt: Runtime, *, endpoint: str, fail_open: bool
+) -> tuple[Decision, bool]:
+    """The decision, within the deadline; on a timeout or a bug, the endpoint's own stance: the
+    mutators (and warn-mode validation) admit unchanged, strict validation refuses. Never a 500
+    the apiserver would turn into a failed create. Second item: whether it was a bug."""
+    try:
+        async with asyncio.timeout(rt.config.request_deadline_s):
+            return await decide(review, rt), False
+    except TimeoutError:
+        msg = f"{WARN_PREFIX}no answer within {rt.config.request_deadline_s}s"
+        return (Decision(warnings=[msg]) if fail_open else Decision.deny(msg, code=504)), False
+    except Exception:
+        log.exception("%s: unexpected error on %s", endpoint, review.uid)
+        msg = f"{WARN_PREFIX}internal error"
+        if fail_open:
+            return Decision(warnings=[f"{msg}, object admitted unchanged"]), True
+        return Decision.deny(f"{msg}; refused (strict validation)", code=500), True
+
+
 def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
     metrics = rt.metrics or WebhookMetrics()
     rt.metrics = metrics
@@ -177,18 +197,9 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
             except BadReviewError as exc:
                 metrics.requests.labels(endpoint, "bad_request").inc()
                 return JSONResponse({"error": str(exc)}, 400)
-            try:
-                async with asyncio.timeout(rt.config.request_deadline_s):
-                    decision = await decide(review, rt)
-            except TimeoutError:
-                msg = f"{WARN_PREFIX}no answer within {rt.config.request_deadline_s}s"
-                decision = Decision(warnings=[msg]) if fail_open else Decision.deny(msg, code=504)
-            except Exception:
-                # A bug must not become a 500 the apiserver turns into a failed create.
-                log.exception("%s: unexpected error on %s", endpoint, review.uid)
-                decision = Decision(warnings=[f"{WARN_PREFIX}internal error, object admitted unchanged"])
+            decision, errored = await _decide_in_stance(decide, review, rt, endpoint=endpoint, fail_open=fail_open)
             out = json.dumps(response(review, decision), separators=(",", ":")).encode()
-            metrics.requests.labels(endpoint, _verdict(decision)).inc()
+            metrics.requests.labels(endpoint, "error" if errored else _verdict(decision)).inc()
             if decision.patch:
                 metrics.patch_ops.labels(endpoint).inc(len(decision.patch))
             metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
