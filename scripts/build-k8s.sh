@@ -131,7 +131,8 @@ build_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "$helm_
 
 want kube-apiserver && "$bin/kube-apiserver" --version >&2
 want kubectl && "$bin/kubectl" version --client >&2
-want etcd && "$bin/etcd" --version 2>&1 | head -1 >&2
+# sed reads to the end: `head` would exit early and, under pipefail, fail the build with SIGPIPE.
+want etcd && "$bin/etcd" --version 2>&1 | sed -n 1p >&2
 want helm && "$bin/helm" version --short >&2
 say "$wanted ready in $((SECONDS - total_start)) s"
 echo "$bin"

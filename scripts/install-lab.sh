@@ -78,7 +78,7 @@ if [[ ! -f $initrd ]]; then
   ln -s busybox "$tmp/bin/sh"
   : >"$tmp/lib/modules/order"
   for m in "${modules[@]}"; do
-    f=$(find "$kdir/lib/modules/$kver" -name "$m.ko*" | head -n1)
+    f=$(find "$kdir/lib/modules/$kver" -name "$m.ko*" | sed -n 1p) # not head: SIGPIPE under pipefail
     [[ -n $f ]] || { say "module $m not found in $kdir"; exit 1; }
     case $f in
       *.ko.xz) xz -dc "$f" >"$tmp/lib/modules/$m.ko" ;;
