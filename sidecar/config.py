@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge_migration_contract import (
+    DEFAULT_PREFIX,
     HOOK_SOCKET_DIR,
     PODINFO_ANNOTATIONS_FILE,
     PODINFO_DIR,
     SIDECAR_DEFAULT_PORT,
+    AnnotationKeys,
 )
 
 # virt-launcher runs as non-root by default and then talks to its own virtqemud through
@@ -35,6 +37,7 @@ class ServeSettings:
     history_size: int
     log_level: str
     token: str | None = field(default=None, repr=False)  # never in logs or tracebacks
+    keys: AnnotationKeys = field(default_factory=AnnotationKeys)
 
 
 def env_name(flag: str) -> str:
@@ -73,6 +76,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--detach-timeout", default="30", help="seconds to wait for the guest to release a NIC")
     _add(parser, "--history-size", default="100", help="fixup records kept for GET /v1/fixups")
     _add(parser, "--log-level", default="info", help="debug, info, warning or error")
+    _add(
+        parser,
+        "--annotation-prefix",
+        default=DEFAULT_PREFIX,
+        help="prefix of our annotation keys; the webhook passes its own in the hook sidecar entry",
+    )
 
 
 def read_token(path: str | None) -> str | None:
@@ -120,6 +129,10 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         raise ValueError(f"bad number: {exc}") from exc
     if link_pause_ms < 0 or detach_timeout <= 0 or history_size < 1:
         raise ValueError("--link-pause-ms must be >= 0, --detach-timeout > 0, --history-size >= 1")
+    try:
+        keys = AnnotationKeys(str(args.annotation_prefix))
+    except ValueError as exc:
+        raise ValueError(f"--annotation-prefix: {exc}") from exc
     return ServeSettings(
         libvirt_uri=args.libvirt_uri,
         listen_host=host,
@@ -132,4 +145,5 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         history_size=history_size,
         log_level=str(args.log_level).upper(),
         token=token,
+        keys=keys,
     )

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bridge_migration_contract import MacPolicy
+from bridge_migration_contract import DEFAULT_KEYS, AnnotationKeys, MacPolicy
 from sidecar import podinfo
 from sidecar.errors import DomainNotRunningError, UnknownInterfaceError
 from sidecar.executor import Domain, Executor, LateRemoval
@@ -67,6 +67,7 @@ class Fixer:
         domain: Callable[[], Domain],
         vmi: Callable[[], Mapping[str, Any] | None],
         annotations_file: Path,
+        keys: AnnotationKeys = DEFAULT_KEYS,
         links: Callable[[], dict[str, PodLink]],
         metrics: Metrics,
         history_size: int = 100,
@@ -75,6 +76,7 @@ class Fixer:
         self._domain = domain
         self._vmi = vmi
         self._annotations_file = annotations_file
+        self._keys = keys
         self._links = links
         self.metrics = metrics
         self._lock = threading.Lock()
@@ -143,7 +145,7 @@ class Fixer:
         dom = self._domain()
         domain_xml = dom.XMLDesc(0)
         vmi = self._vmi()
-        info = podinfo.load(self._annotations_file, vmi=vmi)
+        info = podinfo.load(self._annotations_file, vmi=vmi, keys=self._keys)
         known = known_interface_names(vmi, domain_xml)
         if interfaces is not None:
             unknown = [n for n in interfaces if n not in known]

@@ -66,6 +66,7 @@ class Sidecar:
             domain=self.domain,
             vmi=self.vmis.get,
             annotations_file=settings.pod_annotations,
+            keys=settings.keys,
             links=read_links,
             metrics=self.metrics,
             history_size=settings.history_size,
@@ -155,7 +156,7 @@ class Sidecar:
 
     def status(self) -> Status:
         vmi = self.vmis.get()
-        info = podinfo.load(self.settings.pod_annotations, vmi=vmi)
+        info = podinfo.load(self.settings.pod_annotations, vmi=vmi, keys=self.settings.keys)
         connected = self.watcher.connected
         name: str | None = None
         state: str | None = None

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any, TypedDict
 
+from bridge_migration_contract import DEFAULT_PREFIX
+
 
 class SidecarEntry(TypedDict, total=False):
     image: str
@@ -25,9 +27,17 @@ class MalformedSidecarsError(ValueError):
     """The user's hookSidecars value cannot be merged safely."""
 
 
-def our_entry(*, image: str, pull_policy: str) -> SidecarEntry:
+def our_entry(*, image: str, pull_policy: str, prefix: str = DEFAULT_PREFIX) -> SidecarEntry:
     # An explicit command keeps the entry independent of the image's ENTRYPOINT.
-    return {"image": image, "imagePullPolicy": pull_policy, "command": ["python", "-m", "sidecar", "serve"]}
+    entry: SidecarEntry = {
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["python", "-m", "sidecar", "serve"],
+    }
+    if prefix != DEFAULT_PREFIX:
+        # The sidecar reads our keys from the pod's annotations: it must use the same prefix.
+        entry["args"] = ["--annotation-prefix", prefix]
+    return entry
 
 
 def parse_sidecars(raw: str | None) -> list[dict[str, Any]]:
@@ -61,12 +71,12 @@ def has_our_sidecar(entries: list[dict[str, Any]], image: str) -> bool:
     return any(is_our_image(e.get("image"), image) for e in entries)
 
 
-def merged_sidecars(raw: str | None, *, image: str, pull_policy: str) -> str | None:
+def merged_sidecars(raw: str | None, *, image: str, pull_policy: str, prefix: str = DEFAULT_PREFIX) -> str | None:
     """The new annotation value with exactly one entry of ours, the current one, where the first
     of ours stood (or appended); None when the annotation already is that. The user's entries
     are kept, in their order, with their content as it was."""
     entries = parse_sidecars(raw)
-    wanted = dict(our_entry(image=image, pull_policy=pull_policy))
+    wanted = dict(our_entry(image=image, pull_policy=pull_policy, prefix=prefix))
     ours = [i for i, e in enumerate(entries) if is_our_image(e.get("image"), image)]
     if len(ours) == 1 and entries[ours[0]] == wanted:
         return None

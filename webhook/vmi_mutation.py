@@ -130,7 +130,10 @@ def mutate_vmi(
     # migratable VMI without our sidecar is exactly the stranded guest this project prevents.
     try:
         sidecars = merged_sidecars(
-            ann.get(HOOK_SIDECARS), image=config.sidecar_image, pull_policy=config.sidecar_pull_policy
+            ann.get(HOOK_SIDECARS),
+            image=config.sidecar_image,
+            pull_policy=config.sidecar_pull_policy,
+            prefix=keys.prefix,
         )
     except MalformedSidecarsError as exc:
         return Decision(warnings=[f"{WARN_PREFIX}annotation {HOOK_SIDECARS} {exc}; {who} left unchanged"])

@@ -295,3 +295,26 @@ def test_malformed_http_is_a_400_and_a_body_of_the_wrong_shape_a_422(sidecar: Si
     assert sidecar.client.post("/v1/fixup", content=b"{not json").status_code == 422
     assert sidecar.client.get("/nope").status_code == 404
     assert sidecar.client.delete("/v1/fixup").status_code == 405
+
+
+def test_the_sidecar_reads_our_keys_under_the_prefix_the_webhook_hands_it(tmp_path: Path) -> None:
+    """The entry the webhook writes with --annotation-prefix acme.io/ gives the sidecar
+    `--annotation-prefix acme.io/`; the pod's annotations file then says policy and opt-out
+    under that prefix, and keys under the default prefix mean nothing."""
+    annotations = tmp_path / "annotations"
+    annotations.write_text('acme.io/mac-policy="follow-pod"\nbridge-migration.kubevirt.io/mac-policy="keep"\n')
+    proc = SidecarProcess(
+        libvirt_uri="test:///default",
+        tmp=tmp_path,
+        annotations=annotations,
+        extra=["--annotation-prefix", "acme.io/"],
+    )
+    try:
+        proc.wait_ready()
+        assert proc.client.get("/v1/status").json()["policy"] == "follow-pod"
+        annotations.write_text('acme.io/enabled="false"\n')
+        assert proc.client.get("/v1/status").json()["enabled"] is False
+    finally:
+        proc.stop()
+    bad = cli("serve", "--annotation-prefix", "no-slash", "--libvirt-uri", "test:///default")
+    assert bad.returncode == 2 and "--annotation-prefix" in bad.stderr

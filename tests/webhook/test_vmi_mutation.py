@@ -162,6 +162,15 @@ def test_the_annotation_prefix_is_honoured() -> None:
     assert "acme.io/macs" in stored["metadata"]["annotations"]
     _, decision = admit(vmi(annotations={"acme.io/enabled": "false"}), config=config)
     assert decision.patch == []
+    # The sidecar must read the same keys: the entry hands it the prefix.
+    [ours] = [e for e in sidecars(stored) if e["image"] == IMAGE]
+    assert ours["args"] == ["--annotation-prefix", "acme.io/"]
+
+
+def test_with_the_default_prefix_the_entry_carries_no_args() -> None:
+    stored, _ = admit(vmi())
+    [ours] = sidecars(stored)
+    assert "args" not in ours
 
 
 def test_an_update_puts_back_only_a_mac_we_pinned_that_a_reapply_dropped() -> None:
