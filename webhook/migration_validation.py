@@ -3,6 +3,8 @@
 A VMI with bridge/macvtap interfaces we look after and no sidecar of ours was created before
 this add-on was installed (or while the Sidecar gate was off). If it moves, the guest keeps its
 stale IP on the target: warn about it, or refuse in strict mode, and say how to fix it.
+Migrations KubeVirt starts itself (node drains, workload updates) are never refused: a refusal
+would hold the drain forever.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from webhook.config import WebhookConfig
 from webhook.decision import Decision
 from webhook.hook_sidecars import MalformedSidecarsError, has_our_sidecar, parse_sidecars
 from webhook.vmi_mutation import WARN_PREFIX
+
+# Annotations virt-controller puts on the migrations it creates itself (docs/kubevirt-facts.md K4).
+KUBEVIRT_INITIATED = {
+    "kubevirt.io/evacuationMigration": "KubeVirt started it to evacuate a node (drain)",
+    "kubevirt.io/workloadUpdateMigration": "KubeVirt started it to update the VM's launcher",
+}
 
 
 def validate_migration(
@@ -55,6 +63,11 @@ def validate_migration(
     )
     mig_ann = (migration.get("metadata") or {}).get("annotations") or {}
     forced = str(mig_ann.get(keys.force, "")).strip().lower() == "true"
+    started_by = next((why for key, why in KUBEVIRT_INITIATED.items() if key in mig_ann), None)
+    if started_by is not None:
+        # A refusal would hold a node drain or a KubeVirt update forever (virt-controller creates
+        # the migration again and again); a stale IP after the move is the lesser harm.
+        return Decision(warnings=[f"{WARN_PREFIX}{problem} Admitted even in strict mode: {started_by}."])
     if config.validation == "strict" and not forced:
         return Decision.deny(f"{WARN_PREFIX}{problem}")
     return Decision(warnings=[f"{WARN_PREFIX}{problem}"])

@@ -70,3 +70,23 @@ def test_strict_mode_admits_a_vmi_that_carries_our_sidecar(kubectl: Kubectl, nam
     kubectl.apply(vmi_manifest("new-vm", namespace))
     result = kubectl.apply(migration("move-new-vm", namespace, vmi="new-vm"))
     assert "Warning:" not in result.stderr
+
+
+@pytest.mark.usefixtures("strict")
+def test_strict_mode_never_holds_a_drain_kubevirts_own_migrations_pass_with_a_warning(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """A node drain makes virt-controller create a migration named kubevirt-evacuation-* with the
+    annotation kubevirt.io/evacuationMigration (a workload update: kubevirt.io/workloadUpdateMigration).
+    Refused, it would be created again and again and `kubectl drain` would never finish."""
+    _vmi_without_our_sidecar(kubectl, namespace, "old-vm")
+    for name, key in (
+        ("kubevirt-evacuation-x1", "kubevirt.io/evacuationMigration"),
+        ("kubevirt-workload-update-x1", "kubevirt.io/workloadUpdateMigration"),
+    ):
+        manifest = migration(name, namespace, vmi="old-vm")
+        manifest["metadata"]["annotations"] = {key: "node-1" if "evacuation" in key else ""}
+        result = kubectl.apply(manifest)
+        assert "Warning: bridge-migration:" in result.stderr
+        assert "Admitted even in strict mode: KubeVirt started it" in result.stderr
+        kubectl.get("vmim", name, namespace=namespace)  # stored

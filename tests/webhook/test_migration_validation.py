@@ -8,7 +8,7 @@ from typing import Any
 from bridge_migration_contract import HOOK_SIDECARS
 from tests.webhook.vmis import masquerade_vmi, vmi
 from webhook.config import WebhookConfig
-from webhook.migration_validation import validate_migration
+from webhook.migration_validation import KUBEVIRT_INITIATED, validate_migration
 
 IMAGE = "registry.example/bridge-migration:test"
 WARN = WebhookConfig(sidecar_image=IMAGE)
@@ -61,3 +61,20 @@ def test_an_opted_out_vmi_migrates_with_a_reminder() -> None:
     opted_out = vmi(annotations={"bridge-migration.kubevirt.io/enabled": "false"})
     decision = validate_migration(migration(), opted_out, namespace="demo", config=STRICT)
     assert decision.allowed and "opted out" in decision.warnings[0]
+
+
+def test_kubevirts_own_migrations_are_never_refused_even_in_strict_mode() -> None:
+    strict = WebhookConfig(sidecar_image="registry.example/bridge-migration:test", validation="strict")
+    old_vmi = {
+        "metadata": {"name": "web-1", "namespace": "demo"},
+        "spec": {
+            "domain": {"devices": {"interfaces": [{"name": "default", "bridge": {}}]}},
+            "networks": [{"name": "default", "pod": {}}],
+        },
+    }
+    for key in KUBEVIRT_INITIATED:
+        mig = {"metadata": {"name": "m", "annotations": {key: ""}}, "spec": {"vmiName": "web-1"}}
+        decision = validate_migration(mig, old_vmi, namespace="demo", config=strict)
+        assert decision.allowed and "Admitted even in strict mode" in decision.warnings[0]
+    plain = {"metadata": {"name": "m"}, "spec": {"vmiName": "web-1"}}
+    assert not validate_migration(plain, old_vmi, namespace="demo", config=strict).allowed
