@@ -54,7 +54,7 @@ def handler_kubectl(lab: AdmissionLab, kubectl: Kubectl, tmp_path: Path) -> Kube
                     {
                         "apiGroups": ["kubevirt.io"],
                         "resources": ["virtualmachineinstances"],
-                        "verbs": ["get", "list", "update", "patch"],
+                        "verbs": ["get", "list", "create", "update", "patch"],
                     }
                 ],
             },
@@ -110,3 +110,15 @@ def test_status_writes_by_virt_handler_change_nothing_and_never_reach_the_webhoo
     ours = kubectl.get("vmi", "ours", namespace=namespace)
     assert ours["spec"] == mutated["spec"]
     assert user_annotations(ours) == user_annotations(mutated)
+
+
+def test_a_vmi_that_virt_controller_creates_is_still_mutated(
+    lab: AdmissionLab, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """Only KubeVirt's UPDATEs skip the webhook: virt-controller creates the VMI of every VM, and a
+    VM made before the install gets its sidecar that way at its next start."""
+    as_kubevirt = handler_kubectl(lab, kubectl, tmp_path)  # a kubevirt-* service account
+    as_kubevirt.run("create", "-f", "-", stdin=json.dumps(vmi_manifest("from-a-vm", namespace)))
+    ann = user_annotations(kubectl.get("vmi", "from-a-vm", namespace=namespace))
+    assert ALLOW_POD_BRIDGE_MIGRATION in ann
+    assert HOOK_SIDECARS in ann
