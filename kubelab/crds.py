@@ -50,7 +50,7 @@ def _crd(
 
 
 def kubevirt_crds() -> list[dict[str, Any]]:
-    """VirtualMachineInstance, VirtualMachineInstanceMigration and KubeVirt (the install CR)."""
+    """VirtualMachineInstance, VirtualMachine, VirtualMachineInstanceMigration and KubeVirt (the install CR)."""
     return [
         _crd(
             plural="virtualmachineinstances",
@@ -61,6 +61,14 @@ def kubevirt_crds() -> list[dict[str, Any]]:
             # As KubeVirt's: no status subresource, so status writes are UPDATEs of the whole
             # VMI (docs/kubevirt-facts.md K1).
             status=False,
+        ),
+        _crd(
+            plural="virtualmachines",
+            kind="VirtualMachine",
+            singular="virtualmachine",
+            short_names=["vm", "vms"],
+            categories=["all"],
+            status=True,
         ),
         _crd(
             plural="virtualmachineinstancemigrations",

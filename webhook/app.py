@@ -29,6 +29,7 @@ from webhook.migration_validation import validate_migration
 from webhook.openapi import admission_openapi
 from webhook.pod_mutation import mutate_launcher_pod
 from webhook.tls import ReloadingTLS
+from webhook.vm_mutation import mutate_vm
 from webhook.vmi_mutation import WARN_PREFIX, mutate_vmi, restore_dropped_macs
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,20 @@ async def _decide_vmi(review: Review, rt: Runtime) -> Decision:
         sidecar_gate_on=await rt.gate.current(),
         fallback_name=review.uid,
     )
+
+
+async def _decide_vm(review: Review, rt: Runtime) -> Decision:
+    # CREATE, and UPDATE too: a re-apply drops the pinned MAC from the template (a JSON merge patch
+    # replaces the interfaces list) and the same decision puts the same MAC back; a VM made before
+    # the install is pinned at its next UPDATE and runs so at its next start (docs/install.md).
+    if review.operation not in ("CREATE", "UPDATE"):
+        return Decision()
+    decision = mutate_vm(
+        review.obj, namespace=review.namespace, config=rt.config, sidecar_gate_on=await rt.gate.current()
+    )
+    if review.operation == "UPDATE" and not decision.patch:
+        decision.warnings = []  # said at CREATE; not on every edit
+    return decision
 
 
 async def _decide_pod(review: Review, rt: Runtime) -> Decision:
@@ -214,6 +229,7 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
         )
 
     route("mutate/virtualmachineinstances", "VirtualMachineInstance", _decide_vmi, fail_open=True)
+    route("mutate/virtualmachines", "VirtualMachine", _decide_vm, fail_open=True)
     route("mutate/pods", "Pod", _decide_pod, fail_open=True)
     route(
         "validate/virtualmachineinstancemigrations",

@@ -58,12 +58,18 @@ def test_every_built_in_object_validates_against_the_kubernetes_schema(render: R
 
 def test_webhooks_carry_the_admission_contract(render: Render) -> None:
     hooks = _hooks(render())
-    assert set(hooks) == {"virtualmachineinstances", "virt-launcher-pods", "virtualmachineinstancemigrations"}
+    assert set(hooks) == {
+        "virtualmachineinstances",
+        "virtualmachines",
+        "virt-launcher-pods",
+        "virtualmachineinstancemigrations",
+    }
     for hook in hooks.values():
         assert hook["sideEffects"] == "None"
         assert hook["admissionReviewVersions"] == ["v1"]
         assert 1 <= hook["timeoutSeconds"] <= 10
-        expected = [["CREATE", "UPDATE"]] if hook["name"].startswith("virtualmachineinstances.") else [["CREATE"]]
+        mutators = ("virtualmachineinstances.", "virtualmachines.")
+        expected = [["CREATE", "UPDATE"]] if hook["name"].startswith(mutators) else [["CREATE"]]
         assert [r["operations"] for r in hook["rules"]] == expected
         # Fail-open by default: a webhook that is down never blocks VMs or their pods.
         assert hook["failurePolicy"] == "Ignore"
@@ -82,6 +88,12 @@ def test_webhooks_carry_the_admission_contract(render: Render) -> None:
     pods = hooks["virt-launcher-pods"]
     assert pods["objectSelector"] == {"matchLabels": {"kubevirt.io": "virt-launcher"}}
     assert pods["clientConfig"]["service"]["path"] == "/mutate/pods"
+    for name in ("virtualmachineinstances", "virtualmachines"):
+        # KubeVirt's own UPDATEs (virt-handler's status writes) never wait on us; its CREATEs do come.
+        [condition] = hooks[name]["matchConditions"]
+        assert "request.operation != 'UPDATE'" in condition["expression"]
+        assert ":kubevirt-[a-z-]+$" in condition["expression"]
+    assert hooks["virtualmachines"]["clientConfig"]["service"]["path"] == "/mutate/virtualmachines"
     vmim = hooks["virtualmachineinstancemigrations"]
     assert vmim["clientConfig"]["service"]["path"] == "/validate/virtualmachineinstancemigrations"
 
