@@ -33,6 +33,7 @@ XML_INACTIVE = 2  # virDomainXMLFlags VIR_DOMAIN_XML_INACTIVE: the persistent de
 # VIR_ERR_OPERATION_INVALID when the message names the migration job.
 ERR_OPERATION_INVALID = 55
 ERR_OPERATION_TIMEOUT = 68
+ERR_DEVICE_MISSING = 99  # VIR_ERR_DEVICE_MISSING: "device not found"
 JOB_RETRIES = 3
 JOB_RETRY_PAUSE_S = 1.0
 
@@ -225,7 +226,20 @@ class Executor:
     def _link_refresh(self, dom: Domain, plan: InterfacePlan) -> InterfaceFixup:
         flags = modify_flags(dom)
         xml = plan.interface.xml
-        with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "down"), flags, what=f"{plan.alias} link down")
+        try:
+            with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "down"), flags, what=f"{plan.alias} link down")
+        except Exception as exc:
+            # The live NIC is not always the definition's twin: after a NIC was put back (a late
+            # release, a restore) the definition may hold it at another PCI address, and libvirt
+            # then finds no matching device there. The carrier flap only matters live.
+            code_of = getattr(exc, "get_error_code", None)
+            if not (flags & MODIFY_CONFIG and callable(code_of) and code_of() == ERR_DEVICE_MISSING):
+                raise
+            log.warning(
+                "%s: not found in the persistent definition (%s); refreshing the live link only", plan.alias, exc
+            )
+            flags = MODIFY_LIVE
+            with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "down"), flags, what=f"{plan.alias} link down")
         try:
             time.sleep(self.settings.link_pause_s)
         finally:
