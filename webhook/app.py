@@ -246,7 +246,23 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
     async def readyz() -> Response:
         if rt.tls is None and not rt.config.dev:
             return JSONResponse({"ready": False, "reason": "TLS files not loaded"}, 503)
-        return JSONResponse({"ready": True, "sidecarGate": rt.gate.value, "gateError": rt.gate.last_error})
+        # Ready to admit even without the API (admission then degrades as documented); the body
+        # says how the API looks, so an admin sees a missing permission or an unreachable server.
+        if rt.kube is None:
+            api = "not configured"
+        elif rt.gate.read_ok is None:
+            api = "not read yet"
+        else:
+            api = "reachable" if rt.gate.read_ok else "failing"
+        return JSONResponse(
+            {
+                "ready": True,
+                "api": api,
+                "sidecarGate": rt.gate.value,
+                "sidecarGateSource": rt.config.sidecar_gate,
+                "gateError": rt.gate.last_error,
+            }
+        )
 
     @app.get(
         "/metrics",

@@ -152,6 +152,7 @@ class SidecarGateCache:
         self._read_at = 0.0
         self._lock = asyncio.Lock()
         self.last_error: str | None = None
+        self.read_ok: bool | None = None  # did the last read of the KubeVirt CR work? None: none yet
 
     @property
     def value(self) -> bool | None:
@@ -167,10 +168,12 @@ class SidecarGateCache:
             try:
                 self._value = sidecar_gate_in(await self._client.get("/apis/kubevirt.io/v1/kubevirts"))
                 self.last_error = None
+                self.read_ok = True
             except KubeError as exc:
                 if self.last_error != str(exc):
                     log.warning("cannot read KubeVirt feature gates, keeping %s: %s", self._value, exc)
                 self.last_error = str(exc)
+                self.read_ok = False
         return self._value
 
     async def current(self) -> bool | None:

@@ -122,3 +122,14 @@ def test_a_vmi_that_virt_controller_creates_is_still_mutated(
     ann = user_annotations(kubectl.get("vmi", "from-a-vm", namespace=namespace))
     assert ALLOW_POD_BRIDGE_MIGRATION in ann
     assert HOOK_SIDECARS in ann
+
+
+def test_readyz_says_the_api_is_reachable_and_the_gate_is_on(lab: AdmissionLab) -> None:
+    assert lab.webhook is not None
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # loopback, our own test webhook
+    with urllib.request.urlopen(f"{lab.webhook.url}/readyz", timeout=10, context=ctx) as resp:
+        ready = json.loads(resp.read())
+    assert ready["ready"] is True
+    assert (ready["api"], ready["sidecarGate"], ready["sidecarGateSource"]) == ("reachable", True, "auto")
