@@ -60,8 +60,9 @@ def parse_review(body: bytes, *, expect_kind: str) -> Review:
     if not isinstance(kind, dict) or not all(isinstance(kind.get(k), str) for k in ("group", "version", "kind")):
         raise BadReviewError("AdmissionReview request 'kind' must be {group, version, kind} strings")
     for field, typ in (("namespace", str), ("resource", dict), ("object", dict), ("oldObject", dict)):
-        # kube-apiserver sends `"oldObject": null` on CREATE (and `"object": null` on DELETE).
-        if field in request and request[field] is not None and not isinstance(request[field], typ):
+        # kube-apiserver sends `"oldObject": null` on CREATE.
+        nullable = field == "oldObject" and request.get(field) is None
+        if field in request and not nullable and not isinstance(request[field], typ):
             raise BadReviewError(f"AdmissionReview request '{field}' has the wrong type")
     if kind["kind"] != expect_kind:
         raise BadReviewError(f"this endpoint admits {expect_kind}, got {kind['kind']}")

@@ -54,6 +54,8 @@ def review_request_body(kind: str) -> dict[str, Any]:
             "namespace": {"type": "string"},
             "operation": {"type": "string", "enum": ["CREATE", "UPDATE", "DELETE", "CONNECT"]},
             "object": admitted_object(kind),
+            # The object before an UPDATE; kube-apiserver sends null on CREATE.
+            "oldObject": {"type": ["object", "null"]},
         },
         # The apiserver sends the object on CREATE and UPDATE; only those are looked at.
         "if": {"properties": {"operation": {"enum": ["CREATE", "UPDATE"]}}},
