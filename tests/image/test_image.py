@@ -1,6 +1,7 @@
 """The image, built from the Dockerfile and run: what a cluster admin's nodes will pull.
 
-No Docker engine here: `scripts/build-image.sh --no-cache` builds it with buildah from scratch
+No Docker engine here: `scripts/build-image.sh --from-scratch` builds both images (targets
+`webhook` and `sidecar`) with buildah from scratch
 on a stand-in for python:3.11-slim-bookworm (mmdebstrap, cached under
 /var/cache/bridge-migration/image), and podman runs it the way the chart and KubeVirt do: uid
 107, read-only root filesystem, every capability dropped, no_new_privs. The webhook is driven
@@ -54,36 +55,50 @@ def trust(ca: Path) -> ssl.SSLContext:
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    """Built from scratch (no cached layers; the stand-in base comes from the cache)."""
+def images() -> tuple[str, str]:
+    """(webhook, sidecar), built from scratch (no cached layers; the stand-in base comes from the cache)."""
     started = time.monotonic()
     result = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "build-image.sh"), "--no-cache"],
+        [str(REPO_ROOT / "scripts" / "build-image.sh"), "--from-scratch"],
         capture_output=True,
         text=True,
         timeout=1500,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    ref = result.stdout.strip().splitlines()[-1]
-    print(f"built {ref} in {time.monotonic() - started:.0f} s")
-    print(podman("history", "--format", "{{.Size}}\t{{.CreatedBy}}", ref).stdout)
-    return ref
+    webhook, sidecar = result.stdout.strip().splitlines()[-2:]
+    print(f"built {webhook} and {sidecar} in {time.monotonic() - started:.0f} s")
+    for ref in (webhook, sidecar):
+        print(ref, podman("history", "--format", "{{.Size}}\t{{.CreatedBy}}", ref).stdout, sep="\n")
+    return webhook, sidecar
 
 
-def test_the_chart_and_the_webhook_default_to_the_image_the_build_tags(image: str) -> None:
+@pytest.fixture(scope="module")
+def image(images: tuple[str, str]) -> str:
+    """The webhook image."""
+    return images[0]
+
+
+@pytest.fixture(scope="module")
+def sidecar_image(images: tuple[str, str]) -> str:
+    return images[1]
+
+
+def test_the_chart_and_the_webhook_default_to_the_images_the_build_tags(image: str, sidecar_image: str) -> None:
     version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert chart["appVersion"] == version
     assert image == f"{values['image']['repository']}:{version}"  # tag "" = appVersion
-    assert image == f"{values['sidecar']['image']['repository']}:{version}"
-    assert image == DEFAULT_SIDECAR_IMAGE
+    assert sidecar_image == f"{values['sidecar']['image']['repository']}:{version}"
+    assert sidecar_image == DEFAULT_SIDECAR_IMAGE
 
 
-def test_it_runs_as_uid_107_read_only_without_capabilities(image: str) -> None:
-    result = in_image(image, "sh", "-c", "id; grep -E '^(Cap|NoNewPrivs)' /proc/self/status; touch /x")
-    print(result.stdout, result.stderr)
+@pytest.mark.parametrize("which", ["webhook", "sidecar"])
+def test_it_runs_as_uid_107_read_only_without_capabilities(images: tuple[str, str], which: str) -> None:
+    ref = images[0] if which == "webhook" else images[1]
+    result = in_image(ref, "sh", "-c", "id; grep -E '^(Cap|NoNewPrivs)' /proc/self/status; touch /x")
+    print(ref, result.stdout, result.stderr)
     lines = result.stdout.splitlines()
     assert lines[0] == "uid=107(qemu) gid=107(qemu) groups=107(qemu)"
     caps = dict(line.split(":\t") for line in lines[1:])
@@ -94,18 +109,26 @@ def test_it_runs_as_uid_107_read_only_without_capabilities(image: str) -> None:
     assert "Read-only file system" in result.stderr
 
 
-def test_the_image_has_no_build_tools_and_no_build_settings(image: str) -> None:
-    config = json.loads(podman("image", "inspect", image).stdout)[0]["Config"]
+@pytest.mark.parametrize("which", ["webhook", "sidecar"])
+def test_the_image_has_no_build_tools_and_no_build_settings(images: tuple[str, str], which: str) -> None:
+    ref = images[0] if which == "webhook" else images[1]
+    config = json.loads(podman("image", "inspect", ref).stdout)[0]["Config"]
     assert not [e for e in config["Env"] if e.startswith("PIP_")], config["Env"]
     assert config["User"] == "107:107"
-    result = in_image(image, "sh", "-c", "command -v gcc; ls /opt/venv/bin; ls /var/cache/apt")
+    result = in_image(ref, "sh", "-c", "command -v gcc; ls /opt/venv/bin; ls /var/cache/apt")
     assert "gcc" not in result.stdout
     assert "pip" not in result.stdout.split()
     assert ".bin" not in result.stdout
 
 
-def test_both_entry_points_start(image: str) -> None:
-    sidecar = in_image(image, "python", "-m", "sidecar", "serve", "--help")
+def test_each_image_carries_only_its_own_stack(image: str, sidecar_image: str) -> None:
+    assert in_image(image, "python", "-c", "import libvirt").returncode != 0
+    assert in_image(sidecar_image, "python", "-c", "import libvirt").returncode == 0
+    assert in_image(sidecar_image, "python", "-c", "import fastapi").returncode != 0
+
+
+def test_both_entry_points_start(image: str, sidecar_image: str) -> None:
+    sidecar = in_image(sidecar_image, "python", "-m", "sidecar", "serve", "--help")
     assert sidecar.returncode == 0, sidecar.stderr
     assert "--libvirt-uri" in sidecar.stdout
     webhook = in_image(image, "python", "-m", "webhook", "--help")
@@ -193,10 +216,10 @@ def test_the_webhook_dev_mode_starts_with_a_tmpfs(image: str) -> None:
 
 
 @pytest.mark.lab
-def test_the_sidecar_from_the_image_fixes_a_migrated_guest(image: str) -> None:
+def test_the_sidecar_from_the_image_fixes_a_migrated_guest(sidecar_image: str) -> None:
     """The lab's migration with the fixer on the target node running from the image, in a
     container joined to the target pod's network namespace, as uid 107 without capabilities."""
-    with Lab(sidecar_image=image) as lab:
+    with Lab(sidecar_image=sidecar_image) as lab:
         lab.add_nodes("a", "b")
         vm: Vm = lab.start_vm(name="image", node="a", policy="follow-pod", sidecar=True)
         vm.console.wait("dhcp-ack", nic="eth0", timeout=180)
@@ -206,7 +229,7 @@ def test_the_sidecar_from_the_image_fixes_a_migrated_guest(image: str) -> None:
         sidecar = target.sidecar
         assert sidecar is not None and sidecar.container_name is not None
         inspect = json.loads(podman("container", "inspect", sidecar.container_name).stdout)[0]
-        assert inspect["Config"]["Image"] == image
+        assert inspect["Config"]["Image"] == sidecar_image
         assert inspect["HostConfig"]["ReadonlyRootfs"] is True
         assert inspect["HostConfig"]["NetworkMode"] == f"ns:/run/netns/{target.net.netns}"
         status = Path(f"/proc/{inspect['State']['Pid']}/status").read_text()
