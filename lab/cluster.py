@@ -35,6 +35,7 @@ from bridge_migration_contract import (
 from lab.cgroups import LimitedGroup
 from lab.cleanup import cleanup, kill_namespace_processes
 from lab.console import ConsoleTail
+from lab.container import IMAGE_UID
 from lab.dhcp import start_dnsmasq
 from lab.domain import Nic, domain_name, domain_xml
 from lab.events import EventLog, LifecycleEvent, ensure_event_loop
@@ -158,6 +159,7 @@ class Lab:
         link_pause_ms: int = 100,
         play_hooks: bool = True,
         sidecar_limits: bool = False,
+        sidecar_image: str | None = None,
     ) -> None:
         if not GUEST_KERNEL.exists() or not GUEST_INITRD.exists():
             raise RuntimeError("guest kernel/initramfs missing: run ./scripts/install-lab.sh")
@@ -171,6 +173,9 @@ class Lab:
         self.play_hooks = play_hooks  # call Info/OnDefineDomain/Shutdown on sidecars, as virt-launcher
         # Run each sidecar inside real cgroups with KubeVirt's hook-sidecar limits (64M, 200m).
         self.sidecar_limits = sidecar_limits
+        # Run each sidecar from this image (podman, uid 107, in the pod's network namespace)
+        # instead of from the checkout's venv.
+        self.sidecar_image = sidecar_image
         self.nodes: dict[str, Node] = {}
         self.pods: list[Pod] = []
         self.vms: list[Vm] = []
@@ -263,6 +268,9 @@ class Lab:
     def start_sidecar(self, pod: Pod, *, namespace: str, vmi: str, policy: MacPolicy) -> None:
         networks = [nic.network for nic in pod.net.nics]
         annotations = self.annotations(namespace=namespace, vmi=vmi, policy=policy, networks=networks)
+        if self.sidecar_image is not None:
+            # In a pod the launcher's libvirt socket belongs to the user the sidecar runs as.
+            pod.daemon.admit_user(IMAGE_UID, "qemu")
         pod.sidecar = Sidecar(
             netns=pod.net.netns,
             libvirt_uri=pod.daemon.uri,
@@ -271,6 +279,8 @@ class Lab:
             annotations=annotations,
             link_pause_ms=self.link_pause_ms,
             limits=LimitedGroup(f"{self.id}-{pod.name}") if self.sidecar_limits else None,
+            image=self.sidecar_image,
+            libvirt_socket=pod.daemon.socket,
         )
         pod.sidecar.wait_healthy()
 

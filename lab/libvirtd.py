@@ -8,6 +8,7 @@ directory, reachable from every namespace (a unix socket crosses network namespa
 
 from __future__ import annotations
 
+import os
 import shlex
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ import libvirt
 
 from lab.paths import LIBVIRT_CACHE
 from lab.process import LabProcess, wait_for
-from lab.shell import in_netns
+from lab.shell import in_netns, run
 
 _QEMU_CONF = """\
 user = "root"
@@ -47,6 +48,9 @@ class LibvirtDaemon:
         self.sock_dir = run_dir / "sock"
         self.host_uuid = str(uuid.uuid4())  # distinct per daemon, or migration sees "the same host"
         self.process: LabProcess | None = None
+        # Non-root clients (uid -> user name): the socket is theirs, as the launcher's socket is its
+        # user's in a pod, and the daemon can look them up (libvirtd refuses a client uid it cannot).
+        self.client_users: dict[int, str] = {}
 
     @property
     def socket(self) -> Path:
@@ -91,6 +95,29 @@ class LibvirtDaemon:
             return self.socket.exists()
 
         wait_for(ready, timeout=timeout, what=f"libvirtd socket {self.socket}")
+        self._admit_client_users()
+
+    def admit_user(self, uid: int, name: str) -> None:
+        """Let a non-root ``uid`` use this daemon, now and after every restart."""
+        self.client_users[uid] = name
+        if self.process is not None and self.process.alive():
+            self._admit_client_users()
+
+    def _admit_client_users(self) -> None:
+        if not self.client_users:
+            return
+        etc = self.run_dir / "client-users"
+        etc.mkdir(exist_ok=True)
+        users = self.client_users.items()
+        passwd = "".join(f"{name}:x:{uid}:{uid}::/nonexistent:/usr/sbin/nologin\n" for uid, name in users)
+        group = "".join(f"{name}:x:{uid}:\n" for uid, name in users)
+        (etc / "passwd").write_text(Path("/etc/passwd").read_text() + passwd)
+        (etc / "group").write_text(Path("/etc/group").read_text() + group)
+        pid = (self.run_dir / "libvirtd.pid").read_text().strip()
+        for name in ("passwd", "group"):
+            run(["nsenter", "-t", pid, "-m", "mount", "--bind", str(etc / name), f"/etc/{name}"])
+        owner = next(iter(self.client_users))  # one socket, one owner: the first user admitted
+        os.chown(self.socket, owner, owner)
 
     def connect(self) -> Any:
         """A new connection (the first one on a fresh cache probes QEMU: seconds)."""

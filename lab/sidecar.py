@@ -3,16 +3,25 @@
 The sidecar shares the pod's network namespace (so it sees ``eth0``, ``k6t-eth0``, ``tap0``)
 and talks to the pod's own libvirt daemon. Its REST port listens on the pod's loopback, so
 the lab reaches it with a tiny client run inside that namespace.
+
+By default it runs from this checkout's venv. With ``image``, it runs from the built image
+instead, in a podman container that joins the pod's network namespace
+(``--network ns:/run/netns/<pod>``) as the real sidecar container shares the launcher pod's,
+with the pod daemon's socket directory mounted where the pod mutation mounts ``libvirt-runtime``,
+the hook directory at KubeVirt's hook socket dir and the annotations at the podinfo path.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bridge_migration_contract import HOOK_SOCKET_DIR, LIBVIRT_RUNTIME_PATH, PODINFO_ANNOTATIONS_FILE, PODINFO_DIR
+from lab import container
 from lab.cgroups import LimitedGroup, MemoryCounters
 from lab.paths import VENV_PYTHON
 from lab.process import LabProcess, wait_for
@@ -57,8 +66,12 @@ class Sidecar:
         annotations: Mapping[str, str],
         link_pause_ms: int = 100,
         limits: LimitedGroup | None = None,
+        image: str | None = None,
+        libvirt_socket: Path | None = None,
     ) -> None:
         self.netns = netns
+        self.image = image
+        self.container_name: str | None = None
         # With limits, the process runs inside real memory/cpu cgroups (KubeVirt's 64M/200m by
         # default), from its first instruction; the groups go when the sidecar stops.
         self.limits = limits
@@ -68,18 +81,43 @@ class Sidecar:
         self.annotations_path.write_text(downward_api_file(annotations))
         self.hook_dir = run_dir / "hooks"
         self.hook_dir.mkdir(exist_ok=True)
-        argv = in_netns(
-            netns,
-            [
-                str(VENV_PYTHON), "-m", "sidecar", "serve",
-                "--libvirt-uri", libvirt_uri,
-                "--domain", domain,
-                "--listen", LISTEN,
-                "--hook-socket-dir", str(self.hook_dir),
-                "--pod-annotations", str(self.annotations_path),
-                "--link-pause-ms", str(link_pause_ms),
-            ],
-        )  # fmt: skip
+        serve = ["--domain", domain, "--listen", LISTEN, "--link-pause-ms", str(link_pause_ms)]
+        if image is None:
+            argv = in_netns(
+                netns,
+                [
+                    str(VENV_PYTHON), "-m", "sidecar", "serve", *serve,
+                    "--libvirt-uri", libvirt_uri,
+                    "--hook-socket-dir", str(self.hook_dir),
+                    "--pod-annotations", str(self.annotations_path),
+                ],
+            )  # fmt: skip
+        else:
+            if libvirt_socket is None or str(libvirt_socket) not in libvirt_uri:
+                raise ValueError("a sidecar from the image needs the socket its libvirt URI names")
+            if limits is not None:
+                raise ValueError("cgroup limits wrap a host process, not a container")
+            # The container user must be able to create its hook socket.
+            os.chown(self.hook_dir, container.IMAGE_UID, container.IMAGE_UID)
+            socket_in_pod = f"{LIBVIRT_RUNTIME_PATH}/{libvirt_socket.name}"
+            annotations_in_pod = f"{PODINFO_DIR}/{PODINFO_ANNOTATIONS_FILE}"
+            self.container_name = f"{netns}-sidecar"
+            argv = container.run_argv(
+                image,
+                [
+                    "python", "-m", "sidecar", "serve", *serve,
+                    "--libvirt-uri", libvirt_uri.replace(str(libvirt_socket), socket_in_pod),
+                    "--hook-socket-dir", HOOK_SOCKET_DIR,
+                    "--pod-annotations", annotations_in_pod,
+                ],
+                name=self.container_name,
+                network=f"ns:/run/netns/{netns}",
+                volumes=[
+                    f"{libvirt_socket.parent}:{LIBVIRT_RUNTIME_PATH}",
+                    f"{self.hook_dir}:{HOOK_SOCKET_DIR}",
+                    f"{self.annotations_path}:{annotations_in_pod}:ro",
+                ],
+            )  # fmt: skip
         if limits is not None:
             argv = limits.wrap(argv)
         self.started_at = time.time()  # epoch seconds; healthy_at once /healthz said 200
@@ -132,6 +170,8 @@ class Sidecar:
 
     def stop(self) -> None:
         self.process.stop()
+        if self.container_name is not None:
+            container.remove(self.container_name)
         self.release_limits()
 
     def release_limits(self) -> None:

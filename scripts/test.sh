@@ -8,6 +8,7 @@ cd "$root"
 ./scripts/install.sh
 ./scripts/build-k8s.sh >/dev/null  # kube-apiserver, etcd, kubectl, helm (cached)
 ./scripts/install-lab.sh
+./scripts/install-image.sh  # buildah, podman, runc, mmdebstrap: tests/image builds and runs the image
 # shellcheck disable=SC1091
 source .venv/bin/activate
 echo "== ruff"

@@ -11,7 +11,7 @@ from bridge_migration_contract import DEFAULT_MAC_POLICY, AnnotationKeys, MacPol
 SidecarGate = Literal["auto", "on", "off"]
 ValidationMode = Literal["warn", "strict"]
 
-DEFAULT_SIDECAR_IMAGE = "ghcr.io/kubevirt-bridge-migration/bridge-migration:0.1.0"
+DEFAULT_SIDECAR_IMAGE = "ghcr.io/kubevirt-bridge-migration/bridge-migration-sidecar:0.1.0"
 # kube-apiserver refuses request bodies over 3 MiB; nothing legitimate is larger.
 DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024
 

@@ -1,7 +1,6 @@
-"""The image recipe. There is no container engine here, so the Dockerfile is linted (hadolint),
-read (stages, packages, user), and its pip install steps are replayed into a fresh venv from a
-build context cut by .dockerignore, after which both entry points must start. Not run: the apt
-steps and the image build itself."""
+"""The image recipe, read: hadolint, the stages, packages and user, and a replay of its pip steps
+into fresh venvs from a build context cut by .dockerignore, after which each image's entry point
+must start. The images themselves are built and run by tests/image."""
 
 from __future__ import annotations
 
@@ -77,20 +76,27 @@ def test_hadolint_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_two_stages_on_slim_python_with_libvirt_headers_only_at_build_time() -> None:
+def test_a_webhook_and_a_sidecar_image_on_slim_python_with_libvirt_headers_only_at_build_time() -> None:
     _, stages = parse_dockerfile(DOCKERFILE.read_text())
-    assert [(s.name, s.image) for s in stages] == [("build", BASE), ("runtime", BASE)]
-    build, runtime = stages
+    assert [(s.name, s.image) for s in stages] == [
+        ("build", BASE),
+        ("user", BASE),
+        ("sidecar", "user"),
+        ("webhook", "user"),  # last: a plain `docker build .` builds the webhook
+    ]
+    build, user, sidecar, webhook = stages
     assert {"gcc", "libvirt-dev", "pkg-config"} <= build.apt_packages()
-    assert runtime.apt_packages() == {"libvirt0"}
-    assert ("COPY", "--from=build /opt/venv /opt/venv") in runtime.instructions
+    assert sidecar.apt_packages() == {"libvirt0"}
+    assert user.apt_packages() == webhook.apt_packages() == set()
+    assert ("COPY", "--from=build /opt/venv-sidecar /opt/venv") in sidecar.instructions
+    assert ("COPY", "--from=build /opt/venv-webhook /opt/venv") in webhook.instructions
 
 
-def test_the_image_runs_as_uid_107_not_root() -> None:
+def test_both_images_run_as_uid_107_not_root() -> None:
     _, stages = parse_dockerfile(DOCKERFILE.read_text())
-    users = [arg for op, arg in stages[-1].instructions if op == "USER"]
-    assert users == ["107:107"]
-    assert any("useradd" in run and "--uid 107" in run for run in stages[-1].runs())
+    for stage in stages[2:]:
+        assert [arg for op, arg in stage.instructions if op == "USER"] == ["107:107"], stage.name
+    assert any("useradd" in run and "--uid 107" in run for run in stages[1].runs())
 
 
 def _build_context(dest: Path) -> None:
@@ -115,7 +121,7 @@ def _build_context(dest: Path) -> None:
             shutil.copy2(src, dest / src.name)
 
 
-def test_replayed_pip_steps_install_both_entry_points(tmp_path: Path) -> None:
+def test_replayed_pip_steps_give_each_image_its_entry_point(tmp_path: Path) -> None:
     _, stages = parse_dockerfile(DOCKERFILE.read_text())
     build = stages[0]
     context = tmp_path / "src"
@@ -125,23 +131,35 @@ def test_replayed_pip_steps_install_both_entry_points(tmp_path: Path) -> None:
         if op == "COPY":
             for source in arg.split()[:-1]:
                 assert (context / source.rstrip("/")).exists(), f"COPY {source}: not in the build context"
-    (pip_run,) = [run for run in build.runs() if "pip install" in run]
-    venv = tmp_path / "venv"
-    # The image's python is 3.11 like this machine's; the venv path is the only substitution.
-    script = pip_run.replace("/opt/venv", str(venv)).replace("python -m venv", f"{sys.executable} -m venv")
-    result = subprocess.run(["bash", "-ec", script], cwd=context, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    python = str(venv / "bin" / "python")
+    venvs = {}
+    for name in ("webhook", "sidecar"):
+        (pip_run,) = [run for run in build.runs() if f"/opt/venv-{name} " in run]
+        venv = tmp_path / f"venv-{name}"
+        # The image's python is 3.11 like this machine's; the venv path is the only substitution.
+        script = (
+            pip_run.replace(f"/opt/venv-{name}", str(venv))
+            .replace("python -m venv", f"{sys.executable} -m venv")
+            .replace("python -c", f"{sys.executable} -c")
+            .replace("/tmp/sidecar-requirements.txt", str(tmp_path / "sidecar-requirements.txt"))
+        )
+        result = subprocess.run(["bash", "-ec", script], cwd=context, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        venvs[name] = str(venv / "bin" / "python")
     outside = tmp_path / "elsewhere"  # not the repo: only the installed copy can be imported
     outside.mkdir()
 
-    def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([python, *argv], cwd=outside, capture_output=True, text=True, check=False)
+    def run(name: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([venvs[name], *argv], cwd=outside, capture_output=True, text=True, check=False)
 
-    webhook = run("-m", "webhook", "--help")
+    webhook = run("webhook", "-m", "webhook", "--help")
     assert webhook.returncode == 0, webhook.stderr
     assert "--sidecar-image" in webhook.stdout
-    sidecar = run("-m", "sidecar", "serve", "--help")
+    assert run("webhook", "-c", "import libvirt").returncode != 0  # no libvirt in the webhook image
+    sidecar = run("sidecar", "-m", "sidecar", "serve", "--help")
     assert sidecar.returncode == 0, sidecar.stderr
-    libvirt = run("-c", "import libvirt; print(libvirt.getVersion())")
+    libvirt = run("sidecar", "-c", "import libvirt; print(libvirt.getVersion())")
     assert libvirt.returncode == 0, libvirt.stderr
+    for package in ("fastapi", "uvicorn", "cryptography"):  # none of the webhook's stack in the sidecar image
+        assert run("sidecar", "-c", f"import {package}").returncode != 0, package
+    for name, python in venvs.items():
+        assert not (Path(python).parent / "pip").exists(), f"pip left in the {name} venv"
