@@ -41,7 +41,9 @@ if [[ ! -f $tar ]]; then
     IFS=,
     echo "${base_pkgs[*]}"
   )
-  mmdebstrap --quiet --variant=minbase --include="$include" bookworm "$tar.tmp"
+  # --format=tar: mmdebstrap picks the format from the file name, and "$tar.tmp" would be a directory.
+  rm -rf "$tar.tmp" "$tar"
+  mmdebstrap --quiet --format=tar --variant=minbase --include="$include" bookworm "$tar.tmp"
   mv "$tar.tmp" "$tar"
   find "$cache" -maxdepth 1 -name 'base-bookworm-*.tar' ! -name "$(basename "$tar")" -delete
 fi
