@@ -40,6 +40,21 @@ MacPolicy = Literal["pin", "keep", "follow-pod"]
 MAC_POLICIES: Final[tuple[MacPolicy, ...]] = get_args(MacPolicy)
 DEFAULT_MAC_POLICY: Final[MacPolicy] = "pin"
 
+# KubeVirt's DHCP server picks the MAC it answers by a rule that changed in v1.9
+# (docs/kubevirt-facts.md D2): the sidecar follows the rule of the version that runs.
+KubevirtFamily = Literal["v1.5-v1.8", "v1.9+"]
+NEWEST_FAMILY: Final[KubevirtFamily] = "v1.9+"
+_VERSION_RE: Final = re.compile(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+][0-9A-Za-z.+-]*)?")
+
+
+def kubevirt_family(version: str) -> KubevirtFamily:
+    """``v1.8.4`` -> ``v1.5-v1.8``; ``v1.9.0`` or ``v1.10.0-rc.1`` -> ``v1.9+``; ValueError else."""
+    m = _VERSION_RE.fullmatch(version.strip())
+    if m is None:
+        raise ValueError(f"not a KubeVirt version (vMAJOR.MINOR[.PATCH]): {version!r}")
+    return "v1.9+" if (int(m[1]), int(m[2])) >= (1, 9) else "v1.5-v1.8"
+
+
 Binding = Literal["bridge", "macvtap"]
 FixupAction = Literal["link-refresh", "reattach", "none"]
 
@@ -65,6 +80,11 @@ class AnnotationKeys:
     @property
     def macs(self) -> str:
         return self.prefix + "macs"
+
+    @property
+    def kubevirt_version(self) -> str:
+        """On a virt-launcher pod: the KubeVirt version the webhook saw when the pod was made."""
+        return self.prefix + "kubevirt-version"
 
     @property
     def force(self) -> str:

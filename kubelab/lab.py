@@ -3,6 +3,7 @@ webhook configurations pointed at it. Shared by the kube tests and the demo."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +22,9 @@ RELEASE_NAMESPACE: Final = "bridge-migration"
 KUBEVIRT_NAMESPACE: Final = "kubevirt"
 SIDECAR_IMAGE: Final = "localhost/bridge-migration:kubelab"
 CNI_MAC_ANNOTATION: Final = "cni.projectcalico.org/hwAddr"
+# What virt-operator writes to the CR's status.observedKubeVirtVersion once it has deployed a
+# release (the image tag; docs/kubevirt-facts.md D6).
+OBSERVED_KUBEVIRT_VERSION: Final = "v1.9.0"
 
 
 def kubevirt_cr(*, sidecar_gate: bool) -> dict[str, Any]:
@@ -83,6 +87,7 @@ class AdmissionLab:
         kubectl.create_namespace(RELEASE_NAMESPACE)
         kubectl.create_namespace(KUBEVIRT_NAMESPACE)
         kubectl.apply(kubevirt_cr(sidecar_gate=True))
+        self.set_observed_kubevirt_version(OBSERVED_KUBEVIRT_VERSION)
         webhook_kubeconfig = self._service_account_kubeconfig()
         assert self.plane.ca is not None
         self.webhook = WebhookProcess(
@@ -124,6 +129,19 @@ class AdmissionLab:
         self.kubectl.apply(kubevirt_cr(sidecar_gate=enabled))
         assert self.webhook is not None
         self.webhook.restart()
+
+    def set_observed_kubevirt_version(self, version: str) -> None:
+        """Play virt-operator: the CR has a status subresource, so the status goes there."""
+        patch = json.dumps({"status": {"observedKubeVirtVersion": version}})
+        self.kubectl.run(
+            "patch",
+            "kubevirt",
+            "kubevirt",
+            f"--namespace={KUBEVIRT_NAMESPACE}",
+            "--subresource=status",
+            "--type=merge",
+            f"--patch={patch}",
+        )
 
     def _service_account_kubeconfig(self) -> Path:
         """The webhook reads the API as the chart's ServiceAccount, bound by the chart's own RBAC,

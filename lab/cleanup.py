@@ -2,7 +2,7 @@
 
 Everything the lab creates is named ``bml-<lab id>-...`` (namespaces) or lives under
 ``/run/bml-lab/<lab id>`` (files), so this needs no record of what was started: it kills the
-processes ``ip netns pids`` reports inside each of our namespaces (libvirtd, QEMU, dnsmasq,
+processes ``ip netns pids`` reports inside each of our namespaces (libvirtd, QEMU, the DHCP stand-in,
 sidecar), then deletes the namespaces and the run directories.
 """
 

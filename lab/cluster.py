@@ -16,7 +16,7 @@ import secrets
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +36,7 @@ from lab.cgroups import LimitedGroup
 from lab.cleanup import cleanup, kill_namespace_processes
 from lab.console import ConsoleTail
 from lab.container import IMAGE_UID
-from lab.dhcp import start_dnsmasq
+from lab.dhcp import DEFAULT_KUBEVIRT_VERSION, served_mac, start_dhcp_servers
 from lab.domain import Nic, domain_name, domain_xml
 from lab.events import EventLog, LifecycleEvent, ensure_event_loop
 from lab.launcher_hooks import LauncherHooks, define_domain_through_hooks
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 # daemon itself), and the domain becomes persistent on the target.
 MIGRATION_FLAGS = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
 NIC_NAME = "default"  # the VMI interface name; its domain alias is ua-default
-GuestMacs = str | Mapping[str, str]  # the pod network's MAC, or network name -> MAC
 KEEP_FILES_ENV = "BML_LAB_KEEP_FILES"
 # Every lab id this process created, so a test session can sweep up after itself (and only itself).
 CREATED_LAB_IDS: list[str] = []
@@ -74,7 +73,7 @@ class Pod:
     run_dir: Path
     guest_mac: str  # the MAC this pod's DHCP server serves on the pod network
     daemon: LibvirtDaemon
-    dnsmasq: LabProcess
+    dhcp_servers: list[LabProcess]
     conn: Any = None
     events: EventLog | None = None
     sidecar: Sidecar | None = None
@@ -160,6 +159,7 @@ class Lab:
         play_hooks: bool = True,
         sidecar_limits: bool = False,
         sidecar_image: str | None = None,
+        kubevirt_version: str = DEFAULT_KUBEVIRT_VERSION,
     ) -> None:
         if not GUEST_KERNEL.exists() or not GUEST_INITRD.exists():
             raise RuntimeError("guest kernel/initramfs missing: run ./scripts/install-lab.sh")
@@ -176,6 +176,9 @@ class Lab:
         # Run each sidecar from this image (podman, uid 107, in the pod's network namespace)
         # instead of from the checkout's venv.
         self.sidecar_image = sidecar_image
+        # The KubeVirt version the lab plays: it decides which MAC a pod's DHCP server answers,
+        # and the sidecar is told it the way the webhook tells it (the pod annotation).
+        self.kubevirt_version = kubevirt_version
         self.nodes: dict[str, Node] = {}
         self.pods: list[Pod] = []
         self.vms: list[Vm] = []
@@ -208,12 +211,13 @@ class Lab:
         *,
         vm: str,
         node: str,
-        guest_mac: GuestMacs | Callable[[PodNetwork], GuestMacs] | None = None,
+        spec_macs: Mapping[str, str] | None = None,
+        status_macs: Mapping[str, str] | None = None,
         networks: Sequence[NetworkDef] = (POD_NETWORK,),
     ) -> Pod:
-        """A virt-launcher pod on ``node``: namespace, libvirtd and connection, and DHCP for
-        ``guest_mac`` (one MAC for the pod network, or network name -> MAC; a network left
-        out gets the pod's own CNI MAC, as bridge binding hands it to the guest)."""
+        """A virt-launcher pod on ``node``: namespace, libvirtd and connection, and a DHCP server
+        per network that answers the MAC KubeVirt's rule picks from the VMI's spec MACs
+        (``spec_macs``), its status MACs (``status_macs``) and the pod's own CNI MAC."""
         self._pod_seq += 1
         seq = self._pod_seq
         the_node = self.nodes[node]
@@ -234,13 +238,16 @@ class Lab:
             ],
         )
         net.create()
-        wanted = guest_mac(net) if callable(guest_mac) else guest_mac
-        if wanted is None:
-            wanted = {}
-        elif isinstance(wanted, str):
-            wanted = {net.primary.network.name: wanted}
-        macs = {nic.network.name: wanted.get(nic.network.name, nic.cni_mac) for nic in net.nics}
-        dnsmasq = start_dnsmasq(pod=net, guest_macs=macs, run_dir=run_dir)
+        macs = {
+            nic.network.name: served_mac(
+                spec_mac=(spec_macs or {}).get(nic.network.name),
+                status_mac=(status_macs or {}).get(nic.network.name),
+                pod_mac=nic.cni_mac,
+                version=self.kubevirt_version,
+            )
+            for nic in net.nics
+        }
+        servers = start_dhcp_servers(pod=net, client_macs=macs, run_dir=run_dir, hostname=name)
         daemon = LibvirtDaemon(netns=net.netns, run_dir=run_dir)
         pod = Pod(
             name=name,
@@ -248,7 +255,7 @@ class Lab:
             run_dir=run_dir,
             guest_mac=macs[net.primary.network.name],
             daemon=daemon,
-            dnsmasq=dnsmasq,
+            dhcp_servers=servers,
             guest_macs=macs,
         )
         self.pods.append(pod)
@@ -256,6 +263,22 @@ class Lab:
         pod.conn = daemon.connect()
         pod.events = EventLog(pod.conn)
         return pod
+
+    def create_target_pod(self, vm: Vm, *, node: str) -> Pod:
+        """The pod a migration of ``vm`` goes to: the VMI's status reports the MACs the guest
+        has now (virt-handler reads them from the domain), the spec keeps the pinned ones."""
+        return self.create_pod(
+            vm=vm.name,
+            node=node,
+            spec_macs=self.spec_macs(vm.namespace, vm.name, vm.policy, vm.networks),
+            status_macs={n.name: mac for n in vm.networks if (mac := vm.domain_mac(n.name))},
+            networks=vm.networks,
+        )
+
+    @staticmethod
+    def spec_macs(namespace: str, vmi: str, policy: MacPolicy, networks: Sequence[NetworkDef]) -> dict[str, str]:
+        """The VMI spec's ``macAddress`` per interface: the webhook pins them under ``pin`` only."""
+        return {n.name: pinned_mac(namespace, vmi, n.name) for n in networks} if policy == "pin" else {}
 
     @staticmethod
     def annotations(*, namespace: str, vmi: str, policy: MacPolicy, networks: Sequence[NetworkDef]) -> dict[str, str]:
@@ -268,6 +291,8 @@ class Lab:
     def start_sidecar(self, pod: Pod, *, namespace: str, vmi: str, policy: MacPolicy) -> None:
         networks = [nic.network for nic in pod.net.nics]
         annotations = self.annotations(namespace=namespace, vmi=vmi, policy=policy, networks=networks)
+        # The webhook's pod mutation names the KubeVirt version on every launcher pod it sees.
+        annotations[DEFAULT_KEYS.kubevirt_version] = self.kubevirt_version
         if self.sidecar_image is not None:
             # In a pod the launcher's libvirt socket belongs to the user the sidecar runs as.
             pod.daemon.admit_user(IMAGE_UID, "qemu")
@@ -286,8 +311,20 @@ class Lab:
 
     def vmi_object(self, vm: Vm) -> dict[str, Any]:
         annotations = self.annotations(namespace=vm.namespace, vmi=vm.name, policy=vm.policy, networks=vm.networks)
-        macs = {n.name: pinned_mac(vm.namespace, vm.name, n.name) for n in vm.networks} if vm.policy == "pin" else None
-        return lab_vmi(namespace=vm.namespace, name=vm.name, networks=vm.networks, annotations=annotations, macs=macs)
+        macs = self.spec_macs(vm.namespace, vm.name, vm.policy, vm.networks)
+        # virt-handler reports each bridge NIC's MAC in the status from the running domain; before
+        # the domain exists there is no status.
+        status: dict[str, str] = {}
+        with contextlib.suppress(libvirt.libvirtError):
+            status = {n.name: mac for n in vm.networks if (mac := vm.domain_mac(n.name))}
+        return lab_vmi(
+            namespace=vm.namespace,
+            name=vm.name,
+            networks=vm.networks,
+            annotations=annotations,
+            macs=macs,
+            status_macs=status,
+        )
 
     def _launcher_hooks(self, pod: Pod, vm: Vm, domain_xml: str) -> str:
         """virt-launcher's hook calls (Info, OnDefineDomain) when the pod has our sidecar."""
@@ -321,27 +358,14 @@ class Lab:
                 pod.conn.close()
             pod.conn = None
         pod.daemon.stop()
-        pod.dnsmasq.stop()
+        for server in pod.dhcp_servers:
+            server.stop()
         kill_namespace_processes([pod.net.netns])  # anything left (a QEMU that outlived its daemon)
         pod.net.delete()
         if pod in self.pods:
             self.pods.remove(pod)
 
     # --- guests -------------------------------------------------------------------------
-    def expected_guest_mac(self, vm: Vm, target: PodNetwork | None = None, network: str = NIC_NAME) -> str:
-        """The MAC a pod's DHCP server should serve for this VM: the MAC the guest has once
-        the sidecar is done (pinned; the target pod's CNI MAC under follow-pod; else unchanged)."""
-        if vm.policy == "pin":
-            return pinned_mac(vm.namespace, vm.name, network)
-        if vm.policy == "follow-pod" and target is not None:
-            return target.nic(network).cni_mac
-        mac = vm.domain_mac(network)
-        assert mac is not None
-        return mac
-
-    def expected_guest_macs(self, vm: Vm, target: PodNetwork) -> dict[str, str]:
-        return {n.name: self.expected_guest_mac(vm, target, n.name) for n in vm.networks}
-
     def start_vm(
         self,
         *,
@@ -355,10 +379,12 @@ class Lab:
     ) -> Vm:
         """Create the VM's first pod and boot the guest in it (returns once QEMU runs).
 
-        ``second_nic`` adds a second network (``net1``, 10.245.x.0/24, tap ``tap1``)."""
+        ``second_nic`` adds a Multus network (``secondary``, 10.245.x.0/24, named as KubeVirt names it)."""
         networks = NETWORKS if second_nic else (POD_NETWORK,)
-        pinned = {n.name: pinned_mac(namespace, name, n.name) for n in networks} if policy == "pin" else None
-        pod = self.create_pod(vm=name, node=node, guest_mac=pinned, networks=networks)
+        # A new VMI has no status yet: its pod's server answers the spec MAC or the pod's own.
+        pod = self.create_pod(
+            vm=name, node=node, spec_macs=self.spec_macs(namespace, name, policy, networks), networks=networks
+        )
         console = self.run_dir / f"{namespace}_{name}.console"
         cmdline = f"console=ttyS0 quiet panic=-1 lab.name={name}" + (f" lab.ping={ping}" if ping else "")
         xml = domain_xml(
@@ -394,12 +420,7 @@ class Lab:
         (VIR_MIGRATE_PAUSED): it arrives paused and only resumes when the user unpauses it
         (`unpause`); ``resumed`` in the record is then the time it arrived."""
         source = vm.pod
-        target = self.create_pod(
-            vm=vm.name,
-            node=to_node,
-            guest_mac=lambda net: self.expected_guest_macs(vm, net),
-            networks=vm.networks,
-        )
+        target = self.create_target_pod(vm, node=to_node)
         if vm.with_sidecar:
             self.start_sidecar(target, namespace=vm.namespace, vmi=vm.name, policy=vm.policy)
             # The target launcher runs the hooks too; the domain itself arrives by migration.

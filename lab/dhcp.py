@@ -1,48 +1,92 @@
-"""The DHCP server of a lab pod: dnsmasq on each ``k6t-*`` bridge, one static lease each.
+"""The DHCP server of a lab pod: a stand-in for virt-launcher's, one per bridge-bound network.
 
-It stands in for virt-launcher's built-in DHCP server: per network, one static lease (pod
-IP, gateway, a lease long enough that the guest never renews by itself) for the MAC this
-pod expects the guest's NIC on that network to have.
+virt-launcher serves each bridge-bound interface from its own single-client DHCP server on the
+pod's bridge (facts D1 to D4 in docs/kubevirt-facts.md): it answers one MAC and drops every
+other packet, ACKs every REQUEST with the pod's address, never NAKs, hands out a 999-day lease
+and identifies itself as ``169.254.75.1<interface index>``, an address the bridge holds as /32.
+The server itself is ``lab/dhcpd`` (Go, on the packet library virt-launcher uses), built by
+``scripts/install-lab.sh``.
+
+Which MAC it answers is KubeVirt's rule, not ours (fact D2, ``resolveMacAddress``): the VMI
+spec's ``macAddress``; from v1.9 on, else the MAC in the VMI's status; else the MAC the CNI
+gave the pod. The sidecar has its own copy of that rule; this one is deliberately separate, so
+that the lab follows KubeVirt even if the product gets it wrong.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Final, Literal
 
 from lab.network import PodNetwork
 from lab.process import LabProcess
-from lab.shell import in_netns
+from lab.shell import ip as ip_in
+
+DHCPD: Final = Path("/var/cache/bridge-migration/bin/bml-dhcpd")
+# What the lab's pods use as cluster DNS in the DNS option (no guest resolves names).
+CLUSTER_DNS: Final = "10.96.0.10"
+SEARCH_DOMAINS: Final = ("default.svc.cluster.local", "svc.cluster.local", "cluster.local")
+
+KubevirtFamily = Literal["v1.5-v1.8", "v1.9+"]
+KUBEVIRT_FAMILIES: Final[tuple[KubevirtFamily, ...]] = ("v1.5-v1.8", "v1.9+")
+DEFAULT_KUBEVIRT_VERSION: Final = "v1.9.0"
 
 
-def start_dnsmasq(*, pod: PodNetwork, guest_macs: Mapping[str, str], run_dir: Path) -> LabProcess:
-    """``guest_macs``: VMI network name -> the MAC to serve that network's pod IP to."""
+def kubevirt_family(version: str) -> KubevirtFamily:
+    """``v1.8.4`` -> ``v1.5-v1.8``; ``v1.9.0``, ``v1.10.0-rc.1`` -> ``v1.9+``."""
+    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?", version.strip())
+    if m is None:
+        raise ValueError(f"not a KubeVirt version: {version!r}")
+    return "v1.9+" if (int(m[1]), int(m[2])) >= (1, 9) else "v1.5-v1.8"
+
+
+def served_mac(*, spec_mac: str | None, status_mac: str | None, pod_mac: str, version: str) -> str:
+    """The one MAC virt-launcher's DHCP server answers, by KubeVirt's rule for ``version``."""
+    if spec_mac:
+        return spec_mac
+    if status_mac and kubevirt_family(version) == "v1.9+":
+        return status_mac
+    return pod_mac
+
+
+def server_ip(index: int) -> str:
+    """The server identifier of the VMI's ``index``-th interface (and its bridge's /32)."""
+    return f"169.254.75.1{index}"
+
+
+def start_dhcp_servers(
+    *, pod: PodNetwork, client_macs: Mapping[str, str], run_dir: Path, hostname: str
+) -> list[LabProcess]:
+    """One server per network of the pod; ``client_macs``: network name -> the MAC it answers.
+
+    The interface index is the network's position in the pod, which the lab keeps equal to
+    the VMI's interface order.
+    """
+    if not DHCPD.exists():
+        raise RuntimeError(f"{DHCPD} missing: run ./scripts/install-lab.sh")
+    servers: list[LabProcess] = []
     node = pod.node
-    per_network: list[str] = []
-    for i, nic in enumerate(pod.nics):
-        net, tag = nic.network, f"n{i}"
-        subnet = node.subnet_of(net)
-        per_network += [
-            f"--interface={net.bridge}",
-            f"--dhcp-range=set:{tag},{subnet.network_address},static,{subnet.netmask}",
-            f"--dhcp-host={guest_macs.get(net.name, nic.cni_mac)},set:{tag},{nic.ip},infinite",
-            f"--dhcp-option=tag:{tag},option:router,{node.gateway_of(net)}",
-        ]
-    argv = in_netns(
-        pod.netns,
-        [
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--port=0",  # DHCP only, no DNS
-            "--user=root",
-            "--bind-interfaces",
-            f"--pid-file={run_dir / 'dnsmasq.pid'}",
-            f"--dhcp-leasefile={run_dir / 'dnsmasq.leases'}",
-            *per_network,
-            "--dhcp-authoritative",  # NAK a stale address at once instead of staying silent
-            "--log-dhcp",
-            "--log-facility=-",
-        ],
-    )
-    return LabProcess(name=f"dnsmasq {pod.netns}", argv=argv, log_path=run_dir / "dnsmasq.log")
+    for index, nic in enumerate(pod.nics):
+        net = nic.network
+        ip_in(pod.netns, "addr", "add", f"{server_ip(index)}/32", "dev", net.bridge)
+        gateway = node.gateway_of(net)
+        argv = [
+            "ip", "netns", "exec", pod.netns, str(DHCPD),
+            f"-iface={net.bridge}",
+            f"-client-mac={client_macs[net.name]}",
+            f"-client-ip={nic.ip}/{node.subnet_of(net).prefixlen}",
+            f"-router={gateway}",
+            f"-server-ip={server_ip(index)}",
+            "-mtu=1500",
+            f"-dns={CLUSTER_DNS}",
+            f"-search={','.join(SEARCH_DOMAINS)}",
+            f"-hostname={hostname}",
+            # The pod's routes other than its own subnet: the default route (KubeVirt keeps it).
+            f"-route=0.0.0.0/0,{gateway}",
+        ]  # fmt: skip
+        servers.append(
+            LabProcess(name=f"dhcpd {pod.netns} {net.bridge}", argv=argv, log_path=run_dir / f"dhcpd-{net.name}.log")
+        )
+    return servers

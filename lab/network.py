@@ -6,11 +6,12 @@ reach each other's pod subnet over a veth pair. A *pod* namespace is laid out th
 virt-launcher lays out a pod for ``bridge`` binding: the CNI veth renamed ``eth0-nic``, the
 bridge ``k6t-eth0`` holding it and the guest's ``tap0``, and a dummy ``eth0`` keeping the MAC
 the CNI gave the pod. Each pod is its own L2 segment, so a guest's DHCP broadcasts only reach
-its own pod's DHCP server.
+its own pod's DHCP server (``lab.dhcp``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import secrets
 import time
@@ -21,8 +22,6 @@ from lab.shell import CommandError, ip, run, sysctl
 POD_BRIDGE = "k6t-eth0"
 POD_NIC = "eth0-nic"
 POD_DUMMY = "eth0"
-# The in-pod DHCP server's own address in the pod subnet (unused by any pod: pods start at .10).
-DHCP_SERVER_HOST = 2
 FIRST_POD_HOST = 10
 
 
@@ -58,31 +57,53 @@ def add_placeholder_link(netns: str, name: str, mac: str) -> None:
         ip(netns, "link", "set", name, "address", mac)
 
 
+def kubevirt_pod_interface_name(network_name: str, *, multus: bool) -> str:
+    """The pod interface KubeVirt gives a network (``pkg/network/namescheme``, facts D5): ``eth0``
+    for the pod network, ``pod`` + the first 11 hex digits of SHA-256(network name) for a Multus
+    one. The lab's own copy, kept apart from the sidecar's so that the two are checked against
+    each other."""
+    if not multus:
+        return POD_DUMMY
+    return "pod" + hashlib.sha256(network_name.encode()).hexdigest()[:11]
+
+
 @dataclass(frozen=True)
 class NetworkDef:
     """A network pods attach to: one /24 per node, ``10.<octet>.<node index>.0/24``.
 
-    ``name`` is the VMI interface/network name (domain alias ``ua-<name>``); ``pod_link`` the
-    pod-side interface virt-launcher's bridge binding works from: ``eth0`` for the pod
-    network (bridge ``k6t-eth0``, CNI veth renamed ``eth0-nic``), ``net1`` for a second one.
+    ``name`` is the VMI interface/network name (domain alias ``ua-<name>``); the pod side is named
+    as KubeVirt's bridge binding names it (``pkg/network/link/names.go``): for the pod network
+    the dummy ``eth0``, bridge ``k6t-eth0``, CNI veth renamed ``eth0-nic``, tap ``tap0``; for a
+    Multus network ``pod<hash>``, ``k6t-<hash>``, ``<hash>-nic``, ``tap<hash>``.
     """
 
     name: str
-    pod_link: str
     octet: int
-    tap: str
+    multus: bool = False
+
+    @property
+    def pod_link(self) -> str:
+        return kubevirt_pod_interface_name(self.name, multus=self.multus)
+
+    @property
+    def _stem(self) -> str:
+        return self.pod_link.removeprefix("pod")
 
     @property
     def bridge(self) -> str:
-        return f"k6t-{self.pod_link}"
+        return f"k6t-{self._stem}"
 
     @property
     def cni_nic(self) -> str:
-        return f"{self.pod_link}-nic"
+        return f"{self._stem}-nic"
+
+    @property
+    def tap(self) -> str:
+        return "tap" + self.pod_link[3:] if self.multus else "tap0"
 
 
-POD_NETWORK = NetworkDef(name="default", pod_link=POD_DUMMY, octet=244, tap="tap0")
-SECOND_NETWORK = NetworkDef(name="net1", pod_link="net1", octet=245, tap="tap1")
+POD_NETWORK = NetworkDef(name="default", octet=244)
+SECOND_NETWORK = NetworkDef(name="secondary", octet=245, multus=True)
 NETWORKS = (POD_NETWORK, SECOND_NETWORK)
 
 
@@ -100,9 +121,6 @@ class Node:
 
     def gateway_of(self, network: NetworkDef) -> str:
         return str(self.subnet_of(network).network_address + 1)
-
-    def dhcp_server_of(self, network: NetworkDef) -> str:
-        return str(self.subnet_of(network).network_address + DHCP_SERVER_HOST)
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:
@@ -217,7 +235,7 @@ class PodNetwork:
         ip(self.netns, "link", "set", net.tap, "master", net.bridge)
         ip(self.netns, "link", "set", net.tap, "up")
         add_placeholder_link(self.netns, net.pod_link, nic.cni_mac)
-        ip(self.netns, "addr", "add", f"{node.dhcp_server_of(net)}/{self.prefix_len}", "dev", net.bridge)
+        # The bridge's own address (169.254.75.1<index>/32, the DHCP server's) is lab.dhcp's.
         for dev in (net.cni_nic, net.bridge, net.pod_link):
             ip(self.netns, "link", "set", dev, "up")
 

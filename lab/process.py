@@ -1,4 +1,4 @@
-"""Long-running lab processes (libvirtd, dnsmasq, the sidecar) and how they are stopped."""
+"""Long-running lab processes (libvirtd, the DHCP stand-in, the sidecar) and how they are stopped."""
 
 from __future__ import annotations
 

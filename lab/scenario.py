@@ -8,6 +8,7 @@ its first ping reply in the new pod, and collect the timeline of every migration
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, Final, Literal, get_args
 from bridge_migration_contract import MacPolicy
 from lab.cluster import Lab, MigrationRecord, Vm
 from lab.console import GuestEvent
+from lab.dhcp import DEFAULT_KUBEVIRT_VERSION
 from lab.manual import lab_link_refresh
 from lab.timeline import Timeline
 
@@ -31,15 +33,29 @@ class ScenarioSpec:
     recovers: bool  # whether the guest is expected to regain connectivity
     about: str
     second_nic: bool = False
+    # The KubeVirt version the lab plays: its DHCP server's MAC rule differs before v1.9.
+    kubevirt_version: str = DEFAULT_KUBEVIRT_VERSION
 
 
 SPECS: Final[dict[ScenarioKind, ScenarioSpec]] = {
     "same-mac": ScenarioSpec("pin", True, ("b",), True, "pinned MAC: the sidecar refreshes the link"),
-    "mac-change": ScenarioSpec("follow-pod", True, ("b",), True, "target pod MAC: the sidecar reattaches the NIC"),
+    "mac-change": ScenarioSpec(
+        "follow-pod",
+        True,
+        ("b",),
+        True,
+        "KubeVirt v1.8 serves the target pod's MAC: the sidecar reattaches the NIC",
+        kubevirt_version="v1.8.0",
+    ),
     "control": ScenarioSpec("pin", False, ("b",), False, "no sidecar: the guest keeps its stale address"),
     "round-trip": ScenarioSpec("pin", True, ("b", "a"), True, "A -> B -> A with the sidecar"),
     "two-nics": ScenarioSpec(
-        "pin", True, ("b",), True, "a guest with two NICs (pod network + net1): both refreshed", second_nic=True
+        "pin",
+        True,
+        ("b",),
+        True,
+        "two NICs (pod network + Multus): both refreshed",
+        second_nic=True,
     ),
     "lab-link-refresh": ScenarioSpec(
         "pin", False, ("b",), True, "lab self-test: a hand-made link refresh (not the product)"
@@ -100,6 +116,7 @@ class ScenarioResult:
         return {
             "scenario": self.kind,
             "policy": self.spec.policy,
+            "kubevirt_version": self.spec.kubevirt_version,
             "sidecar": self.spec.sidecar,
             "ping_before": self.ping_before,
             "first_ip": self.first_ip,
@@ -234,21 +251,28 @@ def run_scenario(
     timeout: float = 240.0,
     observe: float = 45.0,
     link_pause_ms: int = 100,
+    policy: MacPolicy | None = None,
+    kubevirt_version: str | None = None,
 ) -> ScenarioResult:
     """Run one scenario in a fresh lab (torn down on return) and report what happened.
 
     ``timeout`` bounds every wait for something expected; ``observe`` is how long a scenario
     that must NOT recover (control) is watched after the migration; ``link_pause_ms`` is the
-    sidecar's pause between link down and up.
+    sidecar's pause between link down and up. ``policy`` and ``kubevirt_version`` override the
+    scenario's own.
     """
     spec = SPECS[kind]
+    if policy is not None or kubevirt_version is not None:
+        spec = dataclasses.replace(
+            spec, policy=policy or spec.policy, kubevirt_version=kubevirt_version or spec.kubevirt_version
+        )
     t0 = time.time()
 
     def phase(msg: str) -> None:
         say(f"[{time.time() - t0:7.1f} s] {msg}")
 
-    with Lab(link_pause_ms=link_pause_ms) as lab:
-        phase(f"scenario {kind}: {spec.about}")
+    with Lab(link_pause_ms=link_pause_ms, kubevirt_version=spec.kubevirt_version) as lab:
+        phase(f"scenario {kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version})")
         lab.add_nodes("a", "b")
         phase("nodes a (10.244.1.0/24) and b (10.244.2.0/24) up")
         server = lab.start_vm(name="server", node="a", policy="pin", sidecar=False)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the migration lab needs on a Debian 12 machine, as root, idempotently:
-# libvirt + QEMU + dnsmasq + busybox packages, the libvirt-qemu user/group that libvirtd
+# libvirt + QEMU + busybox packages, the libvirt-qemu user/group that libvirtd
 # insists on, a Debian cloud kernel for the guests and a busybox initramfs built from
 # lab/guest/. Kernel and initramfs are cached under /var/cache/bridge-migration/guest and
 # rebuilt only when their inputs change.
@@ -11,7 +11,7 @@ cd "$root"
 say() { printf '[install-lab] %s\n' "$*"; }
 
 cache=/var/cache/bridge-migration/guest
-apt_pkgs=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 dnsmasq-base
+apt_pkgs=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
   busybox-static cpio iputils-ping iproute2 util-linux kmod)
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -94,3 +94,26 @@ if [[ ! -f $initrd ]]; then
 fi
 ln -sfn "$initrd" "$cache/initramfs.cpio.gz"
 say "guest ready: $cache/vmlinuz $cache/initramfs.cpio.gz"
+
+# --- The lab's DHCP server: a stand-in for virt-launcher's (lab/dhcpd, Go, krolaw/dhcp4 as
+# virt-launcher uses), built with the Go cache build-k8s.sh keeps, rebuilt when its source changes.
+export GOMODCACHE=/var/cache/bridge-migration/go/mod GOCACHE=/var/cache/bridge-migration/go/build
+export GOFLAGS="-buildvcs=false -trimpath -mod=readonly"
+dhcpd_key=$(cat lab/dhcpd/go.mod lab/dhcpd/go.sum lab/dhcpd/main.go | sha256sum | cut -c1-16)
+dhcpd=/var/cache/bridge-migration/bin/bml-dhcpd-$dhcpd_key
+if [[ ! -x $dhcpd ]]; then
+  # Any Go from 1.19 builds it (go.mod says 1.19): Debian 12's golang-go when none is on PATH,
+  # so the demo needs no Go of its own.
+  if ! command -v go >/dev/null; then
+    say "no go on PATH: installing Debian's golang-go for lab/dhcpd"
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+    export PATH=$PATH:/usr/lib/go/bin
+  fi
+  say "building bml-dhcpd ($dhcpd_key)"
+  mkdir -p "$(dirname "$dhcpd")"
+  (cd lab/dhcpd && go build -o "$dhcpd.tmp" .)
+  mv "$dhcpd.tmp" "$dhcpd"
+  find /var/cache/bridge-migration/bin -maxdepth 1 -name 'bml-dhcpd-*' ! -name "$(basename "$dhcpd")" -delete
+fi
+ln -sfn "$dhcpd" /var/cache/bridge-migration/bin/bml-dhcpd
+say "dhcp server ready: /var/cache/bridge-migration/bin/bml-dhcpd"

@@ -11,10 +11,13 @@ from pathlib import Path
 from bridge_migration_contract import (
     DEFAULT_PREFIX,
     HOOK_SOCKET_DIR,
+    NEWEST_FAMILY,
     PODINFO_ANNOTATIONS_FILE,
     PODINFO_DIR,
     SIDECAR_DEFAULT_PORT,
     AnnotationKeys,
+    KubevirtFamily,
+    kubevirt_family,
 )
 
 # virt-launcher runs as non-root by default and then talks to its own virtqemud through
@@ -38,6 +41,8 @@ class ServeSettings:
     log_level: str
     token: str | None = field(default=None, repr=False)  # never in logs or tracebacks
     keys: AnnotationKeys = field(default_factory=AnnotationKeys)
+    # The KubeVirt version family whose DHCP rule applies when the pod annotation does not say.
+    kubevirt_family: KubevirtFamily = NEWEST_FAMILY
 
 
 def env_name(flag: str) -> str:
@@ -81,6 +86,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--annotation-prefix",
         default=DEFAULT_PREFIX,
         help="prefix of our annotation keys; the webhook passes its own in the hook sidecar entry",
+    )
+    _add(
+        parser,
+        "--kubevirt-version",
+        default="v1.9.0",
+        help="KubeVirt version whose DHCP MAC rule applies when the pod's kubevirt-version annotation is absent",
     )
 
 
@@ -133,6 +144,10 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         keys = AnnotationKeys(str(args.annotation_prefix))
     except ValueError as exc:
         raise ValueError(f"--annotation-prefix: {exc}") from exc
+    try:
+        family = kubevirt_family(str(args.kubevirt_version))
+    except ValueError as exc:
+        raise ValueError(f"--kubevirt-version: {exc}") from exc
     return ServeSettings(
         libvirt_uri=args.libvirt_uri,
         listen_host=host,
@@ -146,4 +161,5 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         log_level=str(args.log_level).upper(),
         token=token,
         keys=keys,
+        kubevirt_family=family,
     )

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bridge_migration_contract import DEFAULT_KEYS, AnnotationKeys, MacPolicy
+from bridge_migration_contract import DEFAULT_KEYS, NEWEST_FAMILY, AnnotationKeys, KubevirtFamily, MacPolicy
 from sidecar import podinfo
 from sidecar.errors import DomainNotRunningError, UnknownInterfaceError
 from sidecar.executor import Domain, Executor, LateRemoval
@@ -71,8 +71,10 @@ class Fixer:
         links: Callable[[], dict[str, PodLink]],
         metrics: Metrics,
         history_size: int = 100,
+        kubevirt_family: KubevirtFamily = NEWEST_FAMILY,
     ) -> None:
         self._executor = executor
+        self._kubevirt_family = kubevirt_family
         self._domain = domain
         self._vmi = vmi
         self._annotations_file = annotations_file
@@ -159,15 +161,15 @@ class Fixer:
                 # changes then fail or race the migration job. The resume event fixes it.
                 name = _STATE_NAMES.get(state, str(state))
                 raise DomainNotRunningError(f"domain {dom.name()} is {name}, not running: nothing to fix yet")
-        # Pod links matter only when following the pod's MAC; reading them loads pyroute2, about
-        # 0.2 s on the first call, which a pinned-MAC fixup would otherwise pay after the resume.
-        links = self._links() if info.policy == "follow-pod" else {}
+        # KubeVirt's DHCP server may answer the pod link's MAC under any policy (a few files in
+        # /sys/class/net: cheap). The pod annotation names the version; the flag is the fallback.
         plans = make_plan(
             domain_xml=domain_xml,
             vmi=vmi,
             policy=info.policy,
             macs=info.macs,
-            pod_macs=pod_macs(links),
+            pod_macs=pod_macs(self._links()),
+            family=info.kubevirt_family or self._kubevirt_family,
             only=wanted,
         )
         with self._history_lock:

@@ -6,6 +6,7 @@ caller) go in, a list of per-interface decisions comes out. The executor carries
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -13,12 +14,16 @@ from typing import Any, Literal
 from bridge_migration_contract import (
     DOMAIN_ALIAS_PREFIX,
     FixupAction,
+    KubevirtFamily,
     MacPolicy,
     managed_interfaces,
 )
 from sidecar.domxml import DomainInterface, parse_interfaces
 
-MacSource = Literal["annotation", "pod", "domain"]
+# Where the expected MAC came from, in the order of KubeVirt's DHCP rule: the `macs` annotation
+# (what the webhook pinned or recorded from the spec), the VMI spec, the VMI status (v1.9+), the
+# pod link; `domain` when none of them is known.
+MacSource = Literal["annotation", "spec", "status", "pod", "domain"]
 
 # Without a VMI we cannot tell bindings apart; these are the domain interface types that
 # bridge and macvtap bindings produce (ethernet+tap for bridge since KubeVirt 0.59).
@@ -49,33 +54,61 @@ class InterfacePlan:
     interface: DomainInterface
 
 
-def pod_link_names(vmi_spec: Mapping[str, Any]) -> dict[str, str]:
-    """Network name -> pod interface name, the way virt-launcher's pod sees them.
+def hashed_pod_interface_name(network_name: str) -> str:
+    """KubeVirt's name for a Multus network's pod interface: ``pod`` + 11 hex digits of the
+    SHA-256 of the VMI network's name (11 so that ``<name>-nic`` fits the kernel's 15 characters;
+    docs/kubevirt-facts.md D5)."""
+    return "pod" + hashlib.sha256(network_name.encode()).hexdigest()[:11]
 
-    The pod network is `eth0`; Multus networks are `net1`, `net2`, ... in the order of
-    `spec.networks` (the naming older KubeVirt uses and the lab mimics).
+
+def _status_pod_interface_names(vmi: Mapping[str, Any] | None) -> dict[str, str]:
+    status = vmi.get("status") if isinstance(vmi, Mapping) else None
+    return _field_by_name(status.get("interfaces") if isinstance(status, Mapping) else None, "podInterfaceName")
+
+
+def pod_link_names(vmi: Mapping[str, Any], present: Collection[str] | None = None) -> dict[str, str]:
+    """Network name -> pod interface name, the way virt-launcher's pod has them.
+
+    The VMI's ``status.interfaces[].podInterfaceName`` wins when virt-handler reported it. Else
+    KubeVirt's naming scheme: ``eth0`` for the pod network, the hashed name for a Multus network.
+    KubeVirt keeps the ordinal ``net1``, ``net2``... (``spec.networks`` order) only for pods that
+    already have them (made by an older KubeVirt), so with ``present`` (the pod's links) an
+    ordinal name is taken when the hashed one is absent and the ordinal one is there.
     """
-    out: dict[str, str] = {}
-    networks = vmi_spec.get("networks")
+    spec = vmi.get("spec")
+    networks = spec.get("networks") if isinstance(spec, Mapping) else None
     if not isinstance(networks, list):
-        return out
+        return {}
+    reported = _status_pod_interface_names(vmi)
+    out: dict[str, str] = {}
     multus_index = 0
     for net in networks:
         if not isinstance(net, Mapping) or not isinstance(net.get("name"), str):
             continue
+        name = net["name"]
         if "pod" in net:
-            out[net["name"]] = "eth0"
+            out[name] = "eth0"
         elif "multus" in net:
             multus_index += 1
-            out[net["name"]] = f"net{multus_index}"
+            hashed, ordinal = hashed_pod_interface_name(name), f"net{multus_index}"
+            legacy = present is not None and hashed not in present and ordinal in present
+            out[name] = ordinal if legacy else hashed
+        else:
+            continue
+        if name in reported:
+            out[name] = reported[name]
     return out
 
 
-def targets_from_vmi(vmi: Mapping[str, Any] | None, domain_xml: str) -> list[Target]:
-    """The interfaces to look after: from the VMI when known, else every fixable `ua-` NIC."""
-    spec = vmi.get("spec") if isinstance(vmi, Mapping) else None
-    if isinstance(spec, Mapping):
-        links = pod_link_names(spec)
+def targets_from_vmi(
+    vmi: Mapping[str, Any] | None, domain_xml: str, present: Collection[str] | None = None
+) -> list[Target]:
+    """The interfaces to look after: from the VMI when known, else every fixable `ua-` NIC.
+
+    ``present`` names the pod's links, for telling KubeVirt's legacy ordinal names apart."""
+    spec = vmi.get("spec") if isinstance(vmi, Mapping) and isinstance(vmi.get("spec"), Mapping) else None
+    if isinstance(vmi, Mapping) and isinstance(spec, Mapping):
+        links = pod_link_names(vmi, present)
         domain = spec.get("domain")
         devices = domain.get("devices") if isinstance(domain, Mapping) else None
         ifaces = devices.get("interfaces") if isinstance(devices, Mapping) else None
@@ -89,28 +122,85 @@ def targets_from_vmi(vmi: Mapping[str, Any] | None, domain_xml: str) -> list[Tar
     for iface in parse_interfaces(domain_xml):
         if iface.alias and iface.alias.startswith(DOMAIN_ALIAS_PREFIX) and iface.type in _FIXABLE_TYPES:
             # A guess in the order virt-launcher plugs them: the first on the pod network
-            # (eth0), the next ones on secondary networks (net1, net2, ...).
-            link = f"net{len(guessed)}" if guessed else "eth0"
-            guessed.append(Target(iface.alias.removeprefix(DOMAIN_ALIAS_PREFIX), link))
+            # (eth0), the next ones on Multus networks. A bridge interface is named after its
+            # network, so the hashed name can be computed; the ordinal one is the legacy fallback.
+            name = iface.alias.removeprefix(DOMAIN_ALIAS_PREFIX)
+            link = "eth0"
+            if guessed:
+                hashed, ordinal = hashed_pod_interface_name(name), f"net{len(guessed)}"
+                legacy = present is not None and hashed not in present and ordinal in present
+                link = ordinal if legacy else hashed
+            guessed.append(Target(name, link))
     return guessed
+
+
+def _field_by_name(ifaces: object, field: str) -> dict[str, str]:
+    """Interface name -> the string in ``field``, from a list of interface objects."""
+    out: dict[str, str] = {}
+    for iface in ifaces if isinstance(ifaces, list) else []:
+        if isinstance(iface, Mapping):
+            name, value = iface.get("name"), iface.get(field)
+            if isinstance(name, str) and isinstance(value, str) and value:
+                out[name] = value
+    return out
+
+
+def _macs_by_name(ifaces: object, field: str) -> dict[str, str]:
+    return {name: mac.lower() for name, mac in _field_by_name(ifaces, field).items()}
+
+
+def _spec_macs(vmi: Mapping[str, Any] | None) -> dict[str, str]:
+    spec = vmi.get("spec") if isinstance(vmi, Mapping) else None
+    domain = spec.get("domain") if isinstance(spec, Mapping) else None
+    devices = domain.get("devices") if isinstance(domain, Mapping) else None
+    return _macs_by_name(devices.get("interfaces") if isinstance(devices, Mapping) else None, "macAddress")
+
+
+def _status_macs(vmi: Mapping[str, Any] | None) -> dict[str, str]:
+    status = vmi.get("status") if isinstance(vmi, Mapping) else None
+    return _macs_by_name(status.get("interfaces") if isinstance(status, Mapping) else None, "mac")
 
 
 def expected_mac(
     *,
     name: str,
     domain_mac: str | None,
-    policy: MacPolicy,
+    family: KubevirtFamily,
     macs: Mapping[str, str],
+    spec_mac: str | None,
+    status_mac: str | None,
     pod_mac: str | None,
 ) -> tuple[str | None, MacSource]:
-    """The MAC the guest NIC must have after the fixup, and where it came from."""
-    if policy == "keep":
-        return domain_mac, "domain"
+    """The MAC the target's DHCP server answers, so the one the guest NIC must have.
+
+    virt-launcher's server answers a single MAC and ignores every other (docs/kubevirt-facts.md
+    D1, D2): the spec's macAddress; from v1.9 on, else the MAC in the VMI's status; else the pod
+    interface's own MAC. Our `macs` annotation stands for the spec (the webhook writes there what
+    it pinned or found in the spec). Without the VMI's status, the domain's MAC stands for it:
+    virt-handler reports a bridge NIC's status MAC from the domain, and the domain arrived
+    unchanged from the source.
+    """
     if name in macs:
         return macs[name], "annotation"
-    if policy == "follow-pod" and pod_mac:
+    if spec_mac:
+        return spec_mac, "spec"
+    if family == "v1.9+":
+        if status_mac:
+            return status_mac, "status"
+        if domain_mac:
+            return domain_mac, "domain"
+    if pod_mac:
         return pod_mac, "pod"
     return domain_mac, "domain"
+
+
+def _policy_note(policy: MacPolicy, family: KubevirtFamily, source: MacSource, changes: bool) -> str:
+    """Why a policy could not be followed, when KubeVirt's DHCP server leaves no choice."""
+    if policy == "keep" and changes and source == "pod":
+        return "; keep is not possible: KubeVirt v1.5-v1.8 serves DHCP to the pod's MAC only"
+    if policy == "follow-pod" and source in ("status", "domain") and family == "v1.9+":
+        return "; follow-pod is not possible: KubeVirt v1.9+ serves DHCP to the VMI status MAC"
+    return ""
 
 
 def make_plan(
@@ -120,16 +210,20 @@ def make_plan(
     policy: MacPolicy,
     macs: Mapping[str, str],
     pod_macs: Mapping[str, str],
+    family: KubevirtFamily = "v1.9+",
     only: Collection[str] | None = None,
 ) -> list[InterfacePlan]:
     """One decision per looked-after interface present in the domain.
 
-    `pod_macs` maps pod link name (e.g. `eth0`) to its MAC; `only` restricts to these
-    VMI interface names (the caller checks they exist).
+    `pod_macs` maps pod link name (e.g. `eth0`) to its MAC; `family` is the KubeVirt version
+    family whose DHCP rule applies; `only` restricts to these VMI interface names (the caller
+    checks they exist). The policy does not change the expected MAC (KubeVirt's server decides
+    it); the reason says when the policy could not be followed.
     """
     by_alias = {i.alias: i for i in parse_interfaces(domain_xml) if i.alias}
+    spec_macs, status_macs = _spec_macs(vmi), _status_macs(vmi)
     plans: list[InterfacePlan] = []
-    for target in targets_from_vmi(vmi, domain_xml):
+    for target in targets_from_vmi(vmi, domain_xml, pod_macs):
         if only is not None and target.name not in only:
             continue
         alias = DOMAIN_ALIAS_PREFIX + target.name
@@ -137,16 +231,25 @@ def make_plan(
         if iface is None:
             continue
         pod_mac = pod_macs.get(target.pod_link) if target.pod_link else None
-        want, source = expected_mac(name=target.name, domain_mac=iface.mac, policy=policy, macs=macs, pod_mac=pod_mac)
+        want, source = expected_mac(
+            name=target.name,
+            domain_mac=iface.mac,
+            family=family,
+            macs=macs,
+            spec_mac=spec_macs.get(target.name),
+            status_mac=status_macs.get(target.name),
+            pod_mac=pod_mac,
+        )
+        note = _policy_note(policy, family, source, want != iface.mac)
         action: FixupAction
         if target.wanted_down:
             action, reason = "none", "the VMI asks for this link to be down"
         elif want is None:
             action, reason = "none", "the domain interface has no MAC"
         elif want == iface.mac:
-            action, reason = "link-refresh", f"MAC unchanged ({source})"
+            action, reason = "link-refresh", f"MAC unchanged ({source}){note}"
         else:
-            action, reason = "reattach", f"MAC {iface.mac} -> {want} ({source})"
+            action, reason = "reattach", f"MAC {iface.mac} -> {want} ({source}){note}"
         plans.append(
             InterfacePlan(
                 name=target.name,

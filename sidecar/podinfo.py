@@ -1,4 +1,4 @@
-"""What the pod's annotations say: opt-out, MAC policy and expected MACs.
+"""What the pod's annotations say: opt-out, MAC policy, expected MACs and KubeVirt's version.
 
 The downward API writes one `key="value"` line per annotation, the value quoted the way
 Go's strconv.Quote does. The file is re-read for every fixup because the kubelet updates
@@ -19,7 +19,9 @@ from bridge_migration_contract import (
     DEFAULT_KEYS,
     DEFAULT_MAC_POLICY,
     AnnotationKeys,
+    KubevirtFamily,
     MacPolicy,
+    kubevirt_family,
     parse_mac_policy,
     parse_macs,
 )
@@ -41,6 +43,8 @@ class PodInfo:
     policy: MacPolicy = DEFAULT_MAC_POLICY
     macs: dict[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    # From the kubevirt-version annotation the webhook puts on each launcher pod; None: absent.
+    kubevirt_family: KubevirtFamily | None = None
 
 
 def _unquote(raw: str) -> str:
@@ -86,9 +90,15 @@ def from_annotations(annotations: Mapping[str, str], keys: AnnotationKeys = DEFA
             macs = parse_macs(annotations[keys.macs])
         except ValueError as exc:
             problems.append(f"{keys.macs}: {exc}")
+    family: KubevirtFamily | None = None
+    if keys.kubevirt_version in annotations:
+        try:
+            family = kubevirt_family(annotations[keys.kubevirt_version])
+        except ValueError as exc:
+            problems.append(f"{keys.kubevirt_version}: {exc}")
     for problem in problems:
         _warn_once(f"ignoring annotation {problem}")
-    return PodInfo(enabled=enabled, policy=policy, macs=macs, problems=tuple(problems))
+    return PodInfo(enabled=enabled, policy=policy, macs=macs, problems=tuple(problems), kubevirt_family=family)
 
 
 def vmi_annotations(vmi: Mapping[str, Any] | None) -> dict[str, str]:

@@ -70,6 +70,7 @@ class Sidecar:
             links=read_links,
             metrics=self.metrics,
             history_size=settings.history_size,
+            kubevirt_family=settings.kubevirt_family,
         )
         self.dispatcher = Dispatcher(
             run_fixup=lambda trigger, at: self.fixer.run(trigger=trigger, trigger_time=at),
@@ -170,8 +171,8 @@ class Sidecar:
         except (NoDomainError, LibvirtUnavailableError, libvirt.libvirtError):
             xml = None
         if xml is not None:
-            targets = {t.name: t for t in targets_from_vmi(vmi, xml)}
             links = read_links()
+            targets = {t.name: t for t in targets_from_vmi(vmi, xml, links)}
             for iface in parse_interfaces(xml):
                 vmi_name = (
                     iface.alias.removeprefix(DOMAIN_ALIAS_PREFIX)

@@ -131,7 +131,14 @@ async def _decide_pod(review: Review, rt: Runtime) -> Decision:
             managed = managed_interfaces(vmi.get("spec") or {})
             pod_ifaces = [i["name"] for i in managed if i["network"] == "pod"]
             vmi_macs = {i["name"]: i["mac"] for i in managed if i["mac"]}
-    decision = mutate_launcher_pod(review.obj, config=rt.config, vmi_macs=vmi_macs, pod_network_interfaces=pod_ifaces)
+    await rt.gate.current()  # refreshes the observed KubeVirt version with the gate when stale
+    decision = mutate_launcher_pod(
+        review.obj,
+        config=rt.config,
+        vmi_macs=vmi_macs,
+        pod_network_interfaces=pod_ifaces,
+        kubevirt_version=rt.gate.kubevirt_version,
+    )
     decision.warnings[:0] = warnings
     return decision
 

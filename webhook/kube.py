@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import yaml
 
+from bridge_migration_contract import kubevirt_family
+
 log = logging.getLogger(__name__)
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -136,6 +138,23 @@ def sidecar_gate_in(kubevirts: dict[str, Any]) -> bool:
     return False
 
 
+def observed_kubevirt_version_in(kubevirts: dict[str, Any]) -> str | None:
+    """The ``status.observedKubeVirtVersion`` of the first KubeVirt CR that reports a parsable one.
+
+    virt-operator writes there the tag it deployed (docs/kubevirt-facts.md D6); a digest-pinned
+    install reports no version we can read, and then the sidecar's ``--kubevirt-version`` decides.
+    """
+    for item in kubevirts.get("items") or []:
+        version = (item.get("status") or {}).get("observedKubeVirtVersion")
+        if isinstance(version, str):
+            try:
+                kubevirt_family(version)
+            except ValueError:
+                continue
+            return version.strip()
+    return None
+
+
 class SidecarGateCache:
     """KubeVirt's Sidecar feature gate, read from the KubeVirt CR and cached.
 
@@ -153,6 +172,8 @@ class SidecarGateCache:
         self._lock = asyncio.Lock()
         self.last_error: str | None = None
         self.read_ok: bool | None = None  # did the last read of the KubeVirt CR work? None: none yet
+        # Read with the gate from the same list; handed to launcher pods for the sidecar's DHCP rule.
+        self.kubevirt_version: str | None = None
 
     @property
     def value(self) -> bool | None:
@@ -166,7 +187,9 @@ class SidecarGateCache:
             # one per admission.
             self._read_at = time.monotonic()
             try:
-                self._value = sidecar_gate_in(await self._client.get("/apis/kubevirt.io/v1/kubevirts"))
+                kubevirts = await self._client.get("/apis/kubevirt.io/v1/kubevirts")
+                self._value = sidecar_gate_in(kubevirts)
+                self.kubevirt_version = observed_kubevirt_version_in(kubevirts)
                 self.last_error = None
                 self.read_ok = True
             except KubeError as exc:

@@ -65,12 +65,14 @@ def mutate_launcher_pod(
     config: WebhookConfig,
     vmi_macs: Mapping[str, str] | None = None,
     pod_network_interfaces: list[str] | None = None,
+    kubevirt_version: str | None = None,
 ) -> Decision:
     """Decide the patch for a virt-launcher pod being created.
 
     ``vmi_macs`` are the expected MACs read from the VMI when the pod does not carry them;
     ``pod_network_interfaces`` names the VMI's pod-network interfaces (the CNI hint is given for
-    the first one the MACs know), when known.
+    the first one the MACs know), when known. ``kubevirt_version`` (the KubeVirt CR's observed
+    version) goes on the pod for the sidecar, which picks KubeVirt's DHCP MAC rule by it.
     """
     spec = pod.get("spec") or {}
     containers = spec.get("containers")
@@ -102,6 +104,8 @@ def mutate_launcher_pod(
     annotations: Mapping[str, str] | None = metadata.get("annotations")
     ann = annotations or {}
     changes: dict[str, str] = {}
+    if kubevirt_version and config.keys.kubevirt_version not in ann:
+        changes[config.keys.kubevirt_version] = kubevirt_version
     if MIGRATION_JOB_UID_LABEL in labels:
         keys = config.keys
         macs: dict[str, str] = {}

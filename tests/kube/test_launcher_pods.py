@@ -17,7 +17,7 @@ from bridge_migration_contract import (
     parse_macs,
 )
 from kubelab.kubectl import Kubectl
-from kubelab.lab import CNI_MAC_ANNOTATION, SIDECAR_IMAGE
+from kubelab.lab import CNI_MAC_ANNOTATION, OBSERVED_KUBEVIRT_VERSION, SIDECAR_IMAGE
 from tests.kube.conftest import user_annotations, vmi_manifest
 
 pytestmark = pytest.mark.kube
@@ -78,6 +78,8 @@ def test_our_sidecar_gets_the_libvirt_runtime_and_the_pod_annotations(kubectl: K
     ]
     # Not a migration target: no CNI MAC hint.
     assert CNI_MAC_ANNOTATION not in pod["metadata"]["annotations"]
+    # The KubeVirt version virt-operator reports, for the sidecar's DHCP MAC rule.
+    assert pod["metadata"]["annotations"][DEFAULT_KEYS.kubevirt_version] == OBSERVED_KUBEVIRT_VERSION
 
 
 def test_a_migration_target_pod_also_gets_the_expected_and_cni_mac_annotations(

@@ -51,7 +51,7 @@ def test_a_pod_namespace_is_laid_out_like_kubevirt_bridge_binding_and_cleanup_re
 def test_a_deleted_pod_leaves_no_namespace_and_its_node_no_route(lab: Lab) -> None:
     pod = lab.create_pod(vm="gone", node="b", networks=NETWORKS)
     node = lab.nodes["b"]
-    assert pod.net.nic("net1").ip.startswith("10.245.2.")
+    assert pod.net.nic("secondary").ip.startswith("10.245.2.")
     assert ip(node.netns, "route", "show", f"{pod.ip}/32").strip()
     lab.delete_pod(pod)
     assert pod.net.netns not in run(["ip", "netns", "list"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from lab.dhcp import server_ip
 from lab.scenario import MigrationOutcome, ScenarioResult, run_scenario
 
 pytestmark = pytest.mark.lab
@@ -42,6 +43,8 @@ def _assert_recovered(outcome: MigrationOutcome, *, guest_mac: str) -> None:
     assert outcome.dhcp_ack is not None, "the guest never renewed its lease in the target pod"
     assert outcome.dhcp_ack.fields["ip"].split("/")[0] == outcome.target_ip
     assert outcome.dhcp_ack.fields["mac"] == guest_mac
+    # From the target pod's server, which names itself as virt-launcher's does (facts D4).
+    assert outcome.dhcp_ack.fields["server"] == server_ip(0)
     assert outcome.first_reply is not None, "no ping reply after the migration"
     assert outcome.first_reply.after(outcome.dhcp_ack)
 
@@ -127,6 +130,35 @@ def test_two_nics_the_sidecar_fixes_both_and_the_guest_pings_from_each() -> None
     assert fixup["result"] == "success"
     assert sorted((i["name"], i["action"]) for i in fixup["interfaces"]) == [
         ("default", "link-refresh"),
-        ("net1", "link-refresh"),
+        ("secondary", "link-refresh"),
     ]
-    assert result.final_domain_macs == {"default": result.first_macs["eth0"], "net1": result.first_macs["eth1"]}
+    assert result.final_domain_macs == {"default": result.first_macs["eth0"], "secondary": result.first_macs["eth1"]}
+
+
+# Every policy on both DHCP families, against the lab's stand-in for virt-launcher's DHCP server
+# (one MAC by KubeVirt's rule, every other MAC ignored). Under every policy the guest must end
+# with a lease from the target pod's server; what the MAC becomes is KubeVirt's rule, not ours.
+@pytest.mark.parametrize(
+    ("policy", "kubevirt", "action"),
+    [
+        ("pin", "v1.8.0", "link-refresh"),  # spec MAC: served on every version
+        ("pin", "v1.9.0", "link-refresh"),
+        ("keep", "v1.8.0", "reattach"),  # v1.8 serves only the target pod's MAC
+        ("keep", "v1.9.0", "link-refresh"),  # v1.9 serves the VMI status MAC: the guest's
+        ("follow-pod", "v1.9.0", "link-refresh"),  # (follow-pod on v1.8: test_mac_change_...)
+    ],
+)
+def test_every_policy_gets_a_lease_from_the_target_pods_kubevirt_dhcp_server(
+    policy: str, kubevirt: str, action: str
+) -> None:
+    result = run_scenario("same-mac", say=print, policy=policy, kubevirt_version=kubevirt)  # type: ignore[arg-type]
+    print(result.timelines())
+    (outcome,) = result.migrations
+    expected = result.first_mac if action == "link-refresh" else outcome.target_cni_mac
+    assert outcome.target_guest_mac == expected, "the lab's DHCP server does not follow KubeVirt's rule"
+    _assert_recovered(outcome, guest_mac=expected)
+    (fixup,) = [f for f in outcome.fixups if not f.get("dryRun")]
+    assert fixup["result"] == "success"
+    assert [(i["name"], i["action"], i["newMac"]) for i in fixup["interfaces"]] == [("default", action, expected)]
+    assert result.final_domain_mac == expected
+    assert result.final_guest_address == f"{outcome.target_ip}/24"

@@ -33,7 +33,7 @@ def migrate_postcopy(lab: Lab, vm: Vm, *, to_node: str) -> Any:
     An idle guest's memory is mostly zero pages, which cost almost nothing on the wire, so a
     pre-copy left running for a while can complete before the switch; hence no delay."""
     source = vm.pod
-    target = lab.create_pod(vm=vm.name, node=to_node, guest_mac=lambda net: lab.expected_guest_mac(vm, net))
+    target = lab.create_target_pod(vm, node=to_node)
     lab.start_sidecar(target, namespace=vm.namespace, vmi=vm.name, policy=vm.policy)
     params = {
         libvirt.VIR_MIGRATE_PARAM_URI: f"unix://{lab.run_dir}/postcopy-{target.name}.sock",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.plan import make_plan, pod_link_names, targets_from_vmi
+from sidecar.plan import hashed_pod_interface_name, make_plan, pod_link_names, targets_from_vmi
 from tests.sidecar.samples import (
     GUEST_MAC,
     MACVTAP_IFACE,
@@ -23,27 +23,79 @@ def test_pinned_mac_unchanged_means_a_link_refresh() -> None:
     assert plan.mac_source == "domain"
 
 
-def test_follow_pod_with_a_new_pod_mac_means_a_reattach_with_that_mac() -> None:
-    [plan] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="follow-pod", macs={}, pod_macs={"eth0": POD_MAC})
+# KubeVirt's DHCP server answers one MAC (docs/kubevirt-facts.md D2): the spec's, then (v1.9+)
+# the VMI status's, then the pod's. The plan follows it whatever the policy, and says so.
+OLD, NEW = "v1.5-v1.8", "v1.9+"
+
+
+def test_on_v1_8_without_a_spec_mac_the_pod_mac_is_served_so_follow_pod_reattaches() -> None:
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="follow-pod", macs={}, pod_macs={"eth0": POD_MAC}, family=OLD
+    )
     assert plan.action == "reattach"
     assert (plan.current_mac, plan.expected_mac, plan.mac_source) == (GUEST_MAC, POD_MAC, "pod")
+    assert "not possible" not in plan.reason
 
 
-def test_follow_pod_without_a_pod_mac_falls_back_to_the_domain_mac() -> None:
-    [plan] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="follow-pod", macs={}, pod_macs={})
-    assert plan.action == "link-refresh"
+def test_on_v1_8_keep_cannot_keep_the_mac_and_the_reason_says_why() -> None:
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="keep", macs={}, pod_macs={"eth0": POD_MAC}, family=OLD
+    )
+    assert (plan.action, plan.expected_mac, plan.mac_source) == ("reattach", POD_MAC, "pod")
+    assert "keep is not possible" in plan.reason
+
+
+def test_on_v1_9_the_status_mac_is_served_so_keep_refreshes_the_link() -> None:
+    status = {**vmi(), "status": {"interfaces": [{"name": "default", "mac": GUEST_MAC.upper()}]}}
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=status, policy="keep", macs={}, pod_macs={"eth0": POD_MAC}, family=NEW
+    )
+    assert (plan.action, plan.expected_mac, plan.mac_source) == ("link-refresh", GUEST_MAC, "status")
+
+
+def test_on_v1_9_follow_pod_keeps_the_status_mac_and_the_reason_says_why() -> None:
+    status = {**vmi(), "status": {"interfaces": [{"name": "default", "mac": GUEST_MAC}]}}
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=status, policy="follow-pod", macs={}, pod_macs={"eth0": POD_MAC}, family=NEW
+    )
+    assert (plan.action, plan.mac_source) == ("link-refresh", "status")
+    assert "follow-pod is not possible" in plan.reason
+
+
+def test_on_v1_9_without_a_vmi_status_the_domain_mac_stands_for_it() -> None:
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="follow-pod", macs={}, pod_macs={"eth0": POD_MAC}, family=NEW
+    )
+    assert (plan.action, plan.expected_mac, plan.mac_source) == ("link-refresh", GUEST_MAC, "domain")
+
+
+def test_without_a_pod_mac_on_v1_8_the_domain_mac_is_kept() -> None:
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="follow-pod", macs={}, pod_macs={}, family=OLD)
+    assert (plan.action, plan.mac_source) == ("link-refresh", "domain")
+
+
+def test_the_spec_mac_is_served_on_both_families() -> None:
+    wanted = "02:11:22:33:44:55"
+    spec = vmi(interfaces=[{"name": "default", "bridge": {}, "macAddress": wanted.upper()}])
+    for family in (OLD, NEW):
+        [plan] = make_plan(
+            domain_xml=domain_xml(), vmi=spec, policy="keep", macs={}, pod_macs={"eth0": POD_MAC}, family=family
+        )
+        assert (plan.action, plan.expected_mac, plan.mac_source) == ("reattach", wanted, "spec")
 
 
 def test_the_macs_annotation_wins_over_the_pod_mac() -> None:
     wanted = "02:11:22:33:44:55"
-    [plan] = make_plan(
-        domain_xml=domain_xml(),
-        vmi=vmi(),
-        policy="follow-pod",
-        macs={"default": wanted},
-        pod_macs={"eth0": POD_MAC},
-    )
-    assert (plan.action, plan.expected_mac, plan.mac_source) == ("reattach", wanted, "annotation")
+    for family in (OLD, NEW):
+        [plan] = make_plan(
+            domain_xml=domain_xml(),
+            vmi=vmi(),
+            policy="follow-pod",
+            macs={"default": wanted},
+            pod_macs={"eth0": POD_MAC},
+            family=family,
+        )
+        assert (plan.action, plan.expected_mac, plan.mac_source) == ("reattach", wanted, "annotation")
 
 
 def test_the_macs_annotation_equal_to_the_domain_mac_is_a_link_refresh() -> None:
@@ -51,22 +103,11 @@ def test_the_macs_annotation_equal_to_the_domain_mac_is_a_link_refresh() -> None
     assert (plan.action, plan.mac_source) == ("link-refresh", "annotation")
 
 
-def test_keep_never_changes_the_mac() -> None:
-    [plan] = make_plan(
-        domain_xml=domain_xml(),
-        vmi=vmi(),
-        policy="keep",
-        macs={"default": "02:11:22:33:44:55"},
-        pod_macs={"eth0": POD_MAC},
-    )
-    assert (plan.action, plan.expected_mac) == ("link-refresh", GUEST_MAC)
-
-
 def test_only_bridge_and_macvtap_interfaces_are_planned() -> None:
     xml = domain_xml(extra=MACVTAP_IFACE + MASQ_IFACE + NO_ALIAS_IFACE)
     plans = make_plan(domain_xml=xml, vmi=THREE_NIC_VMI, policy="pin", macs={}, pod_macs={})
     assert [(p.name, p.action) for p in plans] == [("default", "link-refresh"), ("fast", "link-refresh")]
-    assert [p.pod_link for p in plans] == ["eth0", "net1"]
+    assert [p.pod_link for p in plans] == ["eth0", FAST]
 
 
 def test_a_subset_of_interfaces_can_be_asked_for() -> None:
@@ -84,6 +125,9 @@ def test_an_interface_the_vmi_wants_down_is_left_alone() -> None:
 def test_without_a_vmi_every_ua_ethernet_bridge_or_direct_interface_is_planned() -> None:
     xml = domain_xml(extra=MACVTAP_IFACE + NO_ALIAS_IFACE)
     plans = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs={"eth0": POD_MAC})
+    assert [(p.name, p.pod_link) for p in plans] == [("default", "eth0"), ("fast", FAST)]
+    # A pod made by an older KubeVirt has ordinal names; the plan takes them when it sees them.
+    plans = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs={"eth0": POD_MAC, "net1": POD_MAC})
     assert [(p.name, p.pod_link) for p in plans] == [("default", "eth0"), ("fast", "net1")]
 
 
@@ -96,8 +140,28 @@ def test_a_vmi_interface_missing_from_the_domain_is_not_planned() -> None:
     assert [p.name for p in plans] == ["default"]
 
 
-def test_pod_links_are_eth0_for_the_pod_network_and_net_n_for_multus() -> None:
-    assert pod_link_names(THREE_NIC_VMI["spec"]) == {"default": "eth0", "fast": "net1", "masq": "net2"}
+# KubeVirt's naming scheme (docs/kubevirt-facts.md D5): "pod" + sha256(network name)[:11].
+FAST, MASQ = hashed_pod_interface_name("fast"), hashed_pod_interface_name("masq")
+
+
+def test_pod_links_are_eth0_for_the_pod_network_and_kubevirts_hashed_names_for_multus() -> None:
+    assert pod_link_names(THREE_NIC_VMI) == {"default": "eth0", "fast": FAST, "masq": MASQ}
+    # The value KubeVirt's own namescheme tests expect for a network called "network1".
+    assert hashed_pod_interface_name("network1") == "poda7662f44d65"
+
+
+def test_ordinal_names_only_where_the_pod_has_them_and_the_hashed_one_is_absent() -> None:
+    assert pod_link_names(THREE_NIC_VMI, present={"eth0", "net1", "net2"}) == {
+        "default": "eth0",
+        "fast": "net1",
+        "masq": "net2",
+    }
+    assert pod_link_names(THREE_NIC_VMI, present={"eth0", FAST, "net1"})["fast"] == FAST
+
+
+def test_the_pod_interface_name_in_the_vmi_status_wins() -> None:
+    reported = {**THREE_NIC_VMI, "status": {"interfaces": [{"name": "default", "podInterfaceName": "ovn-udn1"}]}}
+    assert pod_link_names(reported)["default"] == "ovn-udn1"
 
 
 def test_a_malformed_vmi_spec_yields_no_targets_rather_than_an_error() -> None:

@@ -37,6 +37,7 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
         "policy": draw(st.sampled_from(MAC_POLICIES)),
         "macs": {n: draw(macs) for n in names if draw(st.booleans())},
         "pod_macs": {link: draw(macs) for link in ("eth0", "net1", "net2") if draw(st.booleans())},
+        "family": draw(st.sampled_from(["v1.5-v1.8", "v1.9+"])),
     }
 
 
@@ -44,14 +45,24 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
 @given(cases())
 def test_plans_cover_exactly_the_managed_interfaces_present_in_the_domain(case: dict[str, Any]) -> None:
     plans = make_plan(
-        domain_xml=case["xml"], vmi=case["vmi"], policy=case["policy"], macs=case["macs"], pod_macs=case["pod_macs"]
+        domain_xml=case["xml"],
+        vmi=case["vmi"],
+        policy=case["policy"],
+        macs=case["macs"],
+        pod_macs=case["pod_macs"],
+        family=case["family"],
     )
     managed = {m["name"] for m in managed_interfaces(case["vmi"]["spec"])}
     assert {p.name for p in plans} == managed & set(case["domain_macs"])
     for plan in plans:
         assert plan.current_mac == case["domain_macs"][plan.name]
         assert (plan.action == "reattach") == (plan.expected_mac != plan.current_mac)
-        if case["policy"] == "keep":
-            assert plan.action == "link-refresh"
-        elif plan.name in case["macs"]:
+        # KubeVirt's DHCP rule: recorded/spec MAC, then (v1.9+) status or domain MAC, then pod MAC.
+        if plan.name in case["macs"]:
             assert (plan.expected_mac, plan.mac_source) == (case["macs"][plan.name], "annotation")
+        elif case["family"] == "v1.9+":
+            assert (plan.action, plan.mac_source) == ("link-refresh", "domain")
+        elif plan.pod_link in case["pod_macs"]:
+            assert (plan.expected_mac, plan.mac_source) == (case["pod_macs"][plan.pod_link], "pod")
+        else:
+            assert (plan.action, plan.mac_source) == ("link-refresh", "domain")

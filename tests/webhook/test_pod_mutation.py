@@ -9,6 +9,7 @@ import jsonpatch
 from tests.webhook.launcher_pods import IMAGE, launcher_pod
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
+from webhook.kube import observed_kubevirt_version_in
 from webhook.pod_mutation import mutate_launcher_pod
 
 MACS = "bridge-migration.kubevirt.io/macs"
@@ -109,3 +110,27 @@ def test_volume_and_mount_names_of_the_wrong_type_do_not_break_the_mutator() -> 
     ours = stored["spec"]["containers"][1]["volumeMounts"]
     assert [m["name"] for m in ours][-2:] == ["libvirt-runtime", "bridge-migration-podinfo"]
     assert decision.warnings == []
+
+
+def test_the_observed_kubevirt_version_goes_on_every_launcher_pod_for_the_sidecars_dhcp_rule() -> None:
+    version_key = "bridge-migration.kubevirt.io/kubevirt-version"
+    for target in (False, True):
+        stored, _ = admit(launcher_pod(target=target), kubevirt_version="v1.8.4")
+        assert stored["metadata"]["annotations"][version_key] == "v1.8.4"
+    # Unknown (the CR not read yet, or a digest-pinned install): nothing; the sidecar's flag decides.
+    stored, _ = admit(launcher_pod())
+    assert version_key not in (stored["metadata"].get("annotations") or {})
+    # One the pod already carries is left as it is.
+    stored, _ = admit(launcher_pod(annotations={version_key: "v1.9.1"}), kubevirt_version="v1.8.4")
+    assert stored["metadata"]["annotations"][version_key] == "v1.9.1"
+
+
+def test_the_observed_version_is_read_from_the_kubevirt_cr_status_and_only_when_it_parses() -> None:
+    def cr(version: object) -> dict[str, Any]:
+        return {"spec": {}, "status": {"observedKubeVirtVersion": version}}
+
+    assert observed_kubevirt_version_in({"items": [cr("v1.9.0")]}) == "v1.9.0"
+    assert observed_kubevirt_version_in({"items": [cr("sha256:0123abcd"), cr("v1.7.2")]}) == "v1.7.2"
+    assert observed_kubevirt_version_in({"items": [{"spec": {}}]}) is None
+    assert observed_kubevirt_version_in({"items": [cr(17)]}) is None
+    assert observed_kubevirt_version_in({}) is None
