@@ -4,6 +4,9 @@ For each scenario (same MAC: link refresh; MAC change: reattach; control: no sid
 the full seed test N times in a fresh lab and record the gap from the guest resuming in the
 target pod (RESUMED/MIGRATED, the end of the migration as the guest sees it) to the client's
 first ping reply to the server from there. The control is expected never to recover.
+Beside it the stun time at 10 ms resolution (lab.stuntime: echoes every 10 ms from the server's
+node to the source and the target pod's addresses; (lost + 1) x 10 ms from the last reply of the
+old address to the first of the new), which also counts the handover itself.
 Also the sidecar's own time from the resume event to its fixup done, per action.
 """
 
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     example: list[tuple[str, float]] = []
     for kind, runs in plan:
         gaps: list[float] = []
+        stuns: list[float] = []
         fixup_s: list[float] = []
         recovered = 0
         details = []
@@ -67,14 +71,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if mig["recovered"] and mig["gap_s"] is not None:
                     recovered += 1
                     gaps.append(mig["gap_s"])
+                if mig["stun_ms"] is not None:
+                    stuns.append(mig["stun_ms"])
             fixup_s += _fixup_after_resume(run)
             if kind == "same-mac" and i == 0:
                 example = [(m["label"], m["elapsed_s"]) for m in run["migrations"][0]["timeline"]]
-            print(f"{kind} run {i + 1}/{runs}: gap {run['migrations'][0]['gap_s']} s", file=sys.stderr)
+            first = run["migrations"][0]
+            print(f"{kind} run {i + 1}/{runs}: gap {first['gap_s']} s, stun {first['stun_ms']} ms", file=sys.stderr)
         scenarios[kind] = {
             "runs": runs,
             "recovered": recovered,
             "gap_s": _stats(gaps),
+            "stun_ms": _stats(stuns),
+            "stun_recovered": len(stuns),
             "fixup_after_resume_s": _stats(fixup_s),
             "runs_detail": details,
         }
@@ -82,13 +91,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "migration_gap",
         "quick": args.quick,
         "what": "seconds from RESUMED/MIGRATED on the target to the client's first ping reply to the server",
+        "stun_what": "ms from the last 10 ms echo reply at the source pod's address to the first at the target pod's",
         "scenarios": scenarios,
         "timeline_example": example,
         "timeline_title": "One same-MAC migration (link refresh), seconds from the migration call",
     }
     write_result("migration_gap", result, args.out)
     for name, s in scenarios.items():
-        print(f"{name:<11} recovered {s['recovered']}/{s['runs']}  gap {s['gap_s']}  fixup {s['fixup_after_resume_s']}")
+        print(
+            f"{name:<11} recovered {s['recovered']}/{s['runs']}  gap {s['gap_s']}  stun {s['stun_ms']}"
+            f"  fixup {s['fixup_after_resume_s']}"
+        )
     return result
 
 

@@ -90,6 +90,30 @@ def _sidecar_limits(lim: dict[str, Any]) -> list[str]:
     return parts
 
 
+def _gap_section(g: dict[str, Any]) -> list[str]:
+    parts: list[str] = []
+    parts.append("### Connectivity gap after a live migration (`bench/migration_gap.py`, real lab)\n")
+    parts.append(f"Gap: {g['what']}.\n")
+    if "stun_what" in g:
+        parts.append(f"Stun time: {g['stun_what']} (10 ms resolution, the handover included).\n")
+    parts.append(
+        "| scenario | recovered | gap median | gap worst | stun time median / worst"
+        " | resume event to fixup done (median / worst) |"
+    )
+    parts.append("|---|---:|---:|---:|---:|---:|")
+    for kind, sc in g["scenarios"].items():
+        f = sc["fixup_after_resume_s"]
+        fix = "no sidecar" if f["median"] is None else f"{f['median']} s / {f['worst']} s"
+        gap_med = "never (as expected)" if sc["recovered"] == 0 else _fmt(sc["gap_s"]["median"], " s")
+        gap_worst = "never" if sc["recovered"] == 0 else _fmt(sc["gap_s"]["worst"], " s")
+        st = sc.get("stun_ms") or {}
+        stun = "n/a" if not st else ("never" if st["median"] is None else f"{st['median']} / {st['worst']} ms")
+        row = f"| {kind} | {sc['recovered']}/{sc['runs']} | {gap_med} | {gap_worst} | {stun} | {fix} |"
+        parts.append(row)
+    parts.append("")
+    return parts
+
+
 def tables(results: Path, plots: Path, doc_dir: Path) -> str:
     parts: list[str] = []
     machine = None
@@ -154,17 +178,7 @@ def tables(results: Path, plots: Path, doc_dir: Path) -> str:
         )
     parts.extend(_sidecar_sections(results))
     if (g := load_result(results, "migration_gap")) is not None:
-        parts.append("### Connectivity gap after a live migration (`bench/migration_gap.py`, real lab)\n")
-        parts.append(f"Gap: {g['what']}.\n")
-        parts.append("| scenario | recovered | gap median | gap worst | resume event to fixup done (median / worst) |")
-        parts.append("|---|---:|---:|---:|---:|")
-        for kind, sc in g["scenarios"].items():
-            f = sc["fixup_after_resume_s"]
-            fix = "no sidecar" if f["median"] is None else f"{f['median']} s / {f['worst']} s"
-            gap_med = "never (as expected)" if sc["recovered"] == 0 else _fmt(sc["gap_s"]["median"], " s")
-            gap_worst = "never" if sc["recovered"] == 0 else _fmt(sc["gap_s"]["worst"], " s")
-            parts.append(f"| {kind} | {sc['recovered']}/{sc['runs']} | {gap_med} | {gap_worst} | {fix} |")
-        parts.append("")
+        parts.extend(_gap_section(g))
     for png in sorted(plots.glob("*.png")):
         rel = os.path.relpath(png, doc_dir)
         parts.append(f"![{png.stem}]({rel})\n")

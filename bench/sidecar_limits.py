@@ -82,7 +82,8 @@ def _mib(status: dict[str, str], key: str) -> float:
 
 
 def one_run(*, rounds: int, soak_s: float, soak_rate: float) -> dict[str, Any]:
-    with Lab(sidecar_limits=True) as lab:
+    # v1.8: follow-pod reattaches there (the heavier path; docs/kubevirt-facts.md D2).
+    with Lab(sidecar_limits=True, kubevirt_version="v1.8.0") as lab:
         lab.add_nodes("a", "b")
         vm = lab.start_vm(name="capped", node="a", policy="follow-pod", sidecar=True)
         vm.console.wait("dhcp-ack", nic="eth0", timeout=180)

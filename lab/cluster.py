@@ -16,7 +16,7 @@ import secrets
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -413,14 +413,25 @@ class Lab:
         dom.create()
         return vm
 
-    def migrate(self, vm: Vm, *, to_node: str, timeout: float = 240.0, paused: bool = False) -> MigrationRecord:
+    def migrate(
+        self,
+        vm: Vm,
+        *,
+        to_node: str,
+        timeout: float = 240.0,
+        paused: bool = False,
+        on_target: Callable[[Pod], None] | None = None,
+    ) -> MigrationRecord:
         """Live-migrate ``vm`` into a new pod on ``to_node`` and delete the source pod.
 
         ``paused``: the VM is paused first and migrated as KubeVirt migrates a paused VMI
         (VIR_MIGRATE_PAUSED): it arrives paused and only resumes when the user unpauses it
-        (`unpause`); ``resumed`` in the record is then the time it arrived."""
+        (`unpause`); ``resumed`` in the record is then the time it arrived. ``on_target`` is called
+        with the target pod once it exists, before the migration starts."""
         source = vm.pod
         target = self.create_target_pod(vm, node=to_node)
+        if on_target is not None:
+            on_target(target)
         if vm.with_sidecar:
             self.start_sidecar(target, namespace=vm.namespace, vmi=vm.name, policy=vm.policy)
             # The target launcher runs the hooks too; the domain itself arrives by migration.

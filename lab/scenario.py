@@ -19,6 +19,7 @@ from lab.cluster import Lab, MigrationRecord, Vm
 from lab.console import GuestEvent
 from lab.dhcp import DEFAULT_KUBEVIRT_VERSION
 from lab.manual import lab_link_refresh
+from lab.stuntime import StunProbe
 from lab.timeline import Timeline
 
 ScenarioKind = Literal["same-mac", "mac-change", "control", "round-trip", "two-nics", "lab-link-refresh"]
@@ -82,6 +83,9 @@ class MigrationOutcome:
     nic_replies: dict[str, GuestEvent | None] = field(default_factory=dict)
     target_ips: dict[str, str] = field(default_factory=dict)  # guest NIC -> target pod IP
     sidecar_status: dict[str, Any] | None = None  # the target sidecar's GET /v1/status afterwards
+    # Stun time (lab.stuntime): ms from the last echo reply at the source pod's address to the
+    # first at the target pod's, echoes every 10 ms from the server's node; None: never answered.
+    stun_ms: int | None = None
     source_sidecar_exit: int | None = None  # the source pod's sidecar exit code after Shutdown
 
     @property
@@ -131,6 +135,7 @@ class ScenarioResult:
                     "migration_s": round(m.record.finished - m.record.started, 3),
                     "resume_s": round(m.record.resumed - m.record.started, 3),
                     "gap_s": None if m.gap_seconds is None else round(m.gap_seconds, 3),
+                    "stun_ms": m.stun_ms,
                     "recovered": m.first_reply is not None,
                     "fixup_actions": [i.get("action") for f in m.fixups for i in f.get("interfaces", [])],
                     "timeline": m.timeline.as_dicts(),
@@ -244,6 +249,18 @@ def _watch_no_recovery(
     return acks, replies
 
 
+def _migrate_probed(
+    lab: Lab, vm: Vm, *, to_node: str, timeout: float, probe_ns: str
+) -> tuple[MigrationRecord, StunProbe]:
+    """Migrate with the stun-time probe running on both pod addresses."""
+    probe = StunProbe(probe_ns, vm.pod.ip)
+    try:
+        return lab.migrate(vm, to_node=to_node, timeout=timeout, on_target=probe.target), probe
+    except BaseException:
+        probe.finish(expect_reply=False)
+        raise
+
+
 def run_scenario(
     kind: ScenarioKind,
     *,
@@ -307,9 +324,10 @@ def run_scenario(
             ping_before=True,
             first_macs=first_macs,
         )
+        probe_ns = lab.nodes[server.pod.node].netns
         for hop in spec.hops:
             phase(f"migrating client {client.pod.node} -> {hop} (LIVE|PEER2PEER|PERSIST_DEST)")
-            record = lab.migrate(client, to_node=hop, timeout=timeout)
+            record, probe = _migrate_probed(lab, client, to_node=hop, timeout=timeout, probe_ns=probe_ns)
             target = client.pod
             phase(
                 f"migration done: guest resumed on {hop} after {record.resumed - record.started:.1f} s,"
@@ -328,6 +346,8 @@ def run_scenario(
                 acks, replies = _watch_no_recovery(
                     vm=client, record=record, nics=list(target_ips), observe=observe, phase=phase
                 )
+            stun = probe.finish(expect_reply=replies.get("eth0") is not None)
+            phase(f"stun time (10 ms echoes from node {server.pod.node}): {stun if stun is not None else 'never'} ms")
             ack, reply = acks["eth0"], replies["eth0"]
             fixups = target.sidecar.fixups() if target.sidecar is not None else []
             status = target.sidecar.status() if target.sidecar is not None else None
@@ -347,6 +367,7 @@ def run_scenario(
                 target_ips=target_ips,
                 sidecar_status=status,
                 source_sidecar_exit=client.pods[-2].sidecar_exit,
+                stun_ms=stun,
             )
             result.migrations.append(outcome)
         result.final_guest_address = client.guest_address()

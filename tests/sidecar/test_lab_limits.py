@@ -58,7 +58,8 @@ print(json.dumps(seen))
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with Lab(sidecar_limits=True) as the_lab:
+    # v1.8: follow-pod reattaches there (the heavier path this test wants; facts D2).
+    with Lab(sidecar_limits=True, kubevirt_version="v1.8.0") as the_lab:
         the_lab.add_nodes("a", "b")
         yield the_lab
 

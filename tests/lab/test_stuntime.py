@@ -1,0 +1,48 @@
+"""The stun-time probe: 10 ms echoes, and the gap in whole intervals."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from lab.stuntime import EchoStream, gap_ms
+
+
+def test_the_gap_is_last_old_reply_to_first_new_reply_in_whole_10_ms_intervals() -> None:
+    old = [100.00, 100.01, 100.02]  # the source pod's address answers, then goes quiet
+    new = [101.221, 101.231]  # 119 echoes lost, then the target pod's address answers
+    assert gap_ms(old, new) == 1200  # (119 lost + 1) x 10 ms, rounded to the interval
+
+
+def test_old_replies_after_the_first_new_one_do_not_shorten_the_gap() -> None:
+    assert gap_ms([10.0, 10.5, 12.0], [10.8]) == 300
+
+
+def test_no_reply_at_the_new_address_means_no_recovery_and_none_before_means_nothing_to_measure() -> None:
+    assert gap_ms([1.0, 1.01], []) is None
+    assert gap_ms([], [2.0]) is None
+    assert gap_ms([5.0], [5.001]) == 10  # never less than one interval
+
+
+@pytest.mark.lab
+def test_the_stream_reads_timestamped_replies_from_a_real_ping_in_a_namespace_of_its_own() -> None:
+    netns = f"bml-stuntest-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        stream = EchoStream(netns, "127.0.0.1")
+        started = time.time()
+        stream.start()
+        time.sleep(1.0)
+        replies = stream.stop()
+        assert len(replies) >= 10, "10 ms echoes on loopback should answer many times a second"
+        assert replies == sorted(replies)
+        assert started - 1 < replies[0] < replies[-1] < time.time() + 1  # ping -D: epoch seconds
+        # Stopped means stopped: nothing more arrives.
+        time.sleep(0.1)
+        assert stream.replies == replies
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
