@@ -40,7 +40,7 @@ from lab.dhcp import DEFAULT_KUBEVIRT_VERSION, served_mac, start_dhcp_servers
 from lab.domain import Nic, domain_name, domain_xml
 from lab.events import EventLog, LifecycleEvent, ensure_event_loop
 from lab.launcher_hooks import LauncherHooks, define_domain_through_hooks
-from lab.libvirtd import LibvirtDaemon
+from lab.libvirtd import LAUNCHER_UID, LibvirtDaemon, LibvirtMode
 from lab.network import NETWORKS, POD_NETWORK, NetworkDef, Node, PodNetwork, PodNic, link_nodes, random_cni_mac
 from lab.paths import GUEST_INITRD, GUEST_KERNEL, PREFIX, RUN_ROOT
 from lab.process import LabProcess
@@ -160,6 +160,7 @@ class Lab:
         sidecar_limits: bool = False,
         sidecar_image: str | None = None,
         kubevirt_version: str = DEFAULT_KUBEVIRT_VERSION,
+        libvirt_mode: LibvirtMode = "session",
     ) -> None:
         if not GUEST_KERNEL.exists() or not GUEST_INITRD.exists():
             raise RuntimeError("guest kernel/initramfs missing: run ./scripts/install-lab.sh")
@@ -179,6 +180,12 @@ class Lab:
         # The KubeVirt version the lab plays: it decides which MAC a pod's DHCP server answers,
         # and the sidecar is told it the way the webhook tells it (the pod annotation).
         self.kubevirt_version = kubevirt_version
+        # session: each pod's daemon and QEMU run as uid 107, as KubeVirt's non-root launcher
+        # (the default); system: a root launcher's daemon. QEMU as 107 writes the consoles and
+        # migration sockets here, so the lab's directory is that user's in session mode.
+        self.libvirt_mode: LibvirtMode = libvirt_mode
+        if libvirt_mode == "session":
+            os.chown(self.run_dir, LAUNCHER_UID, LAUNCHER_UID)
         self.nodes: dict[str, Node] = {}
         self.pods: list[Pod] = []
         self.vms: list[Vm] = []
@@ -248,7 +255,7 @@ class Lab:
             for nic in net.nics
         }
         servers = start_dhcp_servers(pod=net, client_macs=macs, run_dir=run_dir, hostname=name)
-        daemon = LibvirtDaemon(netns=net.netns, run_dir=run_dir)
+        daemon = LibvirtDaemon(netns=net.netns, run_dir=run_dir, mode=self.libvirt_mode)
         pod = Pod(
             name=name,
             net=net,
@@ -306,6 +313,7 @@ class Lab:
             limits=LimitedGroup(f"{self.id}-{pod.name}") if self.sidecar_limits else None,
             image=self.sidecar_image,
             libvirt_socket=pod.daemon.socket,
+            libvirt_runtime=pod.daemon.runtime_dir,
         )
         pod.sidecar.wait_healthy()
 

@@ -1,18 +1,30 @@
 """One libvirt daemon per lab pod, as every virt-launcher pod runs its own.
 
 The daemon lives in the pod's network namespace (so QEMU opens the pod's ``tap0``) and in a
-private mount namespace where its own directories are bind-mounted over /etc/libvirt,
-/run/libvirt, /var/lib/libvirt and /var/log/libvirt. Its socket sits in the lab run
-directory, reachable from every namespace (a unix socket crosses network namespaces).
+private mount namespace. Two modes, as KubeVirt has two kinds of launcher (facts L1, L4):
+
+- ``session`` (the default, KubeVirt's default non-root launcher): the daemon and QEMU run as
+  uid/gid 107 in libvirt's session mode with ``XDG_RUNTIME_DIR=/var/run``, so the socket is
+  ``/var/run/libvirt/...`` inside the pod, and clients use KubeVirt's own URI
+  ``qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock``. Debian 12's libvirt 9.0 has
+  no modular ``virtqemud``; its monolithic ``libvirtd`` in session mode serves the same QEMU
+  driver on ``libvirt-sock``, and ``virtqemud-sock`` is a symlink to it. The pod's
+  ``libvirt-runtime`` directory is ``<run dir>/runtime``, bind-mounted over /var/run/libvirt.
+- ``system``: the root launcher's ``qemu:///system``, with the daemon's own directories
+  bind-mounted over /etc/libvirt, /run/libvirt, /var/lib/libvirt and /var/log/libvirt.
+
+Either way the socket also sits under the lab run directory, reachable from every namespace
+(a unix socket crosses network namespaces), which is how the lab itself connects.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import stat
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 import libvirt
 
@@ -31,6 +43,22 @@ cgroup_controllers = [ ]
 namespaces = [ ]
 """
 
+# Session mode: no user/group (QEMU runs as the daemon's user), the rest as above.
+_SESSION_QEMU_CONF = """\
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+stdio_handler = "file"
+namespaces = [ ]
+"""
+
+LAUNCHER_UID: Final = 107  # KubeVirt's non-root launcher user (qemu), pkg/util NonRootUID
+SOCKET_NAME: Final = "virtqemud-sock"  # what KubeVirt's URI names
+LibvirtMode = Literal["session", "system"]
+# Shared by every session daemon, so only the first pays for the QEMU capability probe (as
+# /var/cache/libvirt is for system daemons); KubeVirt keeps it in the pod's private dir.
+SESSION_CACHE: Final = LIBVIRT_CACHE.parent / "bridge-migration" / "libvirt-session-cache"
+
 _BIND_TARGETS = {
     "etc": "/etc/libvirt",
     "run": "/run/libvirt",
@@ -42,10 +70,12 @@ _BIND_TARGETS = {
 class LibvirtDaemon:
     """libvirtd for one pod; ``uri`` is what the sidecar and the lab connect to."""
 
-    def __init__(self, *, netns: str, run_dir: Path) -> None:
+    def __init__(self, *, netns: str, run_dir: Path, mode: LibvirtMode = "session") -> None:
         self.netns = netns
         self.run_dir = run_dir
-        self.sock_dir = run_dir / "sock"
+        self.mode: LibvirtMode = mode
+        # The pod's libvirt-runtime emptyDir in session mode; the socket directory in system mode.
+        self.sock_dir = run_dir / ("runtime" if mode == "session" else "sock")
         self.host_uuid = str(uuid.uuid4())  # distinct per daemon, or migration sees "the same host"
         self.process: LabProcess | None = None
         # Non-root clients (uid -> user name): the socket is theirs, as the launcher's socket is its
@@ -54,11 +84,26 @@ class LibvirtDaemon:
 
     @property
     def socket(self) -> Path:
+        """The path clients connect to (in session mode KubeVirt's name, a symlink)."""
+        return self.sock_dir / (SOCKET_NAME if self.mode == "session" else "libvirt-sock")
+
+    @property
+    def listen_socket(self) -> Path:
+        """The socket file the daemon itself creates."""
         return self.sock_dir / "libvirt-sock"
 
     @property
+    def runtime_dir(self) -> Path | None:
+        """The pod's ``libvirt-runtime`` directory (mounted at /var/run/libvirt), session mode only."""
+        return self.sock_dir if self.mode == "session" else None
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "libvirtd.pid"
+
+    @property
     def uri(self) -> str:
-        return f"qemu+unix:///system?socket={self.socket}"
+        return f"qemu+unix:///{self.mode}?socket={self.socket}"
 
     def _write_config(self) -> None:
         for sub in (*_BIND_TARGETS, "sock"):
@@ -76,15 +121,64 @@ class LibvirtDaemon:
             f'log_outputs = "3:file:{self.run_dir / "libvirtd.log"}"\n'
         )
 
-    def start(self, *, timeout: float = 60.0) -> None:
+    def _session_script(self) -> str:
+        """Prepare the pod's session daemon; the shell line that starts it as uid 107."""
+        uid = LAUNCHER_UID
+        private = self.run_dir / "private"  # XDG_CONFIG_HOME (KubeVirt: /var/run/kubevirt-private)
+        etc = self.run_dir / "etc"
+        for d in (self.sock_dir, private / "libvirt", etc, SESSION_CACHE):
+            d.mkdir(parents=True, exist_ok=True)
+        Path("/run/libvirt").mkdir(parents=True, exist_ok=True)  # the bind mount's mount point
+        (private / "libvirt" / "qemu.conf").write_text(_SESSION_QEMU_CONF)
+        (private / "libvirt" / "libvirtd.conf").write_text(
+            f'host_uuid = "{self.host_uuid}"\nlog_outputs = "3:file:{self.run_dir / "libvirtd.log"}"\n'
+        )
+        # libvirtd looks its own user up; a launcher image has a passwd entry for 107.
+        (etc / "passwd").write_text(
+            Path("/etc/passwd").read_text() + f"qemu:x:{uid}:{uid}::{private}:/usr/sbin/nologin\n"
+        )
+        (etc / "group").write_text(Path("/etc/group").read_text() + f"qemu:x:{uid}:\n")
+        # The compute container gets /dev/net/tun from KubeVirt's device plugin; this machine's
+        # node is root-only, so the daemon's mount namespace gets an open one of its own.
+        tun = self.run_dir / "dev-net-tun"
+        if not tun.exists():
+            os.mknod(tun, 0o666 | stat.S_IFCHR, os.makedev(10, 200))
+            os.chmod(tun, 0o666)
+        link = self.socket
+        if not link.is_symlink():
+            link.symlink_to(self.listen_socket.name)
+        for d in (self.run_dir, self.sock_dir, private, private / "libvirt", SESSION_CACHE):
+            os.chown(d, uid, uid)
+        env = {
+            "HOME": str(private),
+            "XDG_RUNTIME_DIR": "/var/run",
+            "XDG_CONFIG_HOME": str(private),
+            "XDG_CACHE_HOME": str(SESSION_CACHE),
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        }
+        q = shlex.quote
+        mounts = [
+            f"mount --bind {q(str(self.sock_dir))} /run/libvirt",
+            f"mount --bind {q(str(tun))} /dev/net/tun",
+            f"mount --bind {q(str(etc / 'passwd'))} /etc/passwd",
+            f"mount --bind {q(str(etc / 'group'))} /etc/group",
+        ]
+        setpriv = f"setpriv --reuid={uid} --regid={uid} --clear-groups"
+        envs = " ".join(f"{k}={q(v)}" for k, v in env.items())
+        conf = q(str(private / "libvirt" / "libvirtd.conf"))
+        return " && ".join(mounts) + f" && exec {setpriv} env -i {envs} libvirtd -f {conf} -p {q(str(self.pid_file))}"
+
+    def _system_script(self) -> str:
         self._write_config()
         mounts = " && ".join(
             f"mount --bind {shlex.quote(str(self.run_dir / src))} {dst}" for src, dst in _BIND_TARGETS.items()
         )
-        script = (
-            f"{mounts} && exec libvirtd -f /etc/libvirt/libvirtd.conf"
-            f" -p {shlex.quote(str(self.run_dir / 'libvirtd.pid'))}"
-        )
+        return f"{mounts} && exec libvirtd -f /etc/libvirt/libvirtd.conf -p {shlex.quote(str(self.pid_file))}"
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        # A daemon that died leaves its socket file, which would pass the readiness check.
+        self.listen_socket.unlink(missing_ok=True)
+        script = self._session_script() if self.mode == "session" else self._system_script()
         argv = in_netns(self.netns, ["unshare", "-m", "--propagation", "private", "sh", "-c", script])
         self.process = LabProcess(name=f"libvirtd {self.netns}", argv=argv, log_path=self.run_dir / "libvirtd.stdout")
         process = self.process
@@ -92,9 +186,9 @@ class LibvirtDaemon:
         def ready() -> bool:
             if not process.alive():
                 raise RuntimeError(f"libvirtd in {self.netns} exited:\n{process.log_tail()}")
-            return self.socket.exists()
+            return self.listen_socket.exists()
 
-        wait_for(ready, timeout=timeout, what=f"libvirtd socket {self.socket}")
+        wait_for(ready, timeout=timeout, what=f"libvirtd socket {self.listen_socket}")
         self._admit_client_users()
 
     def admit_user(self, uid: int, name: str) -> None:
@@ -104,7 +198,8 @@ class LibvirtDaemon:
             self._admit_client_users()
 
     def _admit_client_users(self) -> None:
-        if not self.client_users:
+        # A session daemon is its user's already: the launcher user needs nothing more.
+        if not self.client_users or (set(self.client_users) == {LAUNCHER_UID} and self.mode == "session"):
             return
         etc = self.run_dir / "client-users"
         etc.mkdir(exist_ok=True)
@@ -113,11 +208,11 @@ class LibvirtDaemon:
         group = "".join(f"{name}:x:{uid}:\n" for uid, name in users)
         (etc / "passwd").write_text(Path("/etc/passwd").read_text() + passwd)
         (etc / "group").write_text(Path("/etc/group").read_text() + group)
-        pid = (self.run_dir / "libvirtd.pid").read_text().strip()
+        pid = self.pid_file.read_text().strip()
         for name in ("passwd", "group"):
             run(["nsenter", "-t", pid, "-m", "mount", "--bind", str(etc / name), f"/etc/{name}"])
         owner = next(iter(self.client_users))  # one socket, one owner: the first user admitted
-        os.chown(self.socket, owner, owner)
+        os.chown(self.listen_socket, owner, owner)
 
     def connect(self) -> Any:
         """A new connection (the first one on a fresh cache probes QEMU: seconds)."""

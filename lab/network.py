@@ -23,6 +23,7 @@ POD_BRIDGE = "k6t-eth0"
 POD_NIC = "eth0-nic"
 POD_DUMMY = "eth0"
 FIRST_POD_HOST = 10
+TAP_OWNER = 107  # KubeVirt's non-root launcher user; root QEMU (system mode) can open it too
 
 
 def random_cni_mac() -> str:
@@ -231,7 +232,8 @@ class PodNetwork:
         # Pod side: bridge binding layout.
         ip(self.netns, "link", "add", net.bridge, "type", "bridge", "forward_delay", "0")
         ip(self.netns, "link", "set", net.cni_nic, "master", net.bridge)
-        ip(self.netns, "tuntap", "add", "dev", net.tap, "mode", "tap")
+        # virt-handler makes the tap its launcher's: uid/gid 107 for a non-root one (facts L4).
+        ip(self.netns, "tuntap", "add", "dev", net.tap, "mode", "tap", "user", str(TAP_OWNER), "group", str(TAP_OWNER))
         ip(self.netns, "link", "set", net.tap, "master", net.bridge)
         ip(self.netns, "link", "set", net.tap, "up")
         add_placeholder_link(self.netns, net.pod_link, nic.cni_mac)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,7 +69,11 @@ class Sidecar:
         limits: LimitedGroup | None = None,
         image: str | None = None,
         libvirt_socket: Path | None = None,
+        libvirt_runtime: Path | None = None,
     ) -> None:
+        """``libvirt_runtime``: the pod's libvirt-runtime directory of a session daemon. The
+        sidecar then sees it at /var/run/libvirt, as the pod mutation mounts it, and runs with its
+        default ``--libvirt-uri`` (KubeVirt's non-root URI), not ``libvirt_uri``."""
         self.netns = netns
         self.image = image
         self.container_name: str | None = None
@@ -82,7 +87,17 @@ class Sidecar:
         self.hook_dir = run_dir / "hooks"
         self.hook_dir.mkdir(exist_ok=True)
         serve = ["--domain", domain, "--listen", LISTEN, "--link-pause-ms", str(link_pause_ms)]
-        if image is None:
+        if image is None and libvirt_runtime is not None:
+            # Its own mount namespace, the runtime directory where a pod has it; exec keeps the pid.
+            q = shlex.quote
+            command = [
+                str(VENV_PYTHON), "-m", "sidecar", "serve", *serve,
+                "--hook-socket-dir", str(self.hook_dir),
+                "--pod-annotations", str(self.annotations_path),
+            ]  # fmt: skip
+            script = f"mount --bind {q(str(libvirt_runtime))} {LIBVIRT_RUNTIME_PATH} && exec {shlex.join(command)}"
+            argv = in_netns(netns, ["unshare", "-m", "--propagation", "private", "sh", "-c", script])
+        elif image is None:
             argv = in_netns(
                 netns,
                 [

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from lab.cleanup import lab_namespaces
 from lab.cluster import Lab
 from lab.network import NETWORKS
-from lab.shell import ip, run
+from lab.shell import in_netns, ip, run
 
 pytestmark = pytest.mark.lab
 
@@ -69,3 +70,39 @@ def test_python_m_lab_cleanup_removes_a_lab_nobody_closed() -> None:
     assert lab_namespaces(orphan.id) == []
     assert not orphan.run_dir.exists()
     orphan.close()  # nothing left to do, and it must not fail
+
+
+def _uids(netns: str) -> dict[str, int]:
+    """Command name -> real uid of every process in a network namespace."""
+    out: dict[str, int] = {}
+    for pid in run(["ip", "netns", "pids", netns]).split():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        name = Path(cmdline[0].decode()).name if cmdline and cmdline[0] else "?"
+        if name == "python" or name.startswith("python3"):
+            name = " ".join(c.decode() for c in cmdline[1:4])  # "-m sidecar serve"
+        uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
+        out[name] = uid
+    return out
+
+
+def test_the_pods_daemon_and_qemu_run_as_107_in_session_mode_and_the_sidecar_uses_kubevirts_uri(lab: Lab) -> None:
+    """KubeVirt's non-root launcher (facts L1, L4): virtqemud and QEMU as uid 107, the tap owned
+    by 107, and the sidecar on qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock."""
+    vm = lab.start_vm(name="nonroot-launcher", node="a", policy="pin", sidecar=True)
+    vm.console.wait("dhcp-ack", nic="eth0", timeout=180)
+    uids = _uids(vm.pod.net.netns)
+    assert uids["libvirtd"] == 107
+    assert uids["qemu-system-x86_64"] == 107
+    tun = ["cat", "/sys/class/net/tap0/owner", "/sys/class/net/tap0/group"]
+    assert run(in_netns(vm.pod.net.netns, tun)).split() == ["107", "107"]
+    assert vm.pod.conn.getURI().startswith("qemu+unix:///session")
+    assert vm.pod.sidecar is not None
+    sidecar_argv = Path(f"/proc/{vm.pod.sidecar.process.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"--libvirt-uri" not in sidecar_argv  # the default: KubeVirt's non-root URI
+    status = vm.pod.sidecar.status()
+    assert status["libvirtConnected"] is True, status
+    assert status["libvirtUri"] == "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock"

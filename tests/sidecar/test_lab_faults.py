@@ -104,7 +104,7 @@ def kill_daemon(pod: Pod) -> None:
     with contextlib.suppress(libvirt.libvirtError):
         pod.conn.close()
     # The dead daemon leaves its socket file; the lab's readiness check looks for the file.
-    pod.daemon.socket.unlink(missing_ok=True)
+    pod.daemon.listen_socket.unlink(missing_ok=True)
 
 
 def start_daemon(pod: Pod) -> None:
