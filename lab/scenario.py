@@ -18,6 +18,7 @@ from bridge_migration_contract import MacPolicy
 from lab.cluster import Lab, MigrationRecord, Vm
 from lab.console import GuestEvent
 from lab.dhcp import DEFAULT_KUBEVIRT_VERSION
+from lab.guests import DEFAULT_GUEST, GuestType
 from lab.manual import lab_link_refresh
 from lab.timeline import Timeline
 
@@ -35,6 +36,8 @@ class ScenarioSpec:
     second_nic: bool = False
     # The KubeVirt version the lab plays: its DHCP server's MAC rule differs before v1.9.
     kubevirt_version: str = DEFAULT_KUBEVIRT_VERSION
+    # What the VMs boot (lab/guests.py): the busybox fast lane or Debian 12 with systemd-networkd.
+    guest: GuestType = DEFAULT_GUEST
 
 
 SPECS: Final[dict[ScenarioKind, ScenarioSpec]] = {
@@ -77,7 +80,8 @@ class MigrationOutcome:
     first_reply: GuestEvent | None
     fixups: list[dict[str, Any]]
     timeline: Timeline
-    # Every guest NIC (eth0, eth1, ...): its lease in the target pod and first reply after it.
+    # Every guest NIC (eth0, eth1, ...; ens3, ... in the Debian guest): its lease in the target
+    # pod and first reply after it.
     nic_acks: dict[str, GuestEvent | None] = field(default_factory=dict)
     nic_replies: dict[str, GuestEvent | None] = field(default_factory=dict)
     target_ips: dict[str, str] = field(default_factory=dict)  # guest NIC -> target pod IP
@@ -117,6 +121,7 @@ class ScenarioResult:
             "scenario": self.kind,
             "policy": self.spec.policy,
             "kubevirt_version": self.spec.kubevirt_version,
+            "guest": self.spec.guest,
             "sidecar": self.spec.sidecar,
             "ping_before": self.ping_before,
             "first_ip": self.first_ip,
@@ -253,26 +258,32 @@ def run_scenario(
     link_pause_ms: int = 100,
     policy: MacPolicy | None = None,
     kubevirt_version: str | None = None,
+    guest: GuestType | None = None,
 ) -> ScenarioResult:
     """Run one scenario in a fresh lab (torn down on return) and report what happened.
 
     ``timeout`` bounds every wait for something expected; ``observe`` is how long a scenario
     that must NOT recover (control) is watched after the migration; ``link_pause_ms`` is the
-    sidecar's pause between link down and up. ``policy`` and ``kubevirt_version`` override the
-    scenario's own.
+    sidecar's pause between link down and up. ``policy``, ``kubevirt_version`` and ``guest``
+    (the guest type) override the scenario's own.
     """
     spec = SPECS[kind]
-    if policy is not None or kubevirt_version is not None:
-        spec = dataclasses.replace(
-            spec, policy=policy or spec.policy, kubevirt_version=kubevirt_version or spec.kubevirt_version
-        )
+    spec = dataclasses.replace(
+        spec,
+        policy=policy or spec.policy,
+        kubevirt_version=kubevirt_version or spec.kubevirt_version,
+        guest=guest or spec.guest,
+    )
     t0 = time.time()
 
     def phase(msg: str) -> None:
         say(f"[{time.time() - t0:7.1f} s] {msg}")
 
-    with Lab(link_pause_ms=link_pause_ms, kubevirt_version=spec.kubevirt_version) as lab:
-        phase(f"scenario {kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version})")
+    with Lab(link_pause_ms=link_pause_ms, kubevirt_version=spec.kubevirt_version, guest=spec.guest) as lab:
+        phase(
+            f"scenario {kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version},"
+            f" guest {spec.guest})"
+        )
         lab.add_nodes("a", "b")
         phase("nodes a (10.244.1.0/24) and b (10.244.2.0/24) up")
         server = lab.start_vm(name="server", node="a", policy="pin", sidecar=False)
@@ -284,7 +295,9 @@ def run_scenario(
             ping=server.pod.ip,
             second_nic=spec.second_nic,
         )
-        guest_nics = {f"eth{i}": n.name for i, n in enumerate(client.networks)}
+        # A reattach keeps the PCI slot, so the guest's NIC names hold across the migration.
+        guest_nics = client.guest_nics()
+        primary = client.guest_nic()
         phase(
             f"guests booting: server in {server.pod.name} ({server.pod.ip}),"
             f" client in {client.pod.name} ({client.pod.ip}), sidecar={'yes' if spec.sidecar else 'no'}"
@@ -294,7 +307,7 @@ def run_scenario(
             lease = client.console.wait("dhcp-ack", nic=nic, timeout=timeout)
             first_macs[nic] = lease.fields.get("mac", "")
             phase(f"client {nic} got its lease: {lease.fields.get('ip')} mac {lease.fields.get('mac')}")
-        first_ack = client.console.wait("dhcp-ack", nic="eth0", timeout=timeout)
+        first_ack = client.console.wait("dhcp-ack", nic=primary, timeout=timeout)
         for nic in guest_nics:
             client.console.wait("ping-reply", nic=nic, timeout=timeout)
             phase(f"client pings server {server.pod.ip} from {nic}: ok")
@@ -328,7 +341,7 @@ def run_scenario(
                 acks, replies = _watch_no_recovery(
                     vm=client, record=record, nics=list(target_ips), observe=observe, phase=phase
                 )
-            ack, reply = acks["eth0"], replies["eth0"]
+            ack, reply = acks[primary], replies[primary]
             fixups = target.sidecar.fixups() if target.sidecar is not None else []
             status = target.sidecar.status() if target.sidecar is not None else None
             outcome = MigrationOutcome(
