@@ -87,6 +87,7 @@ class MigrationOutcome:
     target_ips: dict[str, str] = field(default_factory=dict)  # guest NIC -> target pod IP
     sidecar_status: dict[str, Any] | None = None  # the target sidecar's GET /v1/status afterwards
     source_sidecar_exit: int | None = None  # the source pod's sidecar exit code after Shutdown
+    guest_events: list[GuestEvent] = field(default_factory=list)  # the console from the migration on
 
     @property
     def gap_seconds(self) -> float | None:
@@ -360,6 +361,7 @@ def run_scenario(
                 target_ips=target_ips,
                 sidecar_status=status,
                 source_sidecar_exit=client.pods[-2].sidecar_exit,
+                guest_events=client.console.events(since=record.started),
             )
             result.migrations.append(outcome)
         result.final_guest_address = client.guest_address()
