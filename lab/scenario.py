@@ -176,7 +176,7 @@ def _timeline(
         tl.add("sidecar fixup started", fixup.get("started"), str(fixup.get("trigger", "")))
         tl.add("sidecar fixup done", fixup.get("finished"), f"{fixup.get('result')} {actions}")
     since = record.started
-    for kind in ("carrier-up", "nic-up", "dhcp-ack"):
+    for kind in ("carrier-up", "nic-up", "addr-add", "dhcp-ack"):
         guest_event = vm.console.first(kind, since=since)
         if guest_event is not None:
             tl.add(f"guest {kind}", guest_event.at, " ".join(guest_event.args))
@@ -209,10 +209,23 @@ def _lease_of(ip: str) -> Callable[[GuestEvent], bool]:
 Events = dict[str, GuestEvent | None]
 
 
+def addressed(vm: Vm, ack: GuestEvent, *, since: float) -> GuestEvent:
+    """The console line from which the guest had the address of ``ack``: the busybox guest's
+    udhcpc script reports the ack once it set the address; the Debian guest's observer reports
+    the address the moment networkd sets it (``addr-add``) and the ack with the server and router
+    only when networkd has written its lease file, up to a second or more later."""
+    ip = ack.fields.get("ip", "").split("/")[0]
+    earlier = vm.console.events(
+        "addr-add", since=since, nic=ack.nic, where=lambda e: _lease_of(ip)(e) and e.precedes(ack)
+    )
+    return earlier[-1] if earlier else ack
+
+
 def _watch_recovery(
     *, vm: Vm, record: MigrationRecord, target_ips: dict[str, str], timeout: float, say: Say, phase: Say
 ) -> tuple[Events, Events]:
-    """Wait, per guest NIC, for a lease of the target pod's IP, then a ping reply after it."""
+    """Wait, per guest NIC, for a lease of the target pod's IP, then a ping reply after the
+    guest had the address (see :func:`addressed`)."""
     acks: Events = {}
     replies: Events = {}
     try:
@@ -221,8 +234,9 @@ def _watch_recovery(
             acks[nic] = ack
             phase(f"client {nic} renewed its lease: {ack.fields.get('ip')} mac {ack.fields.get('mac')}")
         for nic in target_ips:
-            since = acks[nic]
-            assert since is not None
+            lease = acks[nic]
+            assert lease is not None
+            since = addressed(vm, lease, since=record.started)
             reply = vm.console.wait("ping-reply", nic=nic, since=since.at, where=since.precedes, timeout=timeout)
             replies[nic] = reply
             phase(f"client pings server again from {nic}: {reply.at - record.resumed:.1f} s after the guest resumed")
