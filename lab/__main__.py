@@ -7,6 +7,7 @@ import json
 import sys
 
 from lab.cleanup import cleanup
+from lab.guests import DEFAULT_GUEST, GUEST_TYPES, GuestType
 from lab.scenario import SCENARIOS, ScenarioKind, ScenarioResult, run_scenario
 
 
@@ -22,10 +23,15 @@ def _report(result: ScenarioResult) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description="bridge-migration lab (root only)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="scenario same-mac end to end, with a line per phase and the timeline")
+    demo = sub.add_parser("demo", help="scenario same-mac end to end, with a line per phase and the timeline")
     run = sub.add_parser("run", help="run one scenario")
     run.add_argument("scenario", choices=SCENARIOS)
     run.add_argument("--json", action="store_true", help="print the result (gaps, timelines) as JSON")
+    for p in (demo, run):
+        p.add_argument("--guest", choices=GUEST_TYPES, default=DEFAULT_GUEST, help="guest type (default: %(default)s)")
+        p.add_argument(
+            "--link-pause-ms", type=int, default=100, help="the sidecar's link-refresh pause (default: %(default)s)"
+        )
     clean = sub.add_parser("cleanup", help="remove leftover lab namespaces, processes and run directories")
     clean.add_argument("--lab-id", help="only this lab (default: every lab, running or not)")
     args = parser.parse_args(argv)
@@ -37,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     kind: ScenarioKind = "same-mac" if args.command == "demo" else args.scenario
     as_json = bool(getattr(args, "json", False))
     # With --json, stdout carries only the JSON document; the phase lines go to stderr.
-    result = run_scenario(kind, say=lambda line: print(line, file=sys.stderr if as_json else sys.stdout, flush=True))
+    guest: GuestType = args.guest
+    result = run_scenario(
+        kind,
+        say=lambda line: print(line, file=sys.stderr if as_json else sys.stdout, flush=True),
+        guest=guest,
+        link_pause_ms=args.link_pause_ms,
+    )
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

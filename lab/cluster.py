@@ -39,10 +39,11 @@ from lab.container import IMAGE_UID
 from lab.dhcp import DEFAULT_KUBEVIRT_VERSION, served_mac, start_dhcp_servers
 from lab.domain import Nic, domain_name, domain_xml
 from lab.events import EventLog, LifecycleEvent, ensure_event_loop
+from lab.guests import DEFAULT_GUEST, GuestImage, GuestType, guest_image
 from lab.launcher_hooks import LauncherHooks, define_domain_through_hooks
 from lab.libvirtd import LAUNCHER_UID, LibvirtDaemon, LibvirtMode
 from lab.network import NETWORKS, POD_NETWORK, NetworkDef, Node, PodNetwork, PodNic, link_nodes, random_cni_mac
-from lab.paths import GUEST_INITRD, GUEST_KERNEL, PREFIX, RUN_ROOT
+from lab.paths import PREFIX, RUN_ROOT
 from lab.process import LabProcess
 from lab.sidecar import Sidecar
 from lab.vmi import lab_vmi
@@ -111,6 +112,7 @@ class Vm:
     pod: Pod
     pods: list[Pod] = field(default_factory=list)
     networks: tuple[NetworkDef, ...] = (POD_NETWORK,)
+    guest: GuestImage | None = None  # what it boots (None: a Vm made outside Lab.start_vm)
 
     @property
     def domain_name(self) -> str:
@@ -129,9 +131,21 @@ class Vm:
                 return mac.get("address")
         return None
 
-    def guest_address(self, nic: str = "eth0") -> str | None:
-        """The address of the guest NIC's last DHCP ack (``ip/prefix``), from its console."""
-        acks = self.console.events("dhcp-ack", nic=nic)
+    def guest_nic(self, network: str = NIC_NAME) -> str:
+        """The name the guest gives the NIC of VMI network ``network`` (eth0; ens3 for Debian)."""
+        index = [n.name for n in self.networks].index(network)
+        if self.guest is None or self.guest.kind == "busybox":
+            return f"eth{index}"
+        return self.guest.nic_name(self.domain().XMLDesc(0), network, index)
+
+    def guest_nics(self) -> dict[str, str]:
+        """Guest NIC name -> VMI network, in the VMI's interface order."""
+        return {self.guest_nic(n.name): n.name for n in self.networks}
+
+    def guest_address(self, nic: str | None = None) -> str | None:
+        """The address of the guest NIC's last DHCP ack (``ip/prefix``), from its console;
+        ``nic`` defaults to the pod network's."""
+        acks = self.console.events("dhcp-ack", nic=nic or self.guest_nic())
         return acks[-1].fields.get("ip") if acks else None
 
 
@@ -161,9 +175,10 @@ class Lab:
         sidecar_image: str | None = None,
         kubevirt_version: str = DEFAULT_KUBEVIRT_VERSION,
         libvirt_mode: LibvirtMode = "session",
+        guest: GuestType = DEFAULT_GUEST,
     ) -> None:
-        if not GUEST_KERNEL.exists() or not GUEST_INITRD.exists():
-            raise RuntimeError("guest kernel/initramfs missing: run ./scripts/install-lab.sh")
+        # The guest type every VM of this lab boots (lab/guests.py); checked before anything starts.
+        self.guest = guest_image(guest)
         self.id = lab_id or secrets.token_hex(2)
         CREATED_LAB_IDS.append(self.id)
         self.run_dir = RUN_ROOT / self.id
@@ -394,12 +409,12 @@ class Lab:
             vm=name, node=node, spec_macs=self.spec_macs(namespace, name, policy, networks), networks=networks
         )
         console = self.run_dir / f"{namespace}_{name}.console"
-        cmdline = f"console=ttyS0 quiet panic=-1 lab.name={name}" + (f" lab.ping={ping}" if ping else "")
         xml = domain_xml(
             name=domain_name(namespace, name),
             nics=[Nic(n.name, pod.guest_macs[n.name], n.tap) for n in networks],
             console=console,
-            cmdline=cmdline,
+            cmdline=self.guest.cmdline(name=name, ping=ping),
+            guest=self.guest,
         )
         vm = Vm(
             namespace=namespace,
@@ -411,6 +426,7 @@ class Lab:
             pod=pod,
             pods=[pod],
             networks=networks,
+            guest=self.guest,
         )
         self.vms.append(vm)
         if sidecar:

@@ -34,7 +34,9 @@ class GuestEvent:
 
     @property
     def nic(self) -> str | None:
-        return self.args[0] if self.args and self.args[0].startswith("eth") else None
+        """The guest NIC a line is about: the kernel's names (eth0, the busybox guest) or udev's
+        predictable ones (ens3, enp1s0: the Debian guest)."""
+        return self.args[0] if self.args and self.args[0].startswith(("eth", "en")) else None
 
 
 def parse_line(line: str, at: float) -> GuestEvent | None:

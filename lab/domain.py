@@ -1,7 +1,8 @@
 """Domain XML of a lab guest, shaped like what virt-launcher defines for bridge binding.
 
-Direct kernel boot of the cached Debian cloud kernel and busybox initramfs, TCG (the
-machines have no usable KVM), 128 MiB, one virtio NIC per pod tap with the alias
+Direct kernel boot of the cached Debian cloud kernel and the guest type's initramfs (and,
+for the Debian guest, its root image as a read-only virtio disk), TCG (the machines have no
+usable KVM), the guest type's memory, one virtio NIC per pod tap with the alias
 virt-launcher would give it (``ua-<interface name>``), and the serial console appended to a
 file the host tails (``append='on'`` so the migration target keeps writing the same file).
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from bridge_migration_contract import domain_alias
-from lab.paths import GUEST_INITRD, GUEST_KERNEL
+from lab.guests import GuestImage
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,32 @@ def interface_xml(nic: Nic) -> str:
     )
 
 
-def domain_xml(*, name: str, nics: list[Nic], console: Path, cmdline: str, memory_mib: int = 128) -> str:
+def root_disk_xml(image: Path) -> str:
+    """The root image, read-only: source and target QEMU of a migration on this one machine
+    open the same file at once (QEMU takes a shared lock), and libvirt treats a read-only disk
+    as safe to migrate without copying it."""
+    return (
+        "<disk type='file' device='disk'>"
+        "<driver name='qemu' type='raw'/>"
+        f"<source file={quoteattr(str(image))}/>"
+        "<target dev='vda' bus='virtio'/>"
+        "<readonly/>"
+        "</disk>"
+    )
+
+
+def domain_xml(*, name: str, nics: list[Nic], console: Path, cmdline: str, guest: GuestImage) -> str:
     interfaces = "".join(interface_xml(nic) for nic in nics)
+    disk = root_disk_xml(guest.root_disk) if guest.root_disk is not None else ""
+    memory_mib = guest.memory_mib
     return f"""<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>{memory_mib}</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{GUEST_KERNEL.resolve()}</kernel>
-    <initrd>{GUEST_INITRD.resolve()}</initrd>
+    <kernel>{guest.kernel}</kernel>
+    <initrd>{guest.initrd}</initrd>
     <cmdline>{cmdline}</cmdline>
   </os>
   <features><acpi/></features>
@@ -63,6 +80,7 @@ def domain_xml(*, name: str, nics: list[Nic], console: Path, cmdline: str, memor
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     {interfaces}
+    {disk}
     <serial type='file'>
       <source path={quoteattr(str(console))} append='on'/>
       <target port='0'/>

@@ -18,6 +18,7 @@ from bridge_migration_contract import MacPolicy
 from lab.cluster import Lab, MigrationRecord, Vm
 from lab.console import GuestEvent
 from lab.dhcp import DEFAULT_KUBEVIRT_VERSION
+from lab.guests import DEFAULT_GUEST, GuestType
 from lab.manual import lab_link_refresh
 from lab.stuntime import StunProbe
 from lab.timeline import Timeline
@@ -36,6 +37,8 @@ class ScenarioSpec:
     second_nic: bool = False
     # The KubeVirt version the lab plays: its DHCP server's MAC rule differs before v1.9.
     kubevirt_version: str = DEFAULT_KUBEVIRT_VERSION
+    # What the VMs boot (lab/guests.py): the busybox fast lane or Debian 12 with systemd-networkd.
+    guest: GuestType = DEFAULT_GUEST
 
 
 SPECS: Final[dict[ScenarioKind, ScenarioSpec]] = {
@@ -78,7 +81,8 @@ class MigrationOutcome:
     first_reply: GuestEvent | None
     fixups: list[dict[str, Any]]
     timeline: Timeline
-    # Every guest NIC (eth0, eth1, ...): its lease in the target pod and first reply after it.
+    # Every guest NIC (eth0, eth1, ...; ens3, ... in the Debian guest): its lease in the target
+    # pod and first reply after it.
     nic_acks: dict[str, GuestEvent | None] = field(default_factory=dict)
     nic_replies: dict[str, GuestEvent | None] = field(default_factory=dict)
     target_ips: dict[str, str] = field(default_factory=dict)  # guest NIC -> target pod IP
@@ -87,6 +91,7 @@ class MigrationOutcome:
     # first at the target pod's, echoes every 10 ms from the server's node; None: never answered.
     stun_ms: int | None = None
     source_sidecar_exit: int | None = None  # the source pod's sidecar exit code after Shutdown
+    guest_events: list[GuestEvent] = field(default_factory=list)  # the console from the migration on
 
     @property
     def gap_seconds(self) -> float | None:
@@ -121,6 +126,7 @@ class ScenarioResult:
             "scenario": self.kind,
             "policy": self.spec.policy,
             "kubevirt_version": self.spec.kubevirt_version,
+            "guest": self.spec.guest,
             "sidecar": self.spec.sidecar,
             "ping_before": self.ping_before,
             "first_ip": self.first_ip,
@@ -175,7 +181,7 @@ def _timeline(
         tl.add("sidecar fixup started", fixup.get("started"), str(fixup.get("trigger", "")))
         tl.add("sidecar fixup done", fixup.get("finished"), f"{fixup.get('result')} {actions}")
     since = record.started
-    for kind in ("carrier-up", "nic-up", "dhcp-ack"):
+    for kind in ("carrier-up", "nic-up", "addr-add", "dhcp-ack"):
         guest_event = vm.console.first(kind, since=since)
         if guest_event is not None:
             tl.add(f"guest {kind}", guest_event.at, " ".join(guest_event.args))
@@ -208,10 +214,23 @@ def _lease_of(ip: str) -> Callable[[GuestEvent], bool]:
 Events = dict[str, GuestEvent | None]
 
 
+def addressed(vm: Vm, ack: GuestEvent, *, since: float) -> GuestEvent:
+    """The console line from which the guest had the address of ``ack``: the busybox guest's
+    udhcpc script reports the ack once it set the address; the Debian guest's observer reports
+    the address the moment networkd sets it (``addr-add``) and the ack with the server and router
+    only when networkd has written its lease file, up to a second or more later."""
+    ip = ack.fields.get("ip", "").split("/")[0]
+    earlier = vm.console.events(
+        "addr-add", since=since, nic=ack.nic, where=lambda e: _lease_of(ip)(e) and e.precedes(ack)
+    )
+    return earlier[-1] if earlier else ack
+
+
 def _watch_recovery(
     *, vm: Vm, record: MigrationRecord, target_ips: dict[str, str], timeout: float, say: Say, phase: Say
 ) -> tuple[Events, Events]:
-    """Wait, per guest NIC, for a lease of the target pod's IP, then a ping reply after it."""
+    """Wait, per guest NIC, for a lease of the target pod's IP, then a ping reply after the
+    guest had the address (see :func:`addressed`)."""
     acks: Events = {}
     replies: Events = {}
     try:
@@ -220,8 +239,9 @@ def _watch_recovery(
             acks[nic] = ack
             phase(f"client {nic} renewed its lease: {ack.fields.get('ip')} mac {ack.fields.get('mac')}")
         for nic in target_ips:
-            since = acks[nic]
-            assert since is not None
+            lease = acks[nic]
+            assert lease is not None
+            since = addressed(vm, lease, since=record.started)
             reply = vm.console.wait("ping-reply", nic=nic, since=since.at, where=since.precedes, timeout=timeout)
             replies[nic] = reply
             phase(f"client pings server again from {nic}: {reply.at - record.resumed:.1f} s after the guest resumed")
@@ -270,26 +290,32 @@ def run_scenario(
     link_pause_ms: int = 100,
     policy: MacPolicy | None = None,
     kubevirt_version: str | None = None,
+    guest: GuestType | None = None,
 ) -> ScenarioResult:
     """Run one scenario in a fresh lab (torn down on return) and report what happened.
 
     ``timeout`` bounds every wait for something expected; ``observe`` is how long a scenario
     that must NOT recover (control) is watched after the migration; ``link_pause_ms`` is the
-    sidecar's pause between link down and up. ``policy`` and ``kubevirt_version`` override the
-    scenario's own.
+    sidecar's pause between link down and up. ``policy``, ``kubevirt_version`` and ``guest``
+    (the guest type) override the scenario's own.
     """
     spec = SPECS[kind]
-    if policy is not None or kubevirt_version is not None:
-        spec = dataclasses.replace(
-            spec, policy=policy or spec.policy, kubevirt_version=kubevirt_version or spec.kubevirt_version
-        )
+    spec = dataclasses.replace(
+        spec,
+        policy=policy or spec.policy,
+        kubevirt_version=kubevirt_version or spec.kubevirt_version,
+        guest=guest or spec.guest,
+    )
     t0 = time.time()
 
     def phase(msg: str) -> None:
         say(f"[{time.time() - t0:7.1f} s] {msg}")
 
-    with Lab(link_pause_ms=link_pause_ms, kubevirt_version=spec.kubevirt_version) as lab:
-        phase(f"scenario {kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version})")
+    with Lab(link_pause_ms=link_pause_ms, kubevirt_version=spec.kubevirt_version, guest=spec.guest) as lab:
+        phase(
+            f"scenario {kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version},"
+            f" guest {spec.guest})"
+        )
         lab.add_nodes("a", "b")
         phase("nodes a (10.244.1.0/24) and b (10.244.2.0/24) up")
         server = lab.start_vm(name="server", node="a", policy="pin", sidecar=False)
@@ -301,7 +327,9 @@ def run_scenario(
             ping=server.pod.ip,
             second_nic=spec.second_nic,
         )
-        guest_nics = {f"eth{i}": n.name for i, n in enumerate(client.networks)}
+        # A reattach keeps the PCI slot, so the guest's NIC names hold across the migration.
+        guest_nics = client.guest_nics()
+        primary = client.guest_nic()
         phase(
             f"guests booting: server in {server.pod.name} ({server.pod.ip}),"
             f" client in {client.pod.name} ({client.pod.ip}), sidecar={'yes' if spec.sidecar else 'no'}"
@@ -311,7 +339,7 @@ def run_scenario(
             lease = client.console.wait("dhcp-ack", nic=nic, timeout=timeout)
             first_macs[nic] = lease.fields.get("mac", "")
             phase(f"client {nic} got its lease: {lease.fields.get('ip')} mac {lease.fields.get('mac')}")
-        first_ack = client.console.wait("dhcp-ack", nic="eth0", timeout=timeout)
+        first_ack = client.console.wait("dhcp-ack", nic=primary, timeout=timeout)
         for nic in guest_nics:
             client.console.wait("ping-reply", nic=nic, timeout=timeout)
             phase(f"client pings server {server.pod.ip} from {nic}: ok")
@@ -346,9 +374,9 @@ def run_scenario(
                 acks, replies = _watch_no_recovery(
                     vm=client, record=record, nics=list(target_ips), observe=observe, phase=phase
                 )
-            stun = probe.finish(expect_reply=replies.get("eth0") is not None)
+            stun = probe.finish(expect_reply=replies.get(primary) is not None)
             phase(f"stun time (10 ms echoes from node {server.pod.node}): {stun if stun is not None else 'never'} ms")
-            ack, reply = acks["eth0"], replies["eth0"]
+            ack, reply = acks[primary], replies[primary]
             fixups = target.sidecar.fixups() if target.sidecar is not None else []
             status = target.sidecar.status() if target.sidecar is not None else None
             outcome = MigrationOutcome(
@@ -368,6 +396,7 @@ def run_scenario(
                 sidecar_status=status,
                 source_sidecar_exit=client.pods[-2].sidecar_exit,
                 stun_ms=stun,
+                guest_events=client.console.events(since=record.started),
             )
             result.migrations.append(outcome)
         result.final_guest_address = client.guest_address()

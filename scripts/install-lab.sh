@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install what the migration lab needs on a Debian 12 machine, as root, idempotently:
 # libvirt + QEMU + busybox packages, the libvirt-qemu user/group that libvirtd
-# insists on, a Debian cloud kernel for the guests and a busybox initramfs built from
-# lab/guest/. Kernel and initramfs are cached under /var/cache/bridge-migration/guest and
-# rebuilt only when their inputs change.
+# insists on, a Debian cloud kernel for the guests, a busybox initramfs built from
+# lab/guest/ and the Debian 12 + systemd-networkd guest (scripts/build-guest-debian.sh, from
+# lab/guest-debian/). All cached under /var/cache/bridge-migration/guest and rebuilt only
+# when their inputs change.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -12,7 +13,7 @@ say() { printf '[install-lab] %s\n' "$*"; }
 
 cache=/var/cache/bridge-migration/guest
 apt_pkgs=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-  busybox-static cpio iputils-ping iproute2 util-linux kmod)
+  busybox-static cpio iputils-ping iproute2 util-linux kmod mmdebstrap e2fsprogs)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -90,10 +91,16 @@ if [[ ! -f $initrd ]]; then
   (cd "$tmp" && find . -print0 | cpio --null -o -H newc --quiet | gzip -9) >"$initrd.tmp"
   mv "$initrd.tmp" "$initrd"
   rm -rf "$tmp"
-  find "$cache" -maxdepth 1 -name 'initramfs-*.cpio.gz' ! -name "$(basename "$initrd")" -delete
+  # Older builds go once a day has passed, not at once: the cache is shared by every checkout
+  # on the machine, and a running lab of another one may still boot or migrate a VM from one
+  # (a migration's target QEMU opens the initramfs again).
+  find "$cache" -maxdepth 1 -name 'initramfs-*.cpio.gz' ! -name "$(basename "$initrd")" -mmin +1440 -delete
 fi
 ln -sfn "$initrd" "$cache/initramfs.cpio.gz"
 say "guest ready: $cache/vmlinuz $cache/initramfs.cpio.gz"
+
+# --- The Debian 12 guest with systemd-networkd (guest type debian-networkd).
+./scripts/build-guest-debian.sh
 
 # --- The lab's DHCP server: a stand-in for virt-launcher's (lab/dhcpd, Go, krolaw/dhcp4 as
 # virt-launcher uses), built with the Go cache build-k8s.sh keeps, rebuilt when its source changes.

@@ -9,6 +9,7 @@ from bridge_migration_contract import normalize_mac, parse_macs
 from lab.cluster import pinned_mac
 from lab.console import parse_line
 from lab.domain import Nic, domain_name, domain_xml
+from lab.guests import GuestImage
 from lab.sidecar import downward_api_file
 from lab.timeline import Timeline
 from sidecar.podinfo import parse_annotations_file
@@ -20,6 +21,13 @@ def test_a_console_line_from_the_guest_becomes_an_event_with_fields() -> None:
     assert (event.kind, event.nic, event.at) == ("dhcp-ack", "eth0", 5.0)
     assert event.fields["ip"] == "10.244.2.10/24"
     assert event.fields["mac"] == "02:aa:bb:cc:dd:ee"
+
+
+def test_a_line_about_a_predictably_named_nic_of_the_debian_guest_names_the_nic() -> None:
+    event = parse_line("LAB 25.90 dhcp-ack ens2 ip=10.244.2.10/24 server=169.254.75.10 event=new", 1.0)
+    assert event is not None and event.nic == "ens2"
+    boot = parse_line("LAB 8.31 boot name=client ping=10.244.1.10 guest=debian-networkd", 1.0)
+    assert boot is not None and boot.nic is None
 
 
 def test_kernel_noise_on_the_console_is_not_an_event() -> None:
@@ -50,6 +58,7 @@ def test_the_domain_looks_like_what_virt_launcher_defines_for_bridge_binding() -
         nics=[Nic("default", "02:00:00:00:00:01", "tap0")],
         console=Path("/run/x.console"),
         cmdline="console=ttyS0",
+        guest=BUSYBOX,
     )
     root = ET.fromstring(xml)
     assert root.get("type") == "qemu"  # TCG: no usable KVM on the lab machines
@@ -62,6 +71,45 @@ def test_the_domain_looks_like_what_virt_launcher_defines_for_bridge_binding() -
     assert alias is not None and alias.get("name") == "ua-default"
     source = root.find("devices/serial/source")
     assert source is not None and source.get("append") == "on"
+    assert root.find("devices/disk") is None  # busybox: everything is in the initramfs
+
+
+BUSYBOX = GuestImage("busybox", Path("/k/vmlinuz"), Path("/k/initramfs.cpio.gz"), None, 128)
+DEBIAN = GuestImage("debian-networkd", Path("/k/vmlinuz"), Path("/d/initrd.cpio.gz"), Path("/d/root.img"), 160)
+
+
+def test_the_debian_guest_boots_its_initramfs_with_the_root_image_read_only() -> None:
+    xml = domain_xml(
+        name="ns1_vm1",
+        nics=[Nic("default", "02:00:00:00:00:01", "tap0")],
+        console=Path("/run/x.console"),
+        cmdline=DEBIAN.cmdline(name="vm1", ping="10.244.1.10"),
+        guest=DEBIAN,
+    )
+    root = ET.fromstring(xml)
+    assert root.findtext("os/initrd") == "/d/initrd.cpio.gz"
+    assert root.findtext("memory") == "160"
+    disk = root.find("devices/disk")
+    assert disk is not None and disk.find("readonly") is not None
+    source = disk.find("source")
+    assert source is not None and source.get("file") == "/d/root.img"
+    cmdline = (root.findtext("os/cmdline") or "").split()
+    assert {"lab.name=vm1", "lab.ping=10.244.1.10", "systemd.hostname=vm1"} <= set(cmdline)
+    # Each VM its own machine id (networkd's DHCP client id derives from it), stable per name.
+    ids = {DEBIAN.cmdline(name=n, ping=None).split("systemd.machine_id=")[1] for n in ("a", "b")}
+    assert len(ids) == 2 and all(len(i) == 32 for i in ids)
+
+
+def test_the_guest_names_its_nics_eth_n_in_busybox_and_by_pci_slot_in_debian() -> None:
+    xml = (
+        "<domain><devices>"
+        "<interface type='ethernet'><alias name='ua-default'/><address type='pci' slot='0x02'/></interface>"
+        "<interface type='ethernet'><alias name='ua-secondary'/><address type='pci' slot='0x0a'/></interface>"
+        "</devices></domain>"
+    )
+    assert BUSYBOX.nic_name(xml, "secondary", 1) == "eth1"
+    assert DEBIAN.nic_name(xml, "default", 0) == "ens2"
+    assert DEBIAN.nic_name(xml, "secondary", 1) == "ens10"
 
 
 def test_a_timeline_orders_marks_and_prints_elapsed_seconds() -> None:

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Build the lab's Debian 12 guest (guest type "debian-networkd"), as root, idempotently:
+#   scripts/build-guest-debian.sh
+# A minbase bookworm made by mmdebstrap with systemd, udev, dbus, iproute2 and iputils-ping,
+# systemd-networkd enabled with one stock-like .network file (lab/guest-debian/50-dhcp.network)
+# and the lab's observer service (reports only, lab/guest-debian/lab-observer), plus the
+# modules of the lab's guest kernel. It becomes an ext4 image made without loop mounts
+# (mke2fs -d), attached read-only to the domain, and a small busybox initramfs that loads
+# virtio_blk and overlay and switch_roots into systemd over a tmpfs overlay.
+# Needs the unpacked guest kernel of scripts/install-lab.sh (which calls this script).
+# Output, keyed on the inputs: /var/cache/bridge-migration/guest/debian-networkd-<key>/{root.img,initrd.cpio.gz},
+# and the link .../guest/debian-networkd to it. Debian package updates on the mirror are not an
+# input: delete the directory to rebuild with today's packages.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+say() { printf '[build-guest-debian] %s\n' "$*"; }
+
+cache=/var/cache/bridge-migration/guest
+kernel=$(readlink -f "$cache/vmlinuz" 2>/dev/null || true)
+[[ -f $kernel ]] || { say "no guest kernel in $cache: run scripts/install-lab.sh"; exit 1; }
+kver=${kernel##*/vmlinuz-}
+kdir=$cache/kernel-$kver
+[[ -f $kdir/.done ]] || { say "kernel package not unpacked in $kdir: run scripts/install-lab.sh"; exit 1; }
+
+for tool in mmdebstrap:mmdebstrap mke2fs:e2fsprogs cpio:cpio depmod:kmod; do
+  if ! command -v "${tool%%:*}" >/dev/null; then
+    say "apt-get install ${tool#*:}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${tool#*:}" >/dev/null
+  fi
+done
+
+suite=bookworm
+packages=(systemd systemd-sysv udev dbus iproute2 iputils-ping)
+# What the initramfs loads, in order; ext4 and crc32c are built into the cloud kernel.
+initrd_modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk overlay)
+busybox=/bin/busybox
+key=$(
+  {
+    echo "$suite $kver"
+    printf '%s\n' "${packages[@]}" "${initrd_modules[@]}"
+    sha256sum "$busybox" scripts/build-guest-debian.sh lab/guest-debian/*
+  } | sha256sum | cut -c1-16
+)
+out=$cache/debian-networkd-$key
+if [[ -f $out/.done ]]; then
+  ln -sfn "$out" "$cache/debian-networkd"
+  say "guest ready: $out"
+  exit 0
+fi
+
+say "building the Debian guest ($key)"
+work=$(mktemp -d /var/tmp/bml-guest-debian.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+rootfs=$work/rootfs
+include=$(
+  IFS=,
+  echo "${packages[*]}"
+)
+# No docs, manuals or translations: the guest is read by nobody.
+mmdebstrap --quiet --variant=minbase --format=directory --include="$include" \
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+  --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*' \
+  "$suite" "$rootfs"
+
+# The guest kernel's modules (udev loads virtio_net and friends from them), with their index.
+mkdir -p "$rootfs/lib/modules"
+cp -a "$kdir/lib/modules/$kver" "$rootfs/lib/modules/"
+depmod -b "$rootfs" "$kver"
+
+# Networking as a Debian cloud image has it: systemd-networkd, one .network file.
+install -m 0644 lab/guest-debian/50-dhcp.network "$rootfs/etc/systemd/network/50-dhcp.network"
+install -m 0755 lab/guest-debian/lab-observer "$rootfs/usr/local/sbin/lab-observer"
+install -m 0644 lab/guest-debian/lab-observer.service "$rootfs/etc/systemd/system/lab-observer.service"
+systemctl --root="$rootfs" enable systemd-networkd.service lab-observer.service >/dev/null 2>&1
+# The serial console carries the LAB lines: no login prompt on it. Nothing in the guest may
+# wait for a human or do periodic housekeeping that competes for the shared TCG CPU.
+systemctl --root="$rootfs" mask serial-getty@ttyS0.service getty@tty1.service systemd-firstboot.service \
+  apt-daily.timer apt-daily-upgrade.timer fstrim.timer >/dev/null 2>&1
+# Machine id and host name come from the kernel command line (systemd.machine_id=, systemd.hostname=).
+: >"$rootfs/etc/machine-id"
+: >"$rootfs/etc/fstab"
+echo "debian" >"$rootfs/etc/hostname"
+
+# ext4 from the directory, no loop mount; no journal (the guest never writes it).
+size_mb=$(($(du -sm "$rootfs" | cut -f1) * 115 / 100 + 32))
+mke2fs -q -t ext4 -O ^has_journal -L bml-root -d "$rootfs" "$work/root.img" "${size_mb}M" >/dev/null
+
+# The initramfs: busybox, the modules for the root disk, the init that switch_roots.
+ird=$work/initrd
+mkdir -p "$ird"/{bin,proc,sys,dev,lib/modules}
+cp "$busybox" "$ird/bin/busybox"
+ln -s busybox "$ird/bin/sh"
+install -m 0755 lab/guest-debian/initrd-init "$ird/init"
+: >"$ird/lib/modules/order"
+for m in "${initrd_modules[@]}"; do
+  f=$(find "$kdir/lib/modules/$kver" -name "$m.ko*" | sed -n 1p)
+  [[ -n $f ]] || { say "module $m not found in $kdir"; exit 1; }
+  case $f in
+    *.ko.xz) xz -dc "$f" >"$ird/lib/modules/$m.ko" ;;
+    *.ko.zst) zstd -qdc "$f" >"$ird/lib/modules/$m.ko" ;;
+    *.ko) cp "$f" "$ird/lib/modules/$m.ko" ;;
+  esac
+  echo "$m" >>"$ird/lib/modules/order"
+done
+(cd "$ird" && find . -print0 | cpio --null -o -H newc --quiet | gzip -9) >"$work/initrd.cpio.gz"
+
+rm -rf "$out"
+mkdir -p "$out"
+mv "$work/root.img" "$work/initrd.cpio.gz" "$out/"
+touch "$out/.done"
+ln -sfn "$out" "$cache/debian-networkd"
+# Older builds go once a day has passed: a lab of another checkout may still run one (and a
+# migration's target QEMU opens the image again).
+find "$cache" -maxdepth 1 -name 'debian-networkd-*' -type d ! -name "$(basename "$out")" -mmin +1440 \
+  -exec rm -rf {} +
+say "guest ready: $out ($(du -sh "$out/root.img" | cut -f1) root image)"
