@@ -97,10 +97,10 @@ def _gap_section(g: dict[str, Any]) -> list[str]:
     if "stun_what" in g:
         parts.append(f"Stun time: {g['stun_what']} (10 ms resolution, the handover included).\n")
     parts.append(
-        "| scenario | recovered | gap median | gap worst | stun time median / worst"
+        "| guest | scenario | recovered | gap median | gap worst | stun time median / worst"
         " | resume event to fixup done (median / worst) |"
     )
-    parts.append("|---|---:|---:|---:|---:|---:|")
+    parts.append("|---|---|---:|---:|---:|---:|---:|")
     for kind, sc in g["scenarios"].items():
         f = sc["fixup_after_resume_s"]
         fix = "no sidecar" if f["median"] is None else f"{f['median']} s / {f['worst']} s"
@@ -108,7 +108,9 @@ def _gap_section(g: dict[str, Any]) -> list[str]:
         gap_worst = "never" if sc["recovered"] == 0 else _fmt(sc["gap_s"]["worst"], " s")
         st = sc.get("stun_ms") or {}
         stun = "n/a" if not st else ("never" if st["median"] is None else f"{st['median']} / {st['worst']} ms")
-        row = f"| {kind} | {sc['recovered']}/{sc['runs']} | {gap_med} | {gap_worst} | {stun} | {fix} |"
+        guest = sc.get("guest", "busybox")
+        scenario = kind.removeprefix(f"{guest} ")
+        row = f"| {guest} | {scenario} | {sc['recovered']}/{sc['runs']} | {gap_med} | {gap_worst} | {stun} | {fix} |"
         parts.append(row)
     parts.append("")
     return parts
