@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, write_result
+from bench.common import RESULTS, load_result, write_result
 from lab.guests import GUEST_TYPES, GuestType
 from lab.scenario import ScenarioKind, run_scenario
 
@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "fixup_after_resume_s": _stats(fixup_s),
             "runs_detail": details,
         }
+    if args.guest and not args.quick and (earlier := load_result(args.out, "migration_gap")) is not None:
+        # Only some guest types were run: the others keep their earlier rows (and their date).
+        kept = {k: v for k, v in earlier.get("scenarios", {}).items() if v.get("guest", "busybox") not in guests}
+        scenarios = {**kept, **scenarios}
+        if not example:
+            example = earlier.get("timeline_example", [])
     result = {
         "benchmark": "migration_gap",
         "quick": args.quick,
