@@ -36,9 +36,9 @@ CREATE_PATH: Final = "/virtualmachineinstances-validate-create"
 UPDATE_PATH: Final = "/virtualmachineinstances-validate-update"
 
 # pkg/virt-api/webhooks/serviceaccounts.go (KubeVirtServiceAccounts): the accounts whose VMI spec
-# changes virt-api lets through; kubevirt-synchronization-controller from v1.9.
+# changes virt-api lets through; kubevirt-synchronization-controller from v1.6.
 _KUBEVIRT_ACCOUNTS_V15: Final = ("kubevirt-apiserver", "kubevirt-controller", "kubevirt-handler")
-_KUBEVIRT_ACCOUNTS_V19: Final = (*_KUBEVIRT_ACCOUNTS_V15, "kubevirt-synchronization-controller")
+_KUBEVIRT_ACCOUNTS_V16: Final = (*_KUBEVIRT_ACCOUNTS_V15, "kubevirt-synchronization-controller")
 
 SPEC_UPDATE_MESSAGE: Final = "update of VMI object is restricted"
 SIDECAR_GATE_MESSAGE: Final = (
@@ -49,7 +49,7 @@ SIDECAR_GATE_MESSAGE: Final = (
 def kubevirt_service_accounts(namespace: str, *, kubevirt_version: str = "v1.9.0") -> frozenset[str]:
     """The user names virt-api treats as KubeVirt itself, for KubeVirt installed in ``namespace``."""
     minor = int(kubevirt_version.lstrip("v").split(".")[1])
-    names = _KUBEVIRT_ACCOUNTS_V19 if minor >= 9 else _KUBEVIRT_ACCOUNTS_V15
+    names = _KUBEVIRT_ACCOUNTS_V16 if minor >= 6 else _KUBEVIRT_ACCOUNTS_V15
     return frozenset(f"system:serviceaccount:{namespace}:{n}" for n in names)
 
 

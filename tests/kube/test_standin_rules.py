@@ -61,10 +61,10 @@ def test_only_kubevirts_accounts_may_change_a_spec() -> None:
         == []
     )
     assert admit_update({**new, "spec": old["spec"]}, old, username="alice", kubevirt_accounts=accounts) == []
-    # v1.9 added the synchronization controller; the operator was never one of them.
+    # v1.6 added the synchronization controller; the operator was never one of them.
     assert "system:serviceaccount:kubevirt:kubevirt-synchronization-controller" in accounts
     assert "system:serviceaccount:kubevirt:kubevirt-synchronization-controller" not in kubevirt_service_accounts(
-        "kubevirt", kubevirt_version="v1.8.0"
+        "kubevirt", kubevirt_version="v1.5.0"
     )
     assert "system:serviceaccount:kubevirt:kubevirt-operator" not in accounts
 
