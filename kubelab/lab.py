@@ -1,5 +1,6 @@
 """The whole admission path on one machine: control plane, KubeVirt CRDs, the webhook, the chart's
-webhook configurations pointed at it. Shared by the kube tests and the demo."""
+webhook configurations pointed at it, and a fake of virt-api's VMI validation behind them
+(kubelab/fake_virt_api.py). Shared by the kube tests and the demo."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Final, Self
 from kubelab.chart import helm_template, loopback_webhook_configs
 from kubelab.controlplane import ControlPlane
 from kubelab.crds import install_crds
+from kubelab.fake_virt_api import FakeVirtApi
 from kubelab.kubectl import Kubectl
 from kubelab.tools import Tools, find_tools
 from kubelab.webhook_process import WebhookProcess
@@ -62,6 +64,9 @@ class AdmissionLab:
             **(webhook_options or {}),
         }
         self.webhook: WebhookProcess | None = None
+        # The fake virt-api (kubelab/fake_virt_api.py): KubeVirt's VMI validation rules that matter
+        # to us, after our mutating webhook as in a cluster. Not KubeVirt.
+        self.fake_virt_api: FakeVirtApi | None = None
 
     @property
     def kubectl(self) -> Kubectl:
@@ -97,8 +102,18 @@ class AdmissionLab:
         )
         self.webhook.start()
         self.apply_webhook_configs()
+        self.fake_virt_api = FakeVirtApi(
+            ca=self.plane.ca,
+            sidecar_gate=self.sidecar_gate_enabled,
+            kubevirt_namespace=KUBEVIRT_NAMESPACE,
+            kubevirt_version=OBSERVED_KUBEVIRT_VERSION,
+        )
+        self.fake_virt_api.start()
+        kubectl.apply(self.fake_virt_api.webhook_configuration())
 
     def stop(self) -> None:
+        if self.fake_virt_api is not None:
+            self.fake_virt_api.stop()
         if self.webhook is not None:
             self.webhook.stop()
         self.plane.stop()
@@ -129,6 +144,13 @@ class AdmissionLab:
         self.kubectl.apply(kubevirt_cr(sidecar_gate=enabled))
         assert self.webhook is not None
         self.webhook.restart()
+
+    def sidecar_gate_enabled(self) -> bool:
+        """Whether the lab's KubeVirt CR enables the ``Sidecar`` gate (what virt-api reads)."""
+        cr = self.kubectl.get("kubevirt", "kubevirt", namespace=KUBEVIRT_NAMESPACE)
+        config = (cr.get("spec") or {}).get("configuration") or {}
+        gates = (config.get("developerConfiguration") or {}).get("featureGates") or []
+        return "Sidecar" in gates
 
     def set_observed_kubevirt_version(self, version: str) -> None:
         """Play virt-operator: the CR has a status subresource, so the status goes there."""

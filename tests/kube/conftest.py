@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +31,8 @@ def kubectl(lab: AdmissionLab) -> Kubectl:
 @pytest.fixture
 def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> str:
     """A fresh namespace per test (never deleted: there is no controller-manager to finalize it)."""
-    name = f"t{next(_counter)}-{request.node.name.replace('_', '-')}"[:63].rstrip("-").lower()
+    # Parametrized names carry brackets and dots: a namespace name is an RFC 1123 label.
+    name = re.sub(r"[^a-z0-9-]+", "-", f"t{next(_counter)}-{request.node.name}".lower())[:63].rstrip("-")
     kubectl.create_namespace(name)
     return name
 
