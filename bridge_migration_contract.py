@@ -95,11 +95,18 @@ class AnnotationKeys:
 DEFAULT_KEYS: Final = AnnotationKeys()
 
 _MAC_RE: Final = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_DOT_MAC_RE: Final = re.compile(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
 
 
 def normalize_mac(value: str) -> str:
-    """Lower-case, colon-separated MAC; raises ValueError for anything else."""
+    """Lower-case, colon-separated MAC; raises ValueError for anything else.
+
+    Accepts the three 6-byte forms KubeVirt's virt-api accepts (Go's ``net.ParseMAC``; facts K7):
+    ``02:00:00:00:00:01``, ``02-00-00-00-00-01`` and ``0200.0000.0001``."""
     mac = value.strip().lower().replace("-", ":")
+    if _DOT_MAC_RE.fullmatch(mac):
+        digits = mac.replace(".", "")
+        mac = ":".join(digits[i : i + 2] for i in range(0, 12, 2))
     if not _MAC_RE.match(mac):
         raise ValueError(f"not a MAC address: {value!r}")
     return mac

@@ -17,6 +17,7 @@ from bridge_migration_contract import (
     KubevirtFamily,
     MacPolicy,
     managed_interfaces,
+    normalize_mac,
 )
 from sidecar.domxml import DomainInterface, parse_interfaces
 
@@ -146,7 +147,14 @@ def _field_by_name(ifaces: object, field: str) -> dict[str, str]:
 
 
 def _macs_by_name(ifaces: object, field: str) -> dict[str, str]:
-    return {name: mac.lower() for name, mac in _field_by_name(ifaces, field).items()}
+    """Normalized MACs (a spec may spell one ``0200.5e10.0001``); one that does not parse is left out."""
+    out: dict[str, str] = {}
+    for name, raw in _field_by_name(ifaces, field).items():
+        try:
+            out[name] = normalize_mac(raw)
+        except ValueError:
+            continue
+    return out
 
 
 def _spec_macs(vmi: Mapping[str, Any] | None) -> dict[str, str]:

@@ -83,7 +83,7 @@ def _macs(
     for iface in managed:
         mac = iface["mac"]
         if mac is None and spec_ifaces[iface["index"]].get("macAddress"):
-            # KubeVirt rejects the bad MAC itself; we do not overwrite what the user wrote.
+            # virt-api rejects the bad MAC itself (facts K7); we do not overwrite what the user wrote.
             warnings.append(f"{WARN_PREFIX}interface {iface['name']} has an invalid macAddress; not pinned")
             continue
         if mac is None and policy == "pin":

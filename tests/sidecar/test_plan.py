@@ -166,3 +166,10 @@ def test_the_pod_interface_name_in_the_vmi_status_wins() -> None:
 
 def test_a_malformed_vmi_spec_yields_no_targets_rather_than_an_error() -> None:
     assert targets_from_vmi({"spec": {"domain": "nonsense", "networks": 3}}, domain_xml()) == []
+
+
+def test_a_spec_mac_in_dot_form_is_the_same_mac_so_a_link_refresh() -> None:
+    dotted = GUEST_MAC.replace(":", "")
+    spec = vmi(interfaces=[{"name": "default", "bridge": {}, "macAddress": f"{dotted[:4]}.{dotted[4:8]}.{dotted[8:]}"}])
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=spec, policy="pin", macs={}, pod_macs={"eth0": POD_MAC})
+    assert (plan.action, plan.expected_mac, plan.mac_source) == ("link-refresh", GUEST_MAC, "spec")

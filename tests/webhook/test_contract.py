@@ -2,7 +2,7 @@
 
 import pytest
 
-from bridge_migration_contract import AnnotationKeys, dump_macs, managed_interfaces, parse_macs
+from bridge_migration_contract import AnnotationKeys, dump_macs, managed_interfaces, normalize_mac, parse_macs
 from tests.webhook.vmis import vmi
 
 
@@ -58,6 +58,15 @@ def test_an_interface_without_a_network_or_garbage_entries_are_skipped() -> None
 def test_spec_mac_is_normalized() -> None:
     obj = vmi(interfaces=[{"name": "default", "bridge": {}, "macAddress": "02-AA-bb-00-11-22"}])
     assert managed_interfaces(obj["spec"])[0]["mac"] == "02:aa:bb:00:11:22"
+
+
+def test_every_mac_form_kubevirt_accepts_is_understood_and_others_are_not() -> None:
+    """virt-api takes what Go's net.ParseMAC takes for 6 bytes (facts K7), dot form included."""
+    for form in ("02:00:5E:10:00:01", "02-00-5e-10-00-01", "0200.5e10.0001"):
+        assert normalize_mac(form) == "02:00:5e:10:00:01"
+    for bad in ("0200.5e10.00012", "02:00:5e:10:00", "02:00:5e:10:00:01:02", "02005e100001", "0200:5e10:0001"):
+        with pytest.raises(ValueError):
+            normalize_mac(bad)
 
 
 def test_macs_annotation_round_trips_and_rejects_junk() -> None:
