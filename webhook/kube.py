@@ -58,25 +58,41 @@ def target_from_kubeconfig(path: Path) -> ApiTarget:
         ctx = contexts[doc["current-context"]]
         cluster = {c["name"]: c["cluster"] for c in doc["clusters"]}[ctx["cluster"]]
         user = {u["name"]: u["user"] for u in doc.get("users", [])}.get(ctx.get("user"), {}) or {}
+        if not isinstance(cluster, dict) or not isinstance(user, dict) or not isinstance(cluster["server"], str):
+            raise TypeError("cluster and user must be mappings, server a string")
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         raise KubeError(f"cannot use kubeconfig {path}: {exc!r}") from exc
+
+    # kubectl reads relative file paths in a kubeconfig against the kubeconfig's own directory.
+    def local(key: str, section: dict[str, Any]) -> str | None:
+        value = section.get(key)
+        return str(path.parent / value) if isinstance(value, str) and value else None
+
+    for what in ("exec", "auth-provider"):
+        if what in user:
+            # Credential plugins run programs (cloud CLIs) the webhook image does not have; the
+            # webhook's own mode is in-cluster. Say so instead of sending unauthenticated requests.
+            raise KubeError(
+                f"cannot use kubeconfig {path}: its user has an {what!r} credential plugin, which the"
+                " webhook does not run; use a token, tokenFile or client certificate, or run in-cluster"
+            )
     scratch = Path(tempfile.mkdtemp(prefix="bm-kubeconfig-"))
-    ca = cluster.get("certificate-authority")
+    ca = local("certificate-authority", cluster)
     if "certificate-authority-data" in cluster:
         ca = _materialize(cluster["certificate-authority-data"], scratch, "ca.crt")
     context = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
     if cluster.get("insecure-skip-tls-verify"):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    cert = user.get("client-certificate")
-    key = user.get("client-key")
+    cert = local("client-certificate", user)
+    key = local("client-key", user)
     if "client-certificate-data" in user:
         cert = _materialize(user["client-certificate-data"], scratch, "client.crt")
     if "client-key-data" in user:
         key = _materialize(user["client-key-data"], scratch, "client.key")
     if cert and key:
         context.load_cert_chain(cert, key)
-    token_file = user.get("tokenFile")
+    token_file = local("tokenFile", user)
     return ApiTarget(
         server=cluster["server"],
         ssl_context=context,

@@ -17,10 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.webhook.server import running_webhook
 from tests.webhook.vmis import vmi
 from webhook.admission import BadReviewError, make_review, parse_review
+from webhook.certs import CertificateAuthority
+from webhook.kube import KubeError, target_from_kubeconfig
 
 MIGRATION = {
     "apiVersion": "kubevirt.io/v1",
@@ -148,3 +151,50 @@ def test_an_explicit_kubeconfig_that_cannot_be_used_stops_the_webhook(tmp_path: 
     broken = run_webhook("--kubeconfig", str(garbage))
     assert broken.returncode == 2
     assert "cannot use kubeconfig" in broken.stderr
+
+
+def test_kubeconfig_file_paths_are_read_relative_to_the_kubeconfig_as_kubectl_does(tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path / "ca")
+    config_dir = tmp_path / "conf"
+    config_dir.mkdir()
+    (config_dir / "ca.crt").write_bytes(ca.ca_path.read_bytes())
+    (config_dir / "token").write_text("s3cret\n")
+    kubeconfig = config_dir / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [
+                    {"name": "c", "cluster": {"server": "https://127.0.0.1:6443", "certificate-authority": "ca.crt"}}
+                ],
+                "users": [{"name": "u", "user": {"tokenFile": "token"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    target = target_from_kubeconfig(kubeconfig)  # from any working directory
+    assert target.token_file == config_dir / "token"
+    assert target.ssl_context.get_ca_certs(), "the relative CA file was not loaded"
+
+
+EXEC_API = "client.authentication.k8s.io/v1"
+
+
+def test_a_kubeconfig_with_a_credential_plugin_is_refused_with_what_to_use_instead(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [
+                    {"name": "u", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "aws"}}}
+                ],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    with pytest.raises(KubeError, match="'exec' credential plugin, which the webhook does not run"):
+        target_from_kubeconfig(kubeconfig)
+    result = run_webhook("--kubeconfig", str(kubeconfig))
+    assert result.returncode == 2 and "credential plugin" in result.stderr
