@@ -1,32 +1,48 @@
-"""KubeVirt's CRDs, cut down to what admission needs.
+"""KubeVirt's CRDs for kubelab, with KubeVirt's own structural schemas.
 
-Group, versions, names, short names and scope match KubeVirt's; the schemas are left open
-(x-kubernetes-preserve-unknown-fields) because KubeVirt's full ones are tens of thousands of lines and
-admission does not look at them. Facts from KubeVirt's API, written afresh here.
+Group, versions, names, short names, scope and subresources are KubeVirt's (docs/kubevirt-facts.md
+K1), written afresh here. The ``openAPIV3Schema`` of each kind is the one KubeVirt ships:
+``scripts/build-crds.sh`` runs controller-gen over ``kubevirt.io/api/core/v1`` as KubeVirt's own
+build does, and this module takes the schema out of controller-gen's CRD for the kind, as
+virt-operator does, so kube-apiserver prunes, defaults and validates our objects as a cluster's
+would (facts K8). The generated files live in the cache, never in the repo; without them
+``kubevirt_crds`` raises, so a kube test fails rather than running on open schemas.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-_OPEN_SCHEMA: dict[str, Any] = {
-    "openAPIV3Schema": {
-        "type": "object",
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        },
-    }
-}
+import yaml
+
+from kubelab.tools import CrdSchemasMissingError, find_crd_dir
+
+
+def generated_schema(plural: str, crd_dir: Path | None = None) -> dict[str, Any]:
+    """The validation of controller-gen's CRD for ``plural`` (its first version, as virt-operator takes it)."""
+    path = (crd_dir or find_crd_dir()) / f"kubevirt.io_{plural}.yaml"
+    if not path.is_file():
+        raise CrdSchemasMissingError(f"{path} is missing: run scripts/build-crds.sh")
+    crd = yaml.safe_load(path.read_text())
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]
+    if "openAPIV3Schema" not in schema:
+        raise CrdSchemasMissingError(f"{path} has no openAPIV3Schema")
+    return schema
 
 
 def _crd(
-    *, plural: str, kind: str, singular: str, short_names: list[str], categories: list[str], status: bool
+    *,
+    plural: str,
+    kind: str,
+    singular: str,
+    short_names: list[str],
+    categories: list[str],
+    status: bool,
+    crd_dir: Path | None,
 ) -> dict[str, Any]:
-    version: dict[str, Any] = {"name": "v1", "served": True, "storage": True, "schema": _OPEN_SCHEMA}
+    schema = generated_schema(plural, crd_dir)
+    version: dict[str, Any] = {"name": "v1", "served": True, "storage": True, "schema": schema}
     if status:
         version["subresources"] = {"status": {}}
     return {
@@ -49,8 +65,11 @@ def _crd(
     }
 
 
-def kubevirt_crds() -> list[dict[str, Any]]:
-    """VirtualMachineInstance, VirtualMachine, VirtualMachineInstanceMigration and KubeVirt (the install CR)."""
+def kubevirt_crds(crd_dir: Path | None = None) -> list[dict[str, Any]]:
+    """VirtualMachineInstance, VirtualMachine, VirtualMachineInstanceMigration and KubeVirt (the install CR).
+
+    ``crd_dir`` is where ``scripts/build-crds.sh`` wrote controller-gen's output (default: the cache).
+    """
     return [
         _crd(
             plural="virtualmachineinstances",
@@ -61,6 +80,7 @@ def kubevirt_crds() -> list[dict[str, Any]]:
             # As KubeVirt's: no status subresource, so status writes are UPDATEs of the whole
             # VMI (docs/kubevirt-facts.md K1).
             status=False,
+            crd_dir=crd_dir,
         ),
         _crd(
             plural="virtualmachines",
@@ -69,6 +89,7 @@ def kubevirt_crds() -> list[dict[str, Any]]:
             short_names=["vm", "vms"],
             categories=["all"],
             status=True,
+            crd_dir=crd_dir,
         ),
         _crd(
             plural="virtualmachineinstancemigrations",
@@ -77,6 +98,7 @@ def kubevirt_crds() -> list[dict[str, Any]]:
             short_names=["vmim", "vmims"],
             categories=["all"],
             status=True,
+            crd_dir=crd_dir,
         ),
         _crd(
             plural="kubevirts",
@@ -85,14 +107,22 @@ def kubevirt_crds() -> list[dict[str, Any]]:
             short_names=["kv", "kvs"],
             categories=["all"],
             status=True,
+            crd_dir=crd_dir,
         ),
     ]
 
 
-CRD_NAMES = tuple(crd["metadata"]["name"] for crd in kubevirt_crds())
+CRD_NAMES = tuple(
+    f"{plural}.kubevirt.io"
+    for plural in ("virtualmachineinstances", "virtualmachines", "virtualmachineinstancemigrations", "kubevirts")
+)
 
 
-def install_crds(kubectl: Any) -> None:
-    """Apply the CRDs and wait until the API server serves them."""
-    kubectl.apply(kubevirt_crds())
+def install_crds(kubectl: Any, crd_dir: Path | None = None) -> None:
+    """Apply the CRDs and wait until the API server serves them.
+
+    Server-side apply: the generated CRDs are larger than the 256 KiB that client-side apply's
+    last-applied annotation may hold.
+    """
+    kubectl.apply(kubevirt_crds(crd_dir), extra=["--server-side"])
     kubectl.run("wait", "--for=condition=Established", "--timeout=120s", *[f"crd/{n}" for n in CRD_NAMES])

@@ -10,7 +10,7 @@ from typing import Any
 
 from bridge_migration_contract import ALLOW_POD_BRIDGE_MIGRATION, DEFAULT_KEYS, HOOK_SIDECARS
 from kubelab.lab import AdmissionLab
-from kubelab.tools import find_tools
+from kubelab.tools import find_crd_dir, find_tools
 
 DEMO_NAMESPACE = "demo"
 
@@ -37,8 +37,9 @@ def _say(text: str) -> None:
 
 def run(*, keep: bool) -> int:
     tools = find_tools(build=True)
+    crd_dir = find_crd_dir(build=True)
     _say("starting etcd, kube-apiserver and the webhook on loopback ...")
-    with AdmissionLab(tools=tools) as lab:
+    with AdmissionLab(tools=tools, crd_dir=crd_dir) as lab:
         kubectl = lab.kubectl
         kubectl.create_namespace(DEMO_NAMESPACE)
         vmi = bridge_vmi()

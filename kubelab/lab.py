@@ -16,7 +16,7 @@ from kubelab.controlplane import ControlPlane
 from kubelab.crds import install_crds
 from kubelab.fake_virt_api import FakeVirtApi
 from kubelab.kubectl import Kubectl
-from kubelab.tools import Tools, find_tools
+from kubelab.tools import Tools, find_crd_dir, find_tools
 from kubelab.webhook_process import WebhookProcess
 
 RELEASE: Final = "bridge-migration"
@@ -47,10 +47,13 @@ class AdmissionLab:
         self,
         *,
         tools: Tools | None = None,
+        crd_dir: Path | None = None,
         chart_values: dict[str, Any] | None = None,
         webhook_options: dict[str, str] | None = None,
     ) -> None:
         self.tools = tools or find_tools()
+        # Checked here, before anything starts: no generated schemas is an error, never open CRDs.
+        self.crd_dir = crd_dir or find_crd_dir()
         self.workdir = Path(tempfile.mkdtemp(prefix="kubelab-"))
         self.plane = ControlPlane(workdir=self.workdir, tools=self.tools)
         self.chart_values = chart_values or {}
@@ -88,7 +91,7 @@ class AdmissionLab:
     def start(self) -> None:
         self.plane.start()
         kubectl = self.kubectl
-        install_crds(kubectl)
+        install_crds(kubectl, self.crd_dir)
         kubectl.create_namespace(RELEASE_NAMESPACE)
         kubectl.create_namespace(KUBEVIRT_NAMESPACE)
         kubectl.apply(kubevirt_cr(sidecar_gate=True))

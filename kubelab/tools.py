@@ -1,4 +1,5 @@
-"""Where the Kubernetes binaries are: the cache that ``scripts/build-k8s.sh`` fills."""
+"""Where the Kubernetes binaries and KubeVirt's CRD schemas are: the cache that ``scripts/build-k8s.sh``
+and ``scripts/build-crds.sh`` fill."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT: Final = REPO_ROOT / "scripts" / "build-k8s.sh"
 DEFAULT_BIN: Final = Path(f"/var/cache/bridge-migration/k8s-{K8S_VERSION}/bin")
 NAMES: Final = ("etcd", "kube-apiserver", "kubectl", "helm")
+
+# The same pins as scripts/build-crds.sh (tests/kubelab checks that they agree).
+KUBEVIRT_API_VERSION: Final = "v1.9.0"
+CONTROLLER_TOOLS_VERSION: Final = "v0.20.1"
+CRDS_SCRIPT: Final = REPO_ROOT / "scripts" / "build-crds.sh"
+DEFAULT_CRD_DIR: Final = Path(
+    f"/var/cache/bridge-migration/kubevirt-crds/api-{KUBEVIRT_API_VERSION}_controller-gen-{CONTROLLER_TOOLS_VERSION}"
+)
 
 
 class ToolsMissingError(RuntimeError):
@@ -47,3 +56,23 @@ def find_tools(*, build: bool = False, need: tuple[str, ...] = NAMES) -> Tools:
         kubectl=bin_dir / "kubectl",
         helm=bin_dir / "helm",
     )
+
+
+class CrdSchemasMissingError(RuntimeError):
+    """KubeVirt's generated CRDs are not in the cache; the message says how to make them."""
+
+
+def find_crd_dir(*, build: bool = False) -> Path:
+    """The directory of controller-gen's KubeVirt CRDs: ``$BM_KUBEVIRT_CRDS`` or the default cache.
+
+    ``build`` runs ``scripts/build-crds.sh`` first (a no-op once the cache holds them). The
+    directory counts only once the script has finished it (its ``.complete`` stamp).
+    """
+    crd_dir = Path(os.environ.get("BM_KUBEVIRT_CRDS", str(DEFAULT_CRD_DIR)))
+    if build and not (crd_dir / ".complete").is_file():
+        subprocess.run([str(CRDS_SCRIPT)], check=True, stdout=subprocess.DEVNULL)
+    if not (crd_dir / ".complete").is_file():
+        raise CrdSchemasMissingError(
+            f"no generated KubeVirt CRDs in {crd_dir}: run {CRDS_SCRIPT} (or set BM_KUBEVIRT_CRDS)"
+        )
+    return crd_dir

@@ -7,6 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ./scripts/install.sh
 ./scripts/build-k8s.sh >/dev/null
+./scripts/build-crds.sh >/dev/null
 # shellcheck disable=SC1091
 source .venv/bin/activate
 python -m kubelab demo "$@"

@@ -7,6 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ./scripts/install.sh
 ./scripts/build-k8s.sh >/dev/null  # kube-apiserver, etcd, kubectl, helm (cached)
+./scripts/build-crds.sh >/dev/null  # KubeVirt's CRD schemas from kubevirt.io/api via controller-gen (cached)
 ./scripts/install-lab.sh
 ./scripts/install-image.sh  # buildah, podman, runc, mmdebstrap: tests/image builds and runs the image
 # shellcheck disable=SC1091
