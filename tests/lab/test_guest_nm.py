@@ -8,8 +8,12 @@ carrier-wait-timeout (6 s by default) and cancels that when the carrier is back,
 default 100 ms link refresh leaves it on its old lease (docs/lab.md, guest types). The same-mac
 test therefore runs the link refresh with a 10 s pause, long enough for NetworkManager to take
 the device down and activate it again; the MAC-change scenario (a new NIC) needs nothing of the
-kind. Each test shows that NetworkManager itself took the lease in the target pod (its own log
-line, forwarded by the guest's observer, which only reports).
+kind. Each test shows that NetworkManager itself took the lease in the target pod: the ack's
+router and server are read from NetworkManager's record of the lease (its device run state,
+/run/NetworkManager/devices/<ifindex>, or nmcli) by the guest's observer, which only reports.
+NetworkManager's own log lines reach the console many seconds late (it logs a lot, TCG is slow)
+and the scenario tears down at the first ping reply, so only lines logged well before that are
+asserted.
 """
 
 from __future__ import annotations
@@ -46,10 +50,8 @@ def _assert_networkmanager_took_the_lease(outcome: MigrationOutcome) -> None:
     nic = outcome.dhcp_ack.nic
     assert nic is not None and nic.startswith("ens"), "not udev's predictable name: is this the Debian guest?"
     assert outcome.dhcp_ack.fields["server"] == server_ip(0)
-    # NetworkManager's own line, e.g. "<info> [1796222417.2440] dhcp4 (ens2): state changed new
-    # lease, address=10.244.2.10", logged after the migration started.
-    wanted = f"dhcp4 ({nic}): state changed new lease, address={outcome.target_ip}"
-    assert any(line.endswith(wanted) for line in _nm_log(outcome)), f"no NetworkManager log line {wanted!r}"
+    source = outcome.dhcp_ack.fields["from"]
+    assert source.startswith("/run/NetworkManager/devices/") or source == "nmcli", source
 
 
 def test_same_mac_with_networkmanager_a_link_refresh_longer_than_its_carrier_wait_makes_it_take_the_lease() -> None:
@@ -61,7 +63,8 @@ def test_same_mac_with_networkmanager_a_link_refresh_longer_than_its_carrier_wai
     _assert_sidecar_played_by_the_book(outcome)
     _assert_networkmanager_took_the_lease(outcome)
     nic = outcome.dhcp_ack.nic if outcome.dhcp_ack else None
-    # It took the device down once the carrier had been gone for its carrier-wait-timeout.
+    # It took the device down once the carrier had been gone for its carrier-wait-timeout (its
+    # own log line, logged seconds before the lease, so it reaches the console in time).
     assert any(f"device ({nic}): state change: activated -> unavailable" in line for line in _nm_log(outcome))
     (fixup,) = [f for f in outcome.fixups if not f.get("dryRun")]
     assert fixup["result"] == "success"
@@ -79,8 +82,15 @@ def test_mac_change_with_networkmanager_the_reattached_nic_gets_a_new_default_pr
     _assert_recovered(outcome, guest_mac=outcome.target_cni_mac)
     _assert_sidecar_played_by_the_book(outcome)
     _assert_networkmanager_took_the_lease(outcome)
-    nic = outcome.dhcp_ack.nic if outcome.dhcp_ack else None
-    assert any(f"settings: ({nic}): created default wired connection" in line for line in _nm_log(outcome))
+    # A new device (new ifindex, the target pod's MAC) that NetworkManager configured with no
+    # profile written for it: its default wired profile.
+    assert outcome.dhcp_ack is not None
+    (new_nic,) = [
+        e
+        for e in outcome.guest_events
+        if e.kind == "nic-up" and e.nic == outcome.dhcp_ack.nic and e.fields.get("mac") == outcome.target_cni_mac
+    ]
+    assert new_nic.precedes(outcome.dhcp_ack)
     (fixup,) = [f for f in outcome.fixups if not f.get("dryRun")]
     assert fixup["result"] == "success"
     assert [(i["name"], i["action"], i["newMac"]) for i in fixup["interfaces"]] == [
