@@ -4,8 +4,10 @@
 whose init runs udhcpc itself (lab/guest/). ``debian-networkd``: a Debian 12 minbase with
 systemd, udev and systemd-networkd in their stock behaviour (lab/guest-debian/, built by
 scripts/build-guest-debian.sh), on a read-only ext4 disk that the source and the target QEMU
-of a migration share, with a tmpfs overlay for the guest's writes. Both write the same
-``LAB <uptime> <event> ...`` lines to the serial console (lab/console.py).
+of a migration share, with a tmpfs overlay for the guest's writes. ``debian-nm``: the same with
+NetworkManager (its internal DHCP client, its default wired profiles) instead of networkd
+(scripts/build-guest-debian.sh nm). All write the same ``LAB <uptime> <event> ...`` lines to
+the serial console (lab/console.py).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from pathlib import Path
 from typing import Final, Literal, get_args
 
 from bridge_migration_contract import domain_alias
-from lab.paths import DEBIAN_GUEST, GUEST_INITRD, GUEST_KERNEL
+from lab.paths import DEBIAN_GUEST, DEBIAN_NM_GUEST, GUEST_INITRD, GUEST_KERNEL
 
-GuestType = Literal["busybox", "debian-networkd"]
+GuestType = Literal["busybox", "debian-networkd", "debian-nm"]
 GUEST_TYPES: Final[tuple[GuestType, ...]] = get_args(GuestType)
 DEFAULT_GUEST: Final[GuestType] = "busybox"
 
@@ -38,10 +40,10 @@ class GuestImage:
         words = ["console=ttyS0", "quiet", "panic=-1", f"lab.name={name}"]
         if ping:
             words.append(f"lab.ping={ping}")
-        if self.kind == "debian-networkd":
+        if self.kind != "busybox":
             # systemd takes both from the command line: the image's /etc/machine-id is empty, and
             # two VMs from one image must not share a machine id (networkd's DHCP client id is
-            # derived from it).
+            # derived from it, NetworkManager's DUID and stable IDs too).
             machine_id = hashlib.sha256(name.encode()).hexdigest()[:32]
             words += [f"systemd.hostname={name}", f"systemd.machine_id={machine_id}"]
         return " ".join(words)
@@ -69,12 +71,22 @@ def guest_image(kind: GuestType) -> GuestImage:
         if not GUEST_INITRD.exists():
             raise RuntimeError("busybox initramfs missing: run ./scripts/install-lab.sh")
         return GuestImage(kind, GUEST_KERNEL.resolve(), GUEST_INITRD.resolve(), None, 128)
-    if kind == "debian-networkd":
-        initrd, disk = DEBIAN_GUEST / "initrd.cpio.gz", DEBIAN_GUEST / "root.img"
+    if kind in DEBIAN_BUILDS:
+        build, flavour, memory_mib = DEBIAN_BUILDS[kind]
+        initrd, disk = build / "initrd.cpio.gz", build / "root.img"
         if not initrd.exists() or not disk.exists():
-            raise RuntimeError("Debian guest missing: run ./scripts/install-lab.sh (or scripts/build-guest-debian.sh)")
-        return GuestImage(kind, GUEST_KERNEL.resolve(), initrd.resolve(), disk.resolve(), DEBIAN_MEMORY_MIB)
+            raise RuntimeError(
+                f"Debian guest {kind} missing: run ./scripts/install-lab.sh"
+                f" (or scripts/build-guest-debian.sh {flavour})"
+            )
+        return GuestImage(kind, GUEST_KERNEL.resolve(), initrd.resolve(), disk.resolve(), memory_mib)
     raise ValueError(f"unknown guest type {kind!r}; one of {', '.join(GUEST_TYPES)}")
 
 
 DEBIAN_MEMORY_MIB: Final = 160
+DEBIAN_NM_MEMORY_MIB: Final = 160
+# Guest type -> (build directory, scripts/build-guest-debian.sh flavour, memory).
+DEBIAN_BUILDS: Final[dict[GuestType, tuple[Path, str, int]]] = {
+    "debian-networkd": (DEBIAN_GUEST, "networkd", DEBIAN_MEMORY_MIB),
+    "debian-nm": (DEBIAN_NM_GUEST, "nm", DEBIAN_NM_MEMORY_MIB),
+}

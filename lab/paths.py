@@ -14,8 +14,9 @@ RUN_ROOT: Final = Path("/run/bml-lab")
 GUEST_CACHE: Final = Path("/var/cache/bridge-migration/guest")
 GUEST_KERNEL: Final = GUEST_CACHE / "vmlinuz"
 GUEST_INITRD: Final = GUEST_CACHE / "initramfs.cpio.gz"
-# The Debian 12 + systemd-networkd guest (scripts/build-guest-debian.sh): root.img, initrd.cpio.gz.
-DEBIAN_GUEST: Final = GUEST_CACHE / "debian-networkd"
+# The Debian 12 guests (scripts/build-guest-debian.sh networkd|nm): root.img, initrd.cpio.gz.
+DEBIAN_GUEST: Final = GUEST_CACHE / "debian-networkd"  # systemd-networkd
+DEBIAN_NM_GUEST: Final = GUEST_CACHE / "debian-nm"  # NetworkManager
 # Shared by every daemon so only the first one pays for the QEMU capability probe.
 LIBVIRT_CACHE: Final = Path("/var/cache/libvirt")
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent

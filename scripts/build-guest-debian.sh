@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Build the lab's Debian 12 guest (guest type "debian-networkd"), as root, idempotently:
-#   scripts/build-guest-debian.sh
-# A minbase bookworm made by mmdebstrap with systemd, udev, dbus, iproute2 and iputils-ping,
-# systemd-networkd enabled with one stock-like .network file (lab/guest-debian/50-dhcp.network)
-# and the lab's observer service (reports only, lab/guest-debian/lab-observer), plus the
+# Build one of the lab's Debian 12 guests, as root, idempotently:
+#   scripts/build-guest-debian.sh [networkd|nm]     (default: networkd)
+# networkd: guest type "debian-networkd"; nm: guest type "debian-nm".
+# A minbase bookworm made by mmdebstrap with systemd, udev, dbus, iproute2 and iputils-ping and
+# the flavour's network stack in its stock configuration: networkd, systemd-networkd enabled
+# with one stock-like .network file (lab/guest-debian/50-dhcp.network); nm, network-manager
+# (its internal DHCP client) with no configuration at all, so its default "Wired connection"
+# profile does DHCP on every NIC. Both get the lab's observer service (reports only,
+# lab/guest-debian/lab-observer, told the flavour by /etc/lab-guest) and the
 # modules of the lab's guest kernel. It becomes an ext4 image made without loop mounts
 # (mke2fs -d), attached read-only to the domain, and a small busybox initramfs that loads
 # virtio_blk and overlay and switch_roots into systemd over a tmpfs overlay.
 # Needs the unpacked guest kernel of scripts/install-lab.sh (which calls this script).
-# Output, keyed on the inputs: /var/cache/bridge-migration/guest/debian-networkd-<key>/{root.img,initrd.cpio.gz},
-# and the link .../guest/debian-networkd to it. Debian package updates on the mirror are not an
+# Output, keyed on the inputs: /var/cache/bridge-migration/guest/debian-<flavour>-<key>/{root.img,initrd.cpio.gz},
+# and the link .../guest/debian-<flavour> to it. Debian package updates on the mirror are not an
 # input: delete the directory to rebuild with today's packages.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-say() { printf '[build-guest-debian] %s\n' "$*"; }
+flavour=${1:-networkd}
+case $flavour in
+  networkd | nm) ;;
+  *)
+    echo "usage: $0 [networkd|nm]" >&2
+    exit 2
+    ;;
+esac
+guest=debian-$flavour
+say() { printf '[build-guest-debian %s] %s\n' "$flavour" "$*"; }
 
 cache=/var/cache/bridge-migration/guest
 kernel=$(readlink -f "$cache/vmlinuz" 2>/dev/null || true)
@@ -33,7 +46,9 @@ for tool in mmdebstrap:mmdebstrap mke2fs:e2fsprogs cpio:cpio depmod:kmod; do
 done
 
 suite=bookworm
-packages=(systemd systemd-sysv udev dbus iproute2 iputils-ping)
+packages=(systemd systemd-sysv udev dbus iproute2 iputils-ping) # systemd brings systemd-networkd
+# mmdebstrap installs no recommends: no wpasupplicant, modemmanager, ppp or dnsmasq-base.
+if [[ $flavour == nm ]]; then packages+=(network-manager); fi
 # What the initramfs loads, in order; ext4 and crc32c are built into the cloud kernel.
 initrd_modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk overlay)
 busybox=/bin/busybox
@@ -41,18 +56,19 @@ key=$(
   {
     echo "$suite $kver"
     printf '%s\n' "${packages[@]}" "${initrd_modules[@]}"
+    echo "flavour $flavour"
     sha256sum "$busybox" scripts/build-guest-debian.sh lab/guest-debian/*
   } | sha256sum | cut -c1-16
 )
-out=$cache/debian-networkd-$key
+out=$cache/$guest-$key
 if [[ -f $out/.done ]]; then
-  ln -sfn "$out" "$cache/debian-networkd"
+  ln -sfn "$out" "$cache/$guest"
   say "guest ready: $out"
   exit 0
 fi
 
-say "building the Debian guest ($key)"
-work=$(mktemp -d /var/tmp/bml-guest-debian.XXXXXX)
+say "building the Debian guest $guest ($key)"
+work=$(mktemp -d "/var/tmp/bml-guest-$guest.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 rootfs=$work/rootfs
 include=$(
@@ -71,11 +87,35 @@ mkdir -p "$rootfs/lib/modules"
 cp -a "$kdir/lib/modules/$kver" "$rootfs/lib/modules/"
 depmod -b "$rootfs" "$kver"
 
-# Networking as a Debian cloud image has it: systemd-networkd, one .network file.
-install -m 0644 lab/guest-debian/50-dhcp.network "$rootfs/etc/systemd/network/50-dhcp.network"
 install -m 0755 lab/guest-debian/lab-observer "$rootfs/usr/local/sbin/lab-observer"
 install -m 0644 lab/guest-debian/lab-observer.service "$rootfs/etc/systemd/system/lab-observer.service"
-systemctl --root="$rootfs" enable systemd-networkd.service lab-observer.service >/dev/null 2>&1
+if [[ $flavour == networkd ]]; then
+  # Networking as a Debian cloud image has it: systemd-networkd, one .network file.
+  install -m 0644 lab/guest-debian/50-dhcp.network "$rootfs/etc/systemd/network/50-dhcp.network"
+  systemctl --root="$rootfs" enable systemd-networkd.service lab-observer.service >/dev/null 2>&1
+else
+  # NetworkManager as the package installs it: /etc/NetworkManager/NetworkManager.conf untouched
+  # (plugins=ifupdown,keyfile, no no-auto-default), no profile written: NM makes its in-memory
+  # "Wired connection N" (ipv4.method=auto) for each NIC. networkd stays disabled.
+  systemctl --root="$rootfs" disable systemd-networkd.service systemd-networkd.socket \
+    systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+  systemctl --root="$rootfs" enable NetworkManager.service lab-observer.service >/dev/null 2>&1
+  # Fail the build rather than boot a guest with two DHCP clients, or none (-L: the links are
+  # absolute, into the guest's tree, not the host's).
+  [[ ! -L $rootfs/etc/systemd/system/multi-user.target.wants/systemd-networkd.service ]] || {
+    say "systemd-networkd still enabled"
+    exit 1
+  }
+  [[ -L $rootfs/etc/systemd/system/multi-user.target.wants/NetworkManager.service ]] || {
+    say "NetworkManager not enabled"
+    exit 1
+  }
+  ! grep -rqs '^no-auto-default' "$rootfs/etc/NetworkManager" || {
+    say "no-auto-default set in the package's configuration"
+    exit 1
+  }
+fi
+echo "$guest" >"$rootfs/etc/lab-guest" # which stack the observer reads its leases and logs from
 # The serial console carries the LAB lines: no login prompt on it. Nothing in the guest may
 # wait for a human or do periodic housekeeping that competes for the shared TCG CPU.
 systemctl --root="$rootfs" mask serial-getty@ttyS0.service getty@tty1.service systemd-firstboot.service \
@@ -112,9 +152,9 @@ rm -rf "$out"
 mkdir -p "$out"
 mv "$work/root.img" "$work/initrd.cpio.gz" "$out/"
 touch "$out/.done"
-ln -sfn "$out" "$cache/debian-networkd"
+ln -sfn "$out" "$cache/$guest"
 # Older builds go once a day has passed: a lab of another checkout may still run one (and a
 # migration's target QEMU opens the image again).
-find "$cache" -maxdepth 1 -name 'debian-networkd-*' -type d ! -name "$(basename "$out")" -mmin +1440 \
+find "$cache" -maxdepth 1 -name "$guest-*" -type d ! -name "$(basename "$out")" -mmin +1440 \
   -exec rm -rf {} +
 say "guest ready: $out ($(du -sh "$out/root.img" | cut -f1) root image)"

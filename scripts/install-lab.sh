@@ -2,7 +2,8 @@
 # Install what the migration lab needs on a Debian 12 machine, as root, idempotently:
 # libvirt + QEMU + busybox packages, the libvirt-qemu user/group that libvirtd
 # insists on, a Debian cloud kernel for the guests, a busybox initramfs built from
-# lab/guest/ and the Debian 12 + systemd-networkd guest (scripts/build-guest-debian.sh, from
+# lab/guest/ and the Debian 12 guests with systemd-networkd and with NetworkManager
+# (scripts/build-guest-debian.sh networkd|nm, from
 # lab/guest-debian/). All cached under /var/cache/bridge-migration/guest and rebuilt only
 # when their inputs change.
 set -euo pipefail
@@ -100,7 +101,9 @@ ln -sfn "$initrd" "$cache/initramfs.cpio.gz"
 say "guest ready: $cache/vmlinuz $cache/initramfs.cpio.gz"
 
 # --- The Debian 12 guest with systemd-networkd (guest type debian-networkd).
-./scripts/build-guest-debian.sh
+./scripts/build-guest-debian.sh networkd
+# --- The Debian 12 guest with NetworkManager (guest type debian-nm).
+./scripts/build-guest-debian.sh nm
 
 # --- The lab's DHCP server: a stand-in for virt-launcher's (lab/dhcpd, Go, krolaw/dhcp4 as
 # virt-launcher uses), built with the Go cache build-k8s.sh keeps, rebuilt when its source changes.

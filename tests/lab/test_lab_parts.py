@@ -9,7 +9,7 @@ from bridge_migration_contract import normalize_mac, parse_macs
 from lab.cluster import pinned_mac
 from lab.console import parse_line
 from lab.domain import Nic, domain_name, domain_xml
-from lab.guests import GuestImage
+from lab.guests import GUEST_TYPES, GuestImage
 from lab.sidecar import downward_api_file
 from lab.timeline import Timeline
 from sidecar.podinfo import parse_annotations_file
@@ -110,6 +110,31 @@ def test_the_guest_names_its_nics_eth_n_in_busybox_and_by_pci_slot_in_debian() -
     assert BUSYBOX.nic_name(xml, "secondary", 1) == "eth1"
     assert DEBIAN.nic_name(xml, "default", 0) == "ens2"
     assert DEBIAN.nic_name(xml, "secondary", 1) == "ens10"
+
+
+def test_the_networkmanager_guest_gets_a_machine_id_and_predictable_names_like_the_networkd_one() -> None:
+    nm = GuestImage("debian-nm", Path("/k/vmlinuz"), Path("/n/initrd.cpio.gz"), Path("/n/root.img"), 160)
+    cmdline = nm.cmdline(name="vm1", ping=None).split()
+    assert "systemd.hostname=vm1" in cmdline
+    assert [w for w in cmdline if w.startswith("systemd.machine_id=")] == [
+        w for w in DEBIAN.cmdline(name="vm1", ping=None).split() if w.startswith("systemd.machine_id=")
+    ]
+    xml = (
+        "<domain><devices><interface type='ethernet'><alias name='ua-default'/>"
+        "<address type='pci' slot='0x03'/></interface></devices></domain>"
+    )
+    assert nm.nic_name(xml, "default", 0) == "ens3"
+    assert "debian-nm" in GUEST_TYPES
+
+
+def test_a_dhcp_ack_line_of_the_networkmanager_guest_names_where_its_lease_data_came_from() -> None:
+    ack = parse_line(
+        "LAB 120.10 dhcp-ack ens2 ip=10.244.2.10/24 router=10.244.2.1 server=169.254.75.10"
+        " mac=ce:f0:b7:a9:17:b4 event=new lag=1.95 from=/run/NetworkManager/devices/2",
+        1.0,
+    )
+    assert ack is not None and ack.nic == "ens2"
+    assert ack.fields["from"] == "/run/NetworkManager/devices/2" and ack.fields["server"] == "169.254.75.10"
 
 
 def test_a_timeline_orders_marks_and_prints_elapsed_seconds() -> None:
