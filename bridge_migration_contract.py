@@ -82,6 +82,11 @@ class AnnotationKeys:
         return self.prefix + "macs"
 
     @property
+    def nic_refresh(self) -> str:
+        """On a VMI (copied to its pod): how a NIC whose MAC stays is refreshed, ``link`` or ``reattach``."""
+        return self.prefix + "nic-refresh"
+
+    @property
     def kubevirt_version(self) -> str:
         """On a virt-launcher pod: the KubeVirt version the webhook saw when the pod was made."""
         return self.prefix + "kubevirt-version"
@@ -110,6 +115,18 @@ def normalize_mac(value: str) -> str:
     if not _MAC_RE.match(mac):
         raise ValueError(f"not a MAC address: {value!r}")
     return mac
+
+
+NicRefresh = Literal["link", "reattach"]
+NIC_REFRESHES: Final[tuple[NicRefresh, ...]] = ("link", "reattach")
+DEFAULT_NIC_REFRESH: Final[NicRefresh] = "link"
+
+
+def parse_nic_refresh(value: object) -> NicRefresh:
+    for mode in NIC_REFRESHES:
+        if value == mode:
+            return mode
+    raise ValueError(f"NIC refresh must be one of {', '.join(NIC_REFRESHES)}, got {value!r}")
 
 
 def parse_mac_policy(value: object) -> MacPolicy:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from bridge_migration_contract import NIC_REFRESHES
 from lab.cleanup import cleanup
 from lab.guests import DEFAULT_GUEST, GUEST_TYPES, GuestType
 from lab.scenario import SCENARIOS, ScenarioKind, ScenarioResult, run_scenario
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--link-pause-ms", type=int, default=100, help="the sidecar's link-refresh pause (default: %(default)s)"
         )
+        p.add_argument(
+            "--nic-refresh", choices=NIC_REFRESHES, help="the VMI's nic-refresh annotation (default: none, i.e. link)"
+        )
     clean = sub.add_parser("cleanup", help="remove leftover lab namespaces, processes and run directories")
     clean.add_argument("--lab-id", help="only this lab (default: every lab, running or not)")
     args = parser.parse_args(argv)
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         say=lambda line: print(line, file=sys.stderr if as_json else sys.stdout, flush=True),
         guest=guest,
         link_pause_ms=args.link_pause_ms,
+        nic_refresh=args.nic_refresh,
     )
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))

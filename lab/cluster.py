@@ -29,6 +29,7 @@ from bridge_migration_contract import (
     ALLOW_POD_BRIDGE_MIGRATION,
     DEFAULT_KEYS,
     MacPolicy,
+    NicRefresh,
     domain_alias,
     dump_macs,
 )
@@ -176,6 +177,7 @@ class Lab:
         kubevirt_version: str = DEFAULT_KUBEVIRT_VERSION,
         libvirt_mode: LibvirtMode = "session",
         guest: GuestType = DEFAULT_GUEST,
+        nic_refresh: NicRefresh | None = None,
     ) -> None:
         # The guest type every VM of this lab boots (lab/guests.py); checked before anything starts.
         self.guest = guest_image(guest)
@@ -198,6 +200,8 @@ class Lab:
         # session: each pod's daemon and QEMU run as uid 107, as KubeVirt's non-root launcher
         # (the default); system: a root launcher's daemon. QEMU as 107 writes the consoles and
         # migration sockets here, so the lab's directory is that user's in session mode.
+        # The VMI's nic-refresh annotation (what a user sets for a NetworkManager guest); None: unset.
+        self.nic_refresh = nic_refresh
         self.libvirt_mode: LibvirtMode = libvirt_mode
         if libvirt_mode == "session":
             os.chown(self.run_dir, LAUNCHER_UID, LAUNCHER_UID)
@@ -313,6 +317,8 @@ class Lab:
     def start_sidecar(self, pod: Pod, *, namespace: str, vmi: str, policy: MacPolicy) -> None:
         networks = [nic.network for nic in pod.net.nics]
         annotations = self.annotations(namespace=namespace, vmi=vmi, policy=policy, networks=networks)
+        if self.nic_refresh is not None:
+            annotations[DEFAULT_KEYS.nic_refresh] = self.nic_refresh
         # The webhook's pod mutation names the KubeVirt version on every launcher pod it sees.
         annotations[DEFAULT_KEYS.kubevirt_version] = self.kubevirt_version
         if self.sidecar_image is not None:
@@ -334,6 +340,8 @@ class Lab:
 
     def vmi_object(self, vm: Vm) -> dict[str, Any]:
         annotations = self.annotations(namespace=vm.namespace, vmi=vm.name, policy=vm.policy, networks=vm.networks)
+        if self.nic_refresh is not None:
+            annotations[DEFAULT_KEYS.nic_refresh] = self.nic_refresh
         macs = self.spec_macs(vm.namespace, vm.name, vm.policy, vm.networks)
         # virt-handler reports each bridge NIC's MAC in the status from the running domain; before
         # the domain exists there is no status.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
-from bridge_migration_contract import MacPolicy
+from bridge_migration_contract import MacPolicy, NicRefresh
 from lab.cluster import Lab, MigrationRecord, Vm
 from lab.console import GuestEvent
 from lab.dhcp import DEFAULT_KUBEVIRT_VERSION
@@ -291,13 +291,15 @@ def run_scenario(
     policy: MacPolicy | None = None,
     kubevirt_version: str | None = None,
     guest: GuestType | None = None,
+    nic_refresh: NicRefresh | None = None,
 ) -> ScenarioResult:
     """Run one scenario in a fresh lab (torn down on return) and report what happened.
 
     ``timeout`` bounds every wait for something expected; ``observe`` is how long a scenario
     that must NOT recover (control) is watched after the migration; ``link_pause_ms`` is the
-    sidecar's pause between link down and up. ``policy``, ``kubevirt_version`` and ``guest``
-    (the guest type) override the scenario's own.
+    sidecar's pause between link down and up; ``nic_refresh`` sets the VMI's nic-refresh
+    annotation. ``policy``, ``kubevirt_version`` and ``guest`` (the guest type) override the
+    scenario's own.
     """
     spec = SPECS[kind]
     spec = dataclasses.replace(
@@ -311,7 +313,9 @@ def run_scenario(
     def phase(msg: str) -> None:
         say(f"[{time.time() - t0:7.1f} s] {msg}")
 
-    with Lab(link_pause_ms=link_pause_ms, kubevirt_version=spec.kubevirt_version, guest=spec.guest) as lab:
+    with Lab(
+        link_pause_ms=link_pause_ms, kubevirt_version=spec.kubevirt_version, guest=spec.guest, nic_refresh=nic_refresh
+    ) as lab:
         phase(
             f"scenario {kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version},"
             f" guest {spec.guest})"

@@ -171,6 +171,7 @@ class Fixer:
             pod_macs=pod_macs(self._links()),
             family=info.kubevirt_family or self._kubevirt_family,
             only=wanted,
+            refresh=info.nic_refresh,
         )
         with self._history_lock:
             generation = self._generation

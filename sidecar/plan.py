@@ -16,6 +16,7 @@ from bridge_migration_contract import (
     FixupAction,
     KubevirtFamily,
     MacPolicy,
+    NicRefresh,
     managed_interfaces,
     normalize_mac,
 )
@@ -220,6 +221,7 @@ def make_plan(
     pod_macs: Mapping[str, str],
     family: KubevirtFamily = "v1.9+",
     only: Collection[str] | None = None,
+    refresh: NicRefresh = "link",
 ) -> list[InterfacePlan]:
     """One decision per looked-after interface present in the domain.
 
@@ -254,6 +256,10 @@ def make_plan(
             action, reason = "none", "the VMI asks for this link to be down"
         elif want is None:
             action, reason = "none", "the domain interface has no MAC"
+        elif want == iface.mac and refresh == "reattach":
+            # The guest's network stack ignores a short carrier loss (NetworkManager waits 6 s
+            # before it acts); a NIC that goes away and comes back makes it start DHCP anew.
+            action, reason = "reattach", f"MAC unchanged ({source}); reattach requested (nic-refresh){note}"
         elif want == iface.mac:
             action, reason = "link-refresh", f"MAC unchanged ({source}){note}"
         else:

@@ -18,12 +18,15 @@ from typing import Any
 from bridge_migration_contract import (
     DEFAULT_KEYS,
     DEFAULT_MAC_POLICY,
+    DEFAULT_NIC_REFRESH,
     AnnotationKeys,
     KubevirtFamily,
     MacPolicy,
+    NicRefresh,
     kubevirt_family,
     parse_mac_policy,
     parse_macs,
+    parse_nic_refresh,
 )
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,9 @@ class PodInfo:
     problems: tuple[str, ...] = ()
     # From the kubevirt-version annotation the webhook puts on each launcher pod; None: absent.
     kubevirt_family: KubevirtFamily | None = None
+    # link: a NIC whose MAC stays gets a link down/up; reattach: it is detached and attached
+    # again with the same MAC, for guests that ignore a short carrier loss (NetworkManager).
+    nic_refresh: NicRefresh = DEFAULT_NIC_REFRESH
 
 
 def _unquote(raw: str) -> str:
@@ -96,9 +102,22 @@ def from_annotations(annotations: Mapping[str, str], keys: AnnotationKeys = DEFA
             family = kubevirt_family(annotations[keys.kubevirt_version])
         except ValueError as exc:
             problems.append(f"{keys.kubevirt_version}: {exc}")
+    refresh: NicRefresh = DEFAULT_NIC_REFRESH
+    if keys.nic_refresh in annotations:
+        try:
+            refresh = parse_nic_refresh(annotations[keys.nic_refresh].strip())
+        except ValueError as exc:
+            problems.append(f"{keys.nic_refresh}: {exc}")
     for problem in problems:
         _warn_once(f"ignoring annotation {problem}")
-    return PodInfo(enabled=enabled, policy=policy, macs=macs, problems=tuple(problems), kubevirt_family=family)
+    return PodInfo(
+        enabled=enabled,
+        policy=policy,
+        macs=macs,
+        problems=tuple(problems),
+        kubevirt_family=family,
+        nic_refresh=refresh,
+    )
 
 
 def vmi_annotations(vmi: Mapping[str, Any] | None) -> dict[str, str]:

@@ -26,6 +26,7 @@ from bridge_migration_contract import (
     managed_interfaces,
     parse_mac_policy,
     parse_macs,
+    parse_nic_refresh,
 )
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
@@ -141,6 +142,12 @@ def mutate_vmi(
     warnings: list[str] = []
     policy = _policy(ann, key=keys.mac_policy, default=config.mac_policy, warnings=warnings)
     recorded = _recorded_macs(ann, key=keys.macs, warnings=warnings)
+    if (refresh := ann.get(keys.nic_refresh)) is not None:
+        try:
+            parse_nic_refresh(refresh.strip())
+        except ValueError as exc:
+            # Left as written (it is the user's); the sidecar reads it the same way and uses link.
+            warnings.append(f"{WARN_PREFIX}annotation {keys.nic_refresh} ignored: {exc}; using link")
     ops, known = _macs(
         vmi,
         managed,

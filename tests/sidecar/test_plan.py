@@ -173,3 +173,16 @@ def test_a_spec_mac_in_dot_form_is_the_same_mac_so_a_link_refresh() -> None:
     spec = vmi(interfaces=[{"name": "default", "bridge": {}, "macAddress": f"{dotted[:4]}.{dotted[4:8]}.{dotted[8:]}"}])
     [plan] = make_plan(domain_xml=domain_xml(), vmi=spec, policy="pin", macs={}, pod_macs={"eth0": POD_MAC})
     assert (plan.action, plan.expected_mac, plan.mac_source) == ("link-refresh", GUEST_MAC, "spec")
+
+
+def test_nic_refresh_reattach_turns_a_link_refresh_into_a_reattach_with_the_same_mac() -> None:
+    """For guests that ignore a short carrier loss (NetworkManager waits 6 s; docs/sidecar.md)."""
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="pin", macs={}, pod_macs={"eth0": POD_MAC}, refresh="reattach"
+    )
+    assert (plan.action, plan.current_mac, plan.expected_mac) == ("reattach", GUEST_MAC, GUEST_MAC)
+    assert "reattach requested (nic-refresh)" in plan.reason
+    # A NIC the user wants down stays down whatever the refresh mode.
+    down = vmi(interfaces=[{"name": "default", "bridge": {}, "state": "down"}])
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=down, policy="pin", macs={}, pod_macs={}, refresh="reattach")
+    assert plan.action == "none"

@@ -117,6 +117,15 @@ def test_an_unknown_policy_annotation_warns_and_falls_back_to_the_default() -> N
     assert "macAddress" in stored["spec"]["domain"]["devices"]["interfaces"][0]
 
 
+def test_the_nic_refresh_annotation_is_passed_through_and_a_bad_value_gets_a_warning() -> None:
+    refresh = "bridge-migration.kubevirt.io/nic-refresh"
+    stored, decision = admit(vmi(annotations={refresh: "reattach"}))
+    assert stored["metadata"]["annotations"][refresh] == "reattach" and decision.warnings == []
+    stored, decision = admit(vmi(annotations={refresh: "sometimes"}))
+    assert stored["metadata"]["annotations"][refresh] == "sometimes"  # the user's value is not rewritten
+    assert any(refresh in w and "using link" in w for w in decision.warnings)
+
+
 def test_malformed_hook_sidecars_leave_the_vmi_unchanged_with_a_warning_naming_it() -> None:
     obj = vmi(annotations={HOOK_SIDECARS: "[{not json"})
     stored, decision = admit(obj)
