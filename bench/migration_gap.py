@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, load_result, write_result
+from bench.common import NIC_REFRESH_BY_GUEST, RESULTS, load_result, write_result
 from lab.guests import GUEST_TYPES, GuestType
 from lab.scenario import ScenarioKind, run_scenario
 
@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for i in range(runs):
             try:
                 outcome = run_scenario(
-                    kind, say=lambda msg: print(msg, file=sys.stderr), observe=20 if args.quick else 45, guest=guest
+                    kind,
+                    say=lambda msg: print(msg, file=sys.stderr),
+                    observe=20 if args.quick else 45,
+                    guest=guest,
+                    nic_refresh=NIC_REFRESH_BY_GUEST.get(guest),
                 )
             except TimeoutError as exc:
                 # A guest that never takes the target pod's lease (debian-nm ignores the default
