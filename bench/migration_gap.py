@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if mig["stun_ms"] is not None:
                     stuns.append(mig["stun_ms"])
             fixup_s += _fixup_after_resume(run)
-            if kind == "same-mac" and i == 0 and guest == guests[0]:
+            if kind == "same-mac" and i == 0 and guest == "busybox":  # the plot's link refresh
                 example = [(m["label"], m["elapsed_s"]) for m in run["migrations"][0]["timeline"]]
             first = run["migrations"][0]
             print(
