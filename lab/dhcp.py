@@ -15,11 +15,11 @@ that the lab follows KubeVirt even if the product gets it wrong.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
+from bridge_migration_contract import kubevirt_family
 from lab.network import PodNetwork
 from lab.process import LabProcess
 from lab.shell import ip as ip_in
@@ -29,21 +29,14 @@ DHCPD: Final = Path("/var/cache/bridge-migration/bin/bml-dhcpd")
 CLUSTER_DNS: Final = "10.96.0.10"
 SEARCH_DOMAINS: Final = ("default.svc.cluster.local", "svc.cluster.local", "cluster.local")
 
-KubevirtFamily = Literal["v1.5-v1.8", "v1.9+"]
-KUBEVIRT_FAMILIES: Final[tuple[KubevirtFamily, ...]] = ("v1.5-v1.8", "v1.9+")
 DEFAULT_KUBEVIRT_VERSION: Final = "v1.9.0"
 
 
-def kubevirt_family(version: str) -> KubevirtFamily:
-    """``v1.8.4`` -> ``v1.5-v1.8``; ``v1.9.0``, ``v1.10.0-rc.1`` -> ``v1.9+``."""
-    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?", version.strip())
-    if m is None:
-        raise ValueError(f"not a KubeVirt version: {version!r}")
-    return "v1.9+" if (int(m[1]), int(m[2])) >= (1, 9) else "v1.5-v1.8"
-
-
 def served_mac(*, spec_mac: str | None, status_mac: str | None, pod_mac: str, version: str) -> str:
-    """The one MAC virt-launcher's DHCP server answers, by KubeVirt's rule for ``version``."""
+    """The one MAC virt-launcher's DHCP server answers, by KubeVirt's rule for ``version``.
+
+    Only the version parsing is shared with the product (the contract's ``kubevirt_family``);
+    the rule itself is the lab's own copy."""
     if spec_mac:
         return spec_mac
     if status_mac and kubevirt_family(version) == "v1.9+":

@@ -63,6 +63,12 @@ def hashed_pod_interface_name(network_name: str) -> str:
     return "pod" + hashlib.sha256(network_name.encode()).hexdigest()[:11]
 
 
+def _multus_link(network_name: str, ordinal: int, present: Collection[str] | None) -> str:
+    """The hashed name; the legacy ``net<ordinal>`` only when the pod has it and not the hashed one."""
+    hashed, legacy = hashed_pod_interface_name(network_name), f"net{ordinal}"
+    return legacy if present is not None and hashed not in present and legacy in present else hashed
+
+
 def _status_pod_interface_names(vmi: Mapping[str, Any] | None) -> dict[str, str]:
     status = vmi.get("status") if isinstance(vmi, Mapping) else None
     return _field_by_name(status.get("interfaces") if isinstance(status, Mapping) else None, "podInterfaceName")
@@ -92,9 +98,7 @@ def pod_link_names(vmi: Mapping[str, Any], present: Collection[str] | None = Non
             out[name] = "eth0"
         elif "multus" in net:
             multus_index += 1
-            hashed, ordinal = hashed_pod_interface_name(name), f"net{multus_index}"
-            legacy = present is not None and hashed not in present and ordinal in present
-            out[name] = ordinal if legacy else hashed
+            out[name] = _multus_link(name, multus_index, present)
         else:
             continue
         if name in reported:
@@ -129,9 +133,7 @@ def targets_from_vmi(
             name = iface.alias.removeprefix(DOMAIN_ALIAS_PREFIX)
             link = "eth0"
             if guessed:
-                hashed, ordinal = hashed_pod_interface_name(name), f"net{len(guessed)}"
-                legacy = present is not None and hashed not in present and ordinal in present
-                link = ordinal if legacy else hashed
+                link = _multus_link(name, len(guessed), present)
             guessed.append(Target(name, link))
     return guessed
 
