@@ -92,6 +92,11 @@ class AnnotationKeys:
         return self.prefix + "kubevirt-version"
 
     @property
+    def skip_multus_bridges(self) -> str:
+        """On a VMI: bridge interfaces on Multus networks we leave alone, ``*`` or a list of names."""
+        return self.prefix + "skip-multus-bridges"
+
+    @property
     def force(self) -> str:
         """On a VirtualMachineInstanceMigration: migrate even when strict validation would refuse."""
         return self.prefix + "force"
@@ -178,12 +183,32 @@ def _binding_of(iface: Mapping[str, Any]) -> Binding | None:
     return None
 
 
-def managed_interfaces(spec: Mapping[str, Any]) -> list[ManagedInterface]:
+SkipMultusBridges = frozenset[str] | Literal["*"]
+
+
+def parse_skip_multus_bridges(value: str | None) -> SkipMultusBridges:
+    """The ``skip-multus-bridges`` annotation: ``*`` (every bridge interface on a Multus network)
+    or comma-separated VMI interface names; unset or blank skips none. Never raises: a name that
+    matches no such interface simply skips nothing (the webhook warns about it)."""
+    if value is None:
+        return frozenset()
+    text = value.strip()
+    if text == "*":
+        return "*"
+    return frozenset(part.strip() for part in text.split(",") if part.strip())
+
+
+def managed_interfaces(
+    spec: Mapping[str, Any], skip_multus_bridges: SkipMultusBridges = frozenset()
+) -> list[ManagedInterface]:
     """Interfaces of a VMI spec that lose their network on live migration without us.
 
-    Bridge on the pod network, and macvtap (core ``macvtap: {}`` or the ``binding:
-    {name: macvtap}`` plugin) on the pod network or a Multus network. Bridge on a
-    Multus network is left alone: its IP is the secondary network's business.
+    Bridge on the pod network; macvtap (core ``macvtap: {}`` or the ``binding: {name: macvtap}``
+    plugin) on the pod network or a Multus network; and bridge on a Multus network, unless it is
+    in ``skip_multus_bridges``. A secondary network's addresses need not follow the VM across
+    nodes (a per-node subnet, as flannel through Multus gives), and even where they do, the guest
+    only renews its lease and the network relearns where its MAC now is when the link is
+    refreshed; a workload that must not see that carrier flap opts out by name or with ``*``.
     Malformed entries are skipped rather than raised: admission must not fail on them.
     """
     networks: dict[str, str] = {}
@@ -209,7 +234,11 @@ def managed_interfaces(spec: Mapping[str, Any]) -> list[ManagedInterface]:
         network = networks.get(iface["name"])
         if binding is None or network is None:
             continue
-        if binding == "bridge" and network != "pod":
+        if (
+            binding == "bridge"
+            and network == "multus"
+            and (skip_multus_bridges == "*" or iface["name"] in skip_multus_bridges)
+        ):
             continue
         mac: str | None = None
         raw_mac = iface.get("macAddress")
@@ -228,6 +257,21 @@ def managed_interfaces(spec: Mapping[str, Any]) -> list[ManagedInterface]:
             )
         )
     return out
+
+
+def vmi_managed_interfaces(vmi: Mapping[str, Any], keys: AnnotationKeys = DEFAULT_KEYS) -> list[ManagedInterface]:
+    """:func:`managed_interfaces` of a whole VMI (or VM template), its opt-out annotation applied."""
+    spec = vmi.get("spec")
+    metadata = vmi.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    raw = annotations.get(keys.skip_multus_bridges) if isinstance(annotations, Mapping) else None
+    skip = parse_skip_multus_bridges(raw if isinstance(raw, str) else None)
+    return managed_interfaces(spec if isinstance(spec, Mapping) else {}, skip)
+
+
+def multus_bridge_names(spec: Mapping[str, Any]) -> list[str]:
+    """Names of the bridge interfaces on Multus networks, opted out or not (for the webhook's warning)."""
+    return [i["name"] for i in managed_interfaces(spec) if i["binding"] == "bridge" and i["network"] == "multus"]
 
 
 def domain_alias(interface_name: str) -> str:

@@ -11,14 +11,14 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bridge_migration_contract import DEFAULT_KEYS, NEWEST_FAMILY, AnnotationKeys, KubevirtFamily, MacPolicy
-from sidecar import podinfo
+from sidecar import podinfo, podlinks
 from sidecar.errors import DomainNotRunningError, UnknownInterfaceError
 from sidecar.executor import Domain, Executor, LateRemoval
 from sidecar.metrics import Metrics
@@ -72,8 +72,10 @@ class Fixer:
         metrics: Metrics,
         history_size: int = 100,
         kubevirt_family: KubevirtFamily = NEWEST_FAMILY,
+        ipv4_less: Callable[[Iterable[str]], frozenset[str]] = podlinks.ipv4_less,
     ) -> None:
         self._executor = executor
+        self._ipv4_less = ipv4_less
         self._kubevirt_family = kubevirt_family
         self._domain = domain
         self._vmi = vmi
@@ -148,7 +150,7 @@ class Fixer:
         domain_xml = dom.XMLDesc(0)
         vmi = self._vmi()
         info = podinfo.load(self._annotations_file, vmi=vmi, keys=self._keys)
-        known = known_interface_names(vmi, domain_xml)
+        known = known_interface_names(vmi, domain_xml, info.skip_multus_bridges)
         if interfaces is not None:
             unknown = [n for n in interfaces if n not in known]
             if unknown:
@@ -163,15 +165,20 @@ class Fixer:
                 raise DomainNotRunningError(f"domain {dom.name()} is {name}, not running: nothing to fix yet")
         # KubeVirt's DHCP server may answer the pod link's MAC under any policy (a few files in
         # /sys/class/net: cheap). The pod annotation names the version; the flag is the fallback.
+        links = self._links()
+        # Multus pod links only (eth0 always has the pod network's address): which hold no IPv4.
+        multus_links = [n for n in links if n != "eth0" and (n.startswith("pod") or n.startswith("net"))]
         plans = make_plan(
             domain_xml=domain_xml,
             vmi=vmi,
             policy=info.policy,
             macs=info.macs,
-            pod_macs=pod_macs(self._links()),
+            pod_macs=pod_macs(links),
+            ipv4_less=self._ipv4_less(multus_links),
             family=info.kubevirt_family or self._kubevirt_family,
             only=wanted,
             refresh=info.nic_refresh,
+            skip=info.skip_multus_bridges,
         )
         with self._history_lock:
             generation = self._generation

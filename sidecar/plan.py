@@ -13,10 +13,12 @@ from typing import Any, Literal
 
 from bridge_migration_contract import (
     DOMAIN_ALIAS_PREFIX,
+    Binding,
     FixupAction,
     KubevirtFamily,
     MacPolicy,
     NicRefresh,
+    SkipMultusBridges,
     managed_interfaces,
     normalize_mac,
 )
@@ -39,6 +41,9 @@ class Target:
     name: str
     pod_link: str | None
     wanted_down: bool = False
+    # None when there is no VMI to tell (a guess from the domain XML).
+    binding: Binding | None = None
+    network: Literal["pod", "multus"] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,11 +112,17 @@ def pod_link_names(vmi: Mapping[str, Any], present: Collection[str] | None = Non
 
 
 def targets_from_vmi(
-    vmi: Mapping[str, Any] | None, domain_xml: str, present: Collection[str] | None = None
+    vmi: Mapping[str, Any] | None,
+    domain_xml: str,
+    present: Collection[str] | None = None,
+    skip: SkipMultusBridges = frozenset(),
 ) -> list[Target]:
     """The interfaces to look after: from the VMI when known, else every fixable `ua-` NIC.
 
-    ``present`` names the pod's links, for telling KubeVirt's legacy ordinal names apart."""
+    ``present`` names the pod's links, for telling KubeVirt's legacy ordinal names apart;
+    ``skip`` is the opt-out of bridge interfaces on Multus networks (the skip-multus-bridges
+    annotation). Without a VMI bindings cannot be told apart, so a named interface is skipped
+    whatever it is, and ``*`` keeps only the first guessed NIC (the pod network's)."""
     spec = vmi.get("spec") if isinstance(vmi, Mapping) and isinstance(vmi.get("spec"), Mapping) else None
     if isinstance(vmi, Mapping) and isinstance(spec, Mapping):
         links = pod_link_names(vmi, present)
@@ -119,10 +130,18 @@ def targets_from_vmi(
         devices = domain.get("devices") if isinstance(domain, Mapping) else None
         ifaces = devices.get("interfaces") if isinstance(devices, Mapping) else None
         out: list[Target] = []
-        for managed in managed_interfaces(spec):
+        for managed in managed_interfaces(spec, skip):
             raw = ifaces[managed["index"]] if isinstance(ifaces, list) else {}
             wanted_down = isinstance(raw, Mapping) and raw.get("state") == "down"
-            out.append(Target(managed["name"], links.get(managed["name"]), wanted_down))
+            out.append(
+                Target(
+                    managed["name"],
+                    links.get(managed["name"]),
+                    wanted_down,
+                    binding=managed["binding"],
+                    network=managed["network"],
+                )
+            )
         return out
     guessed: list[Target] = []
     for iface in parse_interfaces(domain_xml):
@@ -135,7 +154,9 @@ def targets_from_vmi(
             if guessed:
                 link = _multus_link(name, len(guessed), present)
             guessed.append(Target(name, link))
-    return guessed
+    if skip == "*":
+        return guessed[:1]
+    return [t for t in guessed if t.name not in skip]
 
 
 def _field_by_name(ifaces: object, field: str) -> dict[str, str]:
@@ -224,8 +245,15 @@ def make_plan(
     family: KubevirtFamily = "v1.9+",
     only: Collection[str] | None = None,
     refresh: NicRefresh = "link",
+    skip: SkipMultusBridges = frozenset(),
+    ipv4_less: Collection[str] = frozenset(),
 ) -> list[InterfacePlan]:
     """One decision per looked-after interface present in the domain.
+
+    ``ipv4_less`` names the pod links that hold no IPv4 address: a bridge NIC on a Multus
+    network whose CNI gave the pod no address gets no DHCP server from virt-launcher (facts M2),
+    its guest asks the network's own server, which answers any MAC, so the MAC the guest has is
+    the one it keeps (its lease and its place in the network's forwarding tables go with it).
 
     `pod_macs` maps pod link name (e.g. `eth0`) to its MAC; `family` is the KubeVirt version
     family whose DHCP rule applies; `only` restricts to these VMI interface names (the caller
@@ -235,7 +263,7 @@ def make_plan(
     by_alias = {i.alias: i for i in parse_interfaces(domain_xml) if i.alias}
     spec_macs, status_macs = _spec_macs(vmi), _status_macs(vmi)
     plans: list[InterfacePlan] = []
-    for target in targets_from_vmi(vmi, domain_xml, pod_macs):
+    for target in targets_from_vmi(vmi, domain_xml, pod_macs, skip):
         if only is not None and target.name not in only:
             continue
         alias = DOMAIN_ALIAS_PREFIX + target.name
@@ -243,16 +271,22 @@ def make_plan(
         if iface is None:
             continue
         pod_mac = pod_macs.get(target.pod_link) if target.pod_link else None
-        want, source = expected_mac(
-            name=target.name,
-            domain_mac=iface.mac,
-            family=family,
-            macs=macs,
-            spec_mac=spec_macs.get(target.name),
-            status_mac=status_macs.get(target.name),
-            pod_mac=pod_mac,
-        )
-        note = _policy_note(policy, family, source, want != iface.mac)
+        own_dhcp = target.pod_link in ipv4_less and target.network != "pod" and target.binding != "macvtap"
+        want: str | None
+        source: MacSource
+        if own_dhcp:
+            want, source, note = iface.mac, "domain", "; the network's own DHCP server (no pod IPv4)"
+        else:
+            want, source = expected_mac(
+                name=target.name,
+                domain_mac=iface.mac,
+                family=family,
+                macs=macs,
+                spec_mac=spec_macs.get(target.name),
+                status_mac=status_macs.get(target.name),
+                pod_mac=pod_mac,
+            )
+            note = _policy_note(policy, family, source, want != iface.mac)
         action: FixupAction
         if target.wanted_down:
             action, reason = "none", "the VMI asks for this link to be down"
@@ -282,7 +316,9 @@ def make_plan(
     return plans
 
 
-def known_interface_names(vmi: Mapping[str, Any] | None, domain_xml: str) -> list[str]:
+def known_interface_names(
+    vmi: Mapping[str, Any] | None, domain_xml: str, skip: SkipMultusBridges = frozenset()
+) -> list[str]:
     """Names a caller may ask for in POST /v1/fixup."""
     present = {i.alias for i in parse_interfaces(domain_xml)}
-    return [t.name for t in targets_from_vmi(vmi, domain_xml) if DOMAIN_ALIAS_PREFIX + t.name in present]
+    return [t.name for t in targets_from_vmi(vmi, domain_xml, skip=skip) if DOMAIN_ALIAS_PREFIX + t.name in present]

@@ -23,10 +23,12 @@ from bridge_migration_contract import (
     KubevirtFamily,
     MacPolicy,
     NicRefresh,
+    SkipMultusBridges,
     kubevirt_family,
     parse_mac_policy,
     parse_macs,
     parse_nic_refresh,
+    parse_skip_multus_bridges,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class PodInfo:
     # link: a NIC whose MAC stays gets a link down/up; reattach: it is detached and attached
     # again with the same MAC, for guests that ignore a short carrier loss (NetworkManager).
     nic_refresh: NicRefresh = DEFAULT_NIC_REFRESH
+    # Bridge interfaces on Multus networks the VMI opts out of (skip-multus-bridges): "*" or names.
+    skip_multus_bridges: SkipMultusBridges = frozenset()
 
 
 def _unquote(raw: str) -> str:
@@ -117,6 +121,7 @@ def from_annotations(annotations: Mapping[str, str], keys: AnnotationKeys = DEFA
         problems=tuple(problems),
         kubevirt_family=family,
         nic_refresh=refresh,
+        skip_multus_bridges=parse_skip_multus_bridges(annotations.get(keys.skip_multus_bridges)),
     )
 
 

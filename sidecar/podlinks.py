@@ -11,7 +11,12 @@ pyroute2's import alone costs ~9.5 MiB of RSS, a sixth of the 64M a hook sidecar
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
+import socket
+import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,3 +77,29 @@ def read_links(root: Path = SYS_CLASS_NET) -> dict[str, PodLink]:
 
 def pod_macs(links: dict[str, PodLink]) -> dict[str, str]:
     return {name: link.mac for name, link in links.items() if link.mac}
+
+
+_SIOCGIFADDR = 0x8915  # linux/sockios.h
+
+
+def has_ipv4(name: str) -> bool | None:
+    """Whether link ``name`` of this namespace holds an IPv4 address; None when it cannot be told.
+
+    For a bridge binding the dummy that keeps the pod interface's name also keeps the CNI's
+    addresses and is never set up (docs/kubevirt-facts.md M1), and virt-launcher serves DHCP on
+    that network only when there was an IPv4 address (M2). sysfs has no addresses; one ioctl on
+    a UDP socket answers for a down link too, where netlink would mean pyroute2 (see above)."""
+    packed = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, packed)
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return False
+            return None  # no such link (ENODEV) or not allowed: no evidence either way
+    return True
+
+
+def ipv4_less(names: Iterable[str]) -> frozenset[str]:
+    """The links among ``names`` known to hold no IPv4 address."""
+    return frozenset(n for n in names if has_ipv4(n) is False)

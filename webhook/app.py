@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge_migration_contract import DOMAIN_ANNOTATION, MIGRATION_JOB_UID_LABEL, managed_interfaces
+from bridge_migration_contract import DOMAIN_ANNOTATION, MIGRATION_JOB_UID_LABEL, vmi_managed_interfaces
 from webhook.admission import BadReviewError, Review, parse_review, response
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
@@ -128,7 +128,7 @@ async def _decide_pod(review: Review, rt: Runtime) -> Decision:
         except KubeError as exc:
             warnings.append(f"{WARN_PREFIX}could not read VMI {vmi_name}: {exc}")
         else:
-            managed = managed_interfaces(vmi.get("spec") or {})
+            managed = vmi_managed_interfaces(vmi, rt.config.keys)
             pod_ifaces = [i["name"] for i in managed if i["network"] == "pod"]
             vmi_macs = {i["name"]: i["mac"] for i in managed if i["mac"]}
     await rt.gate.current()  # refreshes the observed KubeVirt version with the gate when stale

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge_migration_contract import HOOK_SIDECARS, managed_interfaces
+from bridge_migration_contract import HOOK_SIDECARS, vmi_managed_interfaces
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
 from webhook.hook_sidecars import MalformedSidecarsError, has_our_sidecar, parse_sidecars
@@ -37,7 +37,7 @@ def validate_migration(
     vmi_meta = vmi.get("metadata") or {}
     vmi_ann: Mapping[str, Any] = vmi_meta.get("annotations") or {}
     name = vmi_meta.get("name", "?")
-    managed = managed_interfaces(vmi.get("spec") or {})
+    managed = vmi_managed_interfaces(vmi, keys)
     if not managed:
         return Decision()
     names = ", ".join(i["name"] for i in managed)

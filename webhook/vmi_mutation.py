@@ -23,10 +23,12 @@ from bridge_migration_contract import (
     MacPolicy,
     ManagedInterface,
     dump_macs,
-    managed_interfaces,
+    multus_bridge_names,
     parse_mac_policy,
     parse_macs,
     parse_nic_refresh,
+    parse_skip_multus_bridges,
+    vmi_managed_interfaces,
 )
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
@@ -98,6 +100,23 @@ def _macs(
     return ops, known
 
 
+def _skip_warnings(vmi: Mapping[str, Any], raw: str | None, *, key: str, who: str) -> list[str]:
+    """A warning for each name in the opt-out annotation that is no bridge interface on a Multus
+    network of this VMI: a typo there would otherwise leave the user thinking it worked."""
+    skip = parse_skip_multus_bridges(raw)
+    if skip == "*" or not skip:
+        return []
+    spec = vmi.get("spec")
+    known = set(multus_bridge_names(spec if isinstance(spec, Mapping) else {}))
+    unknown = sorted(skip - known)
+    if not unknown:
+        return []
+    return [
+        f"{WARN_PREFIX}annotation {key} names {', '.join(unknown)}, which {who} has no bridge interface"
+        " on a Multus network for; nothing skipped for them"
+    ]
+
+
 def mutate_vmi(
     vmi: Mapping[str, Any],
     *,
@@ -119,13 +138,14 @@ def mutate_vmi(
     name = metadata.get("name") or ""
     if ann.get(keys.enabled, "").strip().lower() == "false":
         return Decision()
-    managed = managed_interfaces(vmi.get("spec") or {})
-    if not managed:
-        return Decision()
-    names = ", ".join(i["name"] for i in managed)
     who = f"VMI {namespace}/{name or metadata.get('generateName', '') + '*'}"
+    warnings = _skip_warnings(vmi, ann.get(keys.skip_multus_bridges), key=keys.skip_multus_bridges, who=who)
+    managed = vmi_managed_interfaces(vmi, keys)
+    if not managed:
+        return Decision(warnings=warnings)
+    names = ", ".join(i["name"] for i in managed)
     if sidecar_gate_on is not True:
-        return Decision(warnings=[_gate_warning(sidecar_gate_on, who, names)])
+        return Decision(warnings=[*warnings, _gate_warning(sidecar_gate_on, who, names)])
 
     # The sidecar first: if the user's list cannot be merged, we change nothing at all, since a
     # migratable VMI without our sidecar is exactly the stranded guest this project prevents.
@@ -137,9 +157,8 @@ def mutate_vmi(
             prefix=keys.prefix,
         )
     except MalformedSidecarsError as exc:
-        return Decision(warnings=[f"{WARN_PREFIX}annotation {HOOK_SIDECARS} {exc}; {who} left unchanged"])
+        return Decision(warnings=[*warnings, f"{WARN_PREFIX}annotation {HOOK_SIDECARS} {exc}; {who} left unchanged"])
 
-    warnings: list[str] = []
     policy = _policy(ann, key=keys.mac_policy, default=config.mac_policy, warnings=warnings)
     recorded = _recorded_macs(ann, key=keys.macs, warnings=warnings)
     if (refresh := ann.get(keys.nic_refresh)) is not None:

@@ -186,3 +186,73 @@ def test_nic_refresh_reattach_turns_a_link_refresh_into_a_reattach_with_the_same
     down = vmi(interfaces=[{"name": "default", "bridge": {}, "state": "down"}])
     [plan] = make_plan(domain_xml=domain_xml(), vmi=down, policy="pin", macs={}, pod_macs={}, refresh="reattach")
     assert plan.action == "none"
+
+
+VLAN_IFACE = """<interface type='ethernet'>
+      <mac address='02:00:00:aa:bb:07'/>
+      <target dev='tap1f3e9a0c2b7' managed='no'/>
+      <model type='virtio-non-transitional'/>
+      <alias name='ua-vlan7'/>
+    </interface>"""
+VLAN_VMI = vmi(
+    interfaces=[{"name": "default", "bridge": {}}, {"name": "vlan7", "bridge": {}}],
+    networks=[{"name": "default", "pod": {}}, {"name": "vlan7", "multus": {"networkName": "default/vlan7"}}],
+)
+VLAN_LINK = hashed_pod_interface_name("vlan7")
+TARGET_POD_MAC = "0a:58:0a:f6:02:0b"
+
+
+def test_a_multus_bridge_whose_pod_has_an_ipv4_follows_kubevirts_dhcp_rule_like_the_pod_network() -> None:
+    """The CNI gave the pod an address (flannel-like IPAM): virt-launcher serves DHCP there (M2),
+    and on v1.8 without a spec MAC it answers the target pod's MAC only."""
+    xml = domain_xml(extra=VLAN_IFACE)
+    pods = {"eth0": POD_MAC, VLAN_LINK: TARGET_POD_MAC}
+    plans = make_plan(domain_xml=xml, vmi=VLAN_VMI, policy="follow-pod", macs={}, pod_macs=pods, family="v1.5-v1.8")
+    vlan = plans[1]
+    assert (vlan.name, vlan.pod_link, vlan.action, vlan.expected_mac) == (
+        "vlan7",
+        VLAN_LINK,
+        "reattach",
+        TARGET_POD_MAC,
+    )
+
+
+def test_a_multus_bridge_without_a_pod_ipv4_keeps_the_guests_mac_for_the_networks_own_dhcp_server() -> None:
+    """No pod address, so no virt-launcher DHCP (M2): the network's server answers any MAC, and
+    a new MAC would cost the guest its lease; the plan refreshes the link and keeps the MAC."""
+    xml = domain_xml(extra=VLAN_IFACE)
+    pods = {"eth0": POD_MAC, VLAN_LINK: TARGET_POD_MAC}
+    plans = make_plan(
+        domain_xml=xml,
+        vmi=VLAN_VMI,
+        policy="follow-pod",
+        macs={},
+        pod_macs=pods,
+        family="v1.5-v1.8",
+        ipv4_less={VLAN_LINK},
+    )
+    assert [(p.name, p.action) for p in plans] == [("default", "reattach"), ("vlan7", "link-refresh")]
+    assert plans[1].expected_mac == "02:00:00:aa:bb:07"
+    assert "network's own DHCP server" in plans[1].reason
+
+
+def test_a_pinned_multus_bridge_is_a_link_refresh_and_the_opt_out_drops_it() -> None:
+    xml = domain_xml(extra=VLAN_IFACE)
+    macs = {"default": GUEST_MAC, "vlan7": "02:00:00:aa:bb:07"}
+    plans = make_plan(domain_xml=xml, vmi=VLAN_VMI, policy="pin", macs=macs, pod_macs={}, ipv4_less={VLAN_LINK})
+    assert [(p.name, p.action, p.mac_source) for p in plans] == [
+        ("default", "link-refresh", "annotation"),
+        ("vlan7", "link-refresh", "domain"),
+    ]
+    for skip in ("*", frozenset({"vlan7"})):
+        kept = make_plan(domain_xml=xml, vmi=VLAN_VMI, policy="pin", macs=macs, pod_macs={}, skip=skip)
+        assert [p.name for p in kept] == ["default"]
+
+
+def test_without_a_vmi_the_opt_out_still_applies_by_name_or_keeps_only_the_first_nic() -> None:
+    xml = domain_xml(extra=VLAN_IFACE)
+    assert [p.name for p in make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs={}, skip="*")] == [
+        "default"
+    ]
+    named = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs={}, skip=frozenset({"vlan7"}))
+    assert [p.name for p in named] == ["default"]

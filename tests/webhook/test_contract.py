@@ -2,7 +2,15 @@
 
 import pytest
 
-from bridge_migration_contract import AnnotationKeys, dump_macs, managed_interfaces, normalize_mac, parse_macs
+from bridge_migration_contract import (
+    AnnotationKeys,
+    dump_macs,
+    managed_interfaces,
+    normalize_mac,
+    parse_macs,
+    parse_skip_multus_bridges,
+    vmi_managed_interfaces,
+)
 from tests.webhook.vmis import vmi
 
 
@@ -42,12 +50,52 @@ def test_macvtap_counts_on_pod_and_multus_networks_in_both_spellings() -> None:
     ]
 
 
-def test_bridge_on_a_multus_network_is_left_to_that_network() -> None:
+def _two_multus_bridges(annotations: dict[str, str] | None = None) -> dict[str, object]:
     obj = vmi(
-        interfaces=[{"name": "default", "bridge": {}}, {"name": "lan", "bridge": {}}],
+        interfaces=[{"name": "default", "bridge": {}}, {"name": "lan", "bridge": {}}, {"name": "vlan7", "bridge": {}}],
+        networks=[
+            {"name": "default", "pod": {}},
+            {"name": "lan", "multus": {"networkName": "lan"}},
+            {"name": "vlan7", "multus": {"networkName": "ns/vlan7"}},
+        ],
+    )
+    if annotations:
+        obj["metadata"]["annotations"] = annotations  # type: ignore[index]
+    return obj
+
+
+def test_bridge_on_a_multus_network_is_managed_by_default() -> None:
+    managed = managed_interfaces(_two_multus_bridges()["spec"])  # type: ignore[arg-type]
+    assert [(i["name"], i["binding"], i["network"]) for i in managed] == [
+        ("default", "bridge", "pod"),
+        ("lan", "bridge", "multus"),
+        ("vlan7", "bridge", "multus"),
+    ]
+
+
+def test_the_opt_out_annotation_skips_named_multus_bridges_or_all_of_them_never_the_pod_network() -> None:
+    key = AnnotationKeys().skip_multus_bridges
+    assert key == "bridge-migration.kubevirt.io/skip-multus-bridges"
+
+    def managed(value: str) -> list[str]:
+        return [i["name"] for i in vmi_managed_interfaces(_two_multus_bridges({key: value}))]
+
+    assert managed("vlan7") == ["default", "lan"]
+    assert managed(" lan , vlan7 ") == ["default"]
+    assert managed("*") == ["default"]
+    # The pod network's NIC is what the add-on is for: the opt-out for it is enabled=false.
+    assert managed("default") == ["default", "lan", "vlan7"]
+    assert managed("") == ["default", "lan", "vlan7"]
+    assert parse_skip_multus_bridges(None) == frozenset()
+
+
+def test_the_opt_out_leaves_macvtap_on_multus_managed() -> None:
+    obj = vmi(
+        interfaces=[{"name": "default", "bridge": {}}, {"name": "lan", "macvtap": {}}],
         networks=[{"name": "default", "pod": {}}, {"name": "lan", "multus": {"networkName": "lan"}}],
     )
-    assert names(obj) == ["default"]
+    obj["metadata"]["annotations"] = {AnnotationKeys().skip_multus_bridges: "*"}  # type: ignore[index]
+    assert [i["name"] for i in vmi_managed_interfaces(obj)] == ["default", "lan"]
 
 
 def test_an_interface_without_a_network_or_garbage_entries_are_skipped() -> None:

@@ -204,3 +204,40 @@ def test_an_update_does_not_put_back_a_mac_the_user_changed_or_one_we_did_not_re
     dropped = json.loads(json.dumps(mine))
     del dropped["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"]
     assert restore_dropped_macs(dropped, mine, config=CONFIG).patch == []
+
+
+SKIP = "bridge-migration.kubevirt.io/skip-multus-bridges"
+
+
+def _vlan_vmi(annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """The seed's Multus case: the pod network plus a bridge NIC on a VLAN network (Harvester's shape)."""
+    return vmi(
+        interfaces=[{"name": "default", "bridge": {}}, {"name": "vlan7", "bridge": {}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "vlan7", "multus": {"networkName": "default/vlan7"}}],
+        annotations=annotations,
+    )
+
+
+def test_a_bridge_nic_on_a_multus_network_gets_a_pinned_mac_and_a_record_too() -> None:
+    stored, decision = admit(_vlan_vmi())
+    ifaces = stored["spec"]["domain"]["devices"]["interfaces"]
+    want = {n: pinned_mac(namespace="demo", vmi_name="web-1", interface=n) for n in ("default", "vlan7")}
+    assert {i["name"]: i["macAddress"] for i in ifaces} == want
+    assert json.loads(stored["metadata"]["annotations"][MACS]) == want
+    assert decision.warnings == []
+
+
+def test_an_opted_out_multus_bridge_keeps_its_spec_and_stays_out_of_the_record() -> None:
+    stored, decision = admit(_vlan_vmi({SKIP: "vlan7"}))
+    ifaces = stored["spec"]["domain"]["devices"]["interfaces"]
+    assert "macAddress" not in ifaces[1]
+    assert list(json.loads(stored["metadata"]["annotations"][MACS])) == ["default"]
+    assert stored["metadata"]["annotations"][SKIP] == "vlan7"  # the user's, left as written
+    assert decision.warnings == []
+
+
+def test_an_opt_out_naming_no_multus_bridge_says_so_and_skips_nothing() -> None:
+    stored, decision = admit(_vlan_vmi({SKIP: "vlan8,default"}))
+    assert "macAddress" in stored["spec"]["domain"]["devices"]["interfaces"][1]
+    assert len(decision.warnings) == 1
+    assert "default, vlan8" in decision.warnings[0] and SKIP in decision.warnings[0]
