@@ -41,9 +41,21 @@ from lab.dhcp import DEFAULT_KUBEVIRT_VERSION, served_mac, start_dhcp_servers
 from lab.domain import Nic, domain_name, domain_xml
 from lab.events import EventLog, LifecycleEvent, ensure_event_loop
 from lab.guests import DEFAULT_GUEST, GuestImage, GuestType, guest_image
+from lab.l2 import IpamMode, L2Network
 from lab.launcher_hooks import LauncherHooks, define_domain_through_hooks
 from lab.libvirtd import LAUNCHER_UID, LibvirtDaemon, LibvirtMode
-from lab.network import NETWORKS, POD_NETWORK, NetworkDef, Node, PodNetwork, PodNic, link_nodes, random_cni_mac
+from lab.network import (
+    NET1_KEPT,
+    NET1_PER_NODE,
+    NETWORKS,
+    POD_NETWORK,
+    NetworkDef,
+    Node,
+    PodNetwork,
+    PodNic,
+    link_nodes,
+    random_cni_mac,
+)
 from lab.paths import PREFIX, RUN_ROOT
 from lab.process import LabProcess
 from lab.sidecar import Sidecar
@@ -64,6 +76,14 @@ CREATED_LAB_IDS: list[str] = []
 def pinned_mac(namespace: str, vmi: str, interface: str) -> str:
     """The MAC the webhook pins under policy ``pin``: the lab asks the webhook's own function."""
     return webhook_pinned_mac(namespace=namespace, vmi_name=vmi, interface=interface)
+
+
+def _cni_mac(network: NetworkDef, spec_macs: Mapping[str, str]) -> str:
+    """The MAC the CNI gives the pod interface: virt-controller asks a Multus network's CNI for
+    the spec's MAC (facts M3); the pod network's CNI picks its own."""
+    if network.multus and network.name in spec_macs:
+        return spec_macs[network.name]
+    return random_cni_mac()
 
 
 @dataclass
@@ -178,6 +198,7 @@ class Lab:
         libvirt_mode: LibvirtMode = "session",
         guest: GuestType = DEFAULT_GUEST,
         nic_refresh: NicRefresh | None = None,
+        net1: IpamMode | None = None,
     ) -> None:
         # The guest type every VM of this lab boots (lab/guests.py); checked before anything starts.
         self.guest = guest_image(guest)
@@ -206,6 +227,9 @@ class Lab:
         if libvirt_mode == "session":
             os.chown(self.run_dir, LAUNCHER_UID, LAUNCHER_UID)
         self.nodes: dict[str, Node] = {}
+        # The seed's Multus network for VMs started with net1=True, in this IPAM mode (lab.l2).
+        self.net1_mode: IpamMode | None = net1
+        self.l2: L2Network | None = None
         self.pods: list[Pod] = []
         self.vms: list[Vm] = []
         self._pod_seq = 0
@@ -231,6 +255,15 @@ class Lab:
             for other in self.nodes.values():
                 link_nodes(other, node)
             self.nodes[name] = node
+        if self.net1_mode == "kept" and self.l2 is None:
+            self.l2 = L2Network(lab_id=self.id, prefix=PREFIX, run_dir=self.run_dir, nodes=list(self.nodes.values()))
+
+    @property
+    def net1(self) -> NetworkDef:
+        """The ``net1`` network of this lab's IPAM mode."""
+        if self.net1_mode is None:
+            raise ValueError("this lab has no net1 network (Lab(net1='kept' or 'per-node'))")
+        return NET1_KEPT if self.net1_mode == "kept" else NET1_PER_NODE
 
     def create_pod(
         self,
@@ -257,7 +290,7 @@ class Lab:
                 PodNic(
                     network=network,
                     ip=the_node.allocate_ip(network),
-                    cni_mac=random_cni_mac(),
+                    cni_mac=_cni_mac(network, spec_macs or {}),
                     host_veth=f"v{self.id}p{seq}" + (f"n{i}" if i else ""),
                 )
                 for i, network in enumerate(networks)
@@ -396,6 +429,13 @@ class Lab:
         if pod in self.pods:
             self.pods.remove(pod)
 
+    def net1_address(self, vm: Vm, pod: Pod | None = None) -> str:
+        """The address ``vm`` has on net1 in ``pod`` (default: where it runs): the one the
+        network's server keeps for it (kept), or the pod's own from the node's subnet (per-node)."""
+        if self.l2 is not None:
+            return self.l2.address_of(vm.name)
+        return (pod or vm.pod).net.nic(self.net1.name).ip
+
     # --- guests -------------------------------------------------------------------------
     def start_vm(
         self,
@@ -407,11 +447,16 @@ class Lab:
         ping: str | None = None,
         namespace: str = "default",
         second_nic: bool = False,
+        net1: bool = False,
     ) -> Vm:
         """Create the VM's first pod and boot the guest in it (returns once QEMU runs).
 
-        ``second_nic`` adds a Multus network (``secondary``, 10.245.x.0/24, named as KubeVirt names it)."""
-        networks = NETWORKS if second_nic else (POD_NETWORK,)
+        ``second_nic`` adds a Multus network with macvtap binding (``secondary``, 10.245.x.0/24,
+        named as KubeVirt names it); ``net1`` a bridge NIC on the lab's ``net1`` network (its IPAM
+        mode is the lab's). ``ping`` may list several addresses, comma-separated."""
+        networks: tuple[NetworkDef, ...] = NETWORKS if second_nic else (POD_NETWORK,)
+        if net1:
+            networks = (*networks, self.net1)
         # A new VMI has no status yet: its pod's server answers the spec MAC or the pod's own.
         pod = self.create_pod(
             vm=name, node=node, spec_macs=self.spec_macs(namespace, name, policy, networks), networks=networks
@@ -424,6 +469,9 @@ class Lab:
             cmdline=self.guest.cmdline(name=name, ping=ping),
             guest=self.guest,
         )
+        if net1 and self.l2 is not None:
+            # The network's server keeps an address for the guest's MAC, so the lab knows it.
+            self.l2.reserve(vm=name, mac=pod.guest_macs[self.net1.name])
         vm = Vm(
             namespace=namespace,
             name=name,
@@ -514,6 +562,8 @@ class Lab:
         self._closed = True
         for vm in self.vms:
             vm.console.stop()
+        if self.l2 is not None:
+            self.l2.close()
         for pod in list(self.pods):
             try:
                 self.delete_pod(pod)

@@ -63,6 +63,8 @@ def start_dhcp_servers(
     node = pod.node
     for index, nic in enumerate(pod.nics):
         net = nic.network
+        if not nic.ip:
+            continue  # no pod address, no server: the network's own answers (facts M2, lab.l2)
         ip_in(pod.netns, "addr", "add", f"{server_ip(index)}/32", "dev", net.bridge)
         gateway = node.gateway_of(net)
         argv = [

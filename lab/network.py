@@ -16,12 +16,15 @@ import ipaddress
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from lab.shell import CommandError, ip, run, sysctl
 
 POD_BRIDGE = "k6t-eth0"
 POD_NIC = "eth0-nic"
 POD_DUMMY = "eth0"
+# The node's bridge of a network served by its own DHCP server (lab.l2): the bridge CNI's.
+NODE_BRIDGE = "br-net1"
 FIRST_POD_HOST = 10
 TAP_OWNER = 107  # KubeVirt's non-root launcher user; root QEMU (system mode) can open it too
 
@@ -81,6 +84,11 @@ class NetworkDef:
     name: str
     octet: int
     multus: bool = False
+    # The VMI interface's binding on it (the pod side is plumbed the same way for both).
+    binding: Literal["bridge", "macvtap"] = "bridge"
+    # A network with its own DHCP server (lab.l2): the CNI gives the pod interface no address
+    # and the node side is a port of the node's bridge, so virt-launcher serves no DHCP there.
+    external_dhcp: bool = False
 
     @property
     def pod_link(self) -> str:
@@ -104,8 +112,14 @@ class NetworkDef:
 
 
 POD_NETWORK = NetworkDef(name="default", octet=244)
-SECOND_NETWORK = NetworkDef(name="secondary", octet=245, multus=True)
+SECOND_NETWORK = NetworkDef(name="secondary", octet=245, multus=True, binding="macvtap")
 NETWORKS = (POD_NETWORK, SECOND_NETWORK)
+# The seed's Multus case, a bridge NIC on a Multus network named net1, in two IPAM modes:
+# kept: one L2 across the nodes with the network's own DHCP server (lab.l2), no pod address;
+# per-node: a subnet per node, as flannel through Multus gives, which virt-launcher serves.
+NET1_KEPT = NetworkDef(name="net1", octet=77, multus=True, external_dhcp=True)
+NET1_PER_NODE = NetworkDef(name="net1", octet=246, multus=True)
+ROUTED_NETWORKS = (POD_NETWORK, SECOND_NETWORK, NET1_PER_NODE)
 
 
 @dataclass
@@ -132,6 +146,9 @@ class Node:
         return self.gateway_of(POD_NETWORK)
 
     def allocate_ip(self, network: NetworkDef = POD_NETWORK) -> str:
+        """The pod's address on ``network`` from this node's subnet; "" where the CNI gives none."""
+        if network.external_dhcp:
+            return ""
         host = self.next_host.get(network.name, FIRST_POD_HOST)
         self.next_host[network.name] = host + 1
         return str(self.subnet_of(network).network_address + host)
@@ -159,7 +176,7 @@ def link_nodes(left: Node, right: Node) -> None:
     ip(right.netns, "addr", "add", f"{right_addr}/30", "dev", right_if)
     ip(left.netns, "link", "set", left_if, "up")
     ip(right.netns, "link", "set", right_if, "up")
-    for network in NETWORKS:
+    for network in ROUTED_NETWORKS:
         ip(left.netns, "route", "add", str(right.subnet_of(network)), "via", str(right_addr))
         ip(right.netns, "route", "add", str(left.subnet_of(network)), "via", str(left_addr))
 
@@ -222,6 +239,16 @@ class PodNetwork:
                 "peer", "name", nic.host_veth, "netns", node.netns,
             ]
         )  # fmt: skip
+        if net.external_dhcp:
+            # The bridge CNI without IPAM: the node end is a port of the node's bridge, no more.
+            ip(node.netns, "link", "set", nic.host_veth, "master", NODE_BRIDGE)
+            ip(node.netns, "link", "set", nic.host_veth, "up")
+        else:
+            self._route_nic(nic)
+        self._bridge_binding(nic)
+
+    def _route_nic(self, nic: PodNic) -> None:
+        node, net = self.node, nic.network
         # Node side: gateway address, a host route to the pod, proxy ARP for the rest of the subnet.
         ip(node.netns, "addr", "add", f"{node.gateway_of(net)}/32", "dev", nic.host_veth, "noprefixroute")
         sysctl(node.netns, f"net.ipv4.conf.{nic.host_veth}.proxy_arp", "1")
@@ -229,7 +256,10 @@ class PodNetwork:
         sysctl(node.netns, f"net.ipv4.conf.{nic.host_veth}.rp_filter", "0")
         ip(node.netns, "link", "set", nic.host_veth, "up")
         ip(node.netns, "route", "add", f"{nic.ip}/32", "dev", nic.host_veth)
-        # Pod side: bridge binding layout.
+
+    def _bridge_binding(self, nic: PodNic) -> None:
+        """The pod side as virt-launcher lays out a bridge binding (facts D5, D7)."""
+        net = nic.network
         ip(self.netns, "link", "add", net.bridge, "type", "bridge", "forward_delay", "0")
         ip(self.netns, "link", "set", net.cni_nic, "master", net.bridge)
         # virt-handler makes the tap its launcher's: uid/gid 107 for a non-root one (facts L4).
@@ -238,8 +268,18 @@ class PodNetwork:
         ip(self.netns, "link", "set", net.tap, "up")
         add_placeholder_link(self.netns, net.pod_link, nic.cni_mac)
         # The bridge's own address (169.254.75.1<index>/32, the DHCP server's) is lab.dhcp's.
-        for dev in (net.cni_nic, net.bridge, net.pod_link):
+        for dev in (net.cni_nic, net.bridge):
             ip(self.netns, "link", "set", dev, "up")
+        if net.multus:
+            # virt-handler leaves a Multus NIC's dummy down with the CNI's address, if there was
+            # one (facts M1): the sidecar tells from it whether virt-launcher serves DHCP there.
+            if nic.ip:
+                prefix = self.node.subnet_of(net).prefixlen
+                ip(self.netns, "addr", "add", f"{nic.ip}/{prefix}", "dev", net.pod_link, "noprefixroute")
+                # The address is local to the pod now: only the guest may answer ARP for it.
+                sysctl(self.netns, "net.ipv4.conf.all.arp_ignore", "1")
+        else:
+            ip(self.netns, "link", "set", net.pod_link, "up")
 
     def delete(self, *, timeout: float = 30.0) -> None:
         # Deleting the pod namespace destroys the CNI veths and with them the node-side ends and

@@ -15,15 +15,27 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
 from bridge_migration_contract import MacPolicy, NicRefresh
-from lab.cluster import Lab, MigrationRecord, Vm
+from lab.cluster import Lab, MigrationRecord, Pod, Vm
 from lab.console import GuestEvent
 from lab.dhcp import DEFAULT_KUBEVIRT_VERSION
 from lab.guests import DEFAULT_GUEST, GuestType
+from lab.l2 import IpamMode
 from lab.manual import lab_link_refresh
 from lab.stuntime import StunProbe
 from lab.timeline import Timeline
 
-ScenarioKind = Literal["same-mac", "mac-change", "control", "round-trip", "two-nics", "lab-link-refresh"]
+ScenarioKind = Literal[
+    "same-mac",
+    "mac-change",
+    "control",
+    "round-trip",
+    "two-nics",
+    "lab-link-refresh",
+    "net1-kept",
+    "net1-per-node",
+    "net1-kept-control",
+    "net1-per-node-control",
+]
 SCENARIOS: Final[tuple[ScenarioKind, ...]] = get_args(ScenarioKind)
 
 
@@ -39,6 +51,9 @@ class ScenarioSpec:
     kubevirt_version: str = DEFAULT_KUBEVIRT_VERSION
     # What the VMs boot (lab/guests.py): the busybox fast lane or Debian 12 with systemd-networkd.
     guest: GuestType = DEFAULT_GUEST
+    # Both VMs get a bridge NIC on the Multus network net1 in this IPAM mode (lab.l2), and the
+    # client pings the server over it too (the seed's functional test on that network).
+    net1: IpamMode | None = None
 
 
 SPECS: Final[dict[ScenarioKind, ScenarioSpec]] = {
@@ -63,6 +78,18 @@ SPECS: Final[dict[ScenarioKind, ScenarioSpec]] = {
     ),
     "lab-link-refresh": ScenarioSpec(
         "pin", False, ("b",), True, "lab self-test: a hand-made link refresh (not the product)"
+    ),
+    "net1-kept": ScenarioSpec(
+        "pin", True, ("b",), True, "bridge on Multus net1, one L2 across the nodes and its own DHCP", net1="kept"
+    ),
+    "net1-per-node": ScenarioSpec(
+        "pin", True, ("b",), True, "bridge on Multus net1, a subnet per node (flannel-like IPAM)", net1="per-node"
+    ),
+    "net1-kept-control": ScenarioSpec(
+        "pin", False, ("b",), False, "net1 kept, no sidecar: what users see today", net1="kept"
+    ),
+    "net1-per-node-control": ScenarioSpec(
+        "pin", False, ("b",), False, "net1 per node, no sidecar: what users see today", net1="per-node"
     ),
 }
 
@@ -90,6 +117,12 @@ class MigrationOutcome:
     # Stun time (lab.stuntime): ms from the last echo reply at the source pod's address to the
     # first at the target pod's, echoes every 10 ms from the server's node; None: never answered.
     stun_ms: int | None = None
+    # The same on net1 (scenarios with net1): from the network's side (the switch namespace, or
+    # the server's node), to the guest's net1 address in the source pod and in the target pod.
+    net1_stun_ms: int | None = None
+    net1_ip: str | None = None  # the guest's net1 address in the target pod
+    # net1 kept: the switch port that has learned the guest's net1 MAC once the hop is over.
+    net1_switch_port: str | None = None
     source_sidecar_exit: int | None = None  # the source pod's sidecar exit code after Shutdown
     guest_events: list[GuestEvent] = field(default_factory=list)  # the console from the migration on
 
@@ -119,6 +152,7 @@ class ScenarioResult:
     final_addresses: dict[str, str | None] = field(default_factory=dict)  # guest NIC -> "ip/prefix"
     final_domain_macs: dict[str, str | None] = field(default_factory=dict)  # VMI interface -> MAC
     first_macs: dict[str, str] = field(default_factory=dict)  # guest NIC -> MAC of its first lease
+    first_addresses: dict[str, str] = field(default_factory=dict)  # guest NIC -> "ip/prefix" of it
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary for the benchmark: gaps, addresses and every timeline mark."""
@@ -128,6 +162,7 @@ class ScenarioResult:
             "kubevirt_version": self.spec.kubevirt_version,
             "guest": self.spec.guest,
             "sidecar": self.spec.sidecar,
+            "net1": self.spec.net1,
             "ping_before": self.ping_before,
             "first_ip": self.first_ip,
             "first_mac": self.first_mac,
@@ -142,6 +177,13 @@ class ScenarioResult:
                     "resume_s": round(m.record.resumed - m.record.started, 3),
                     "gap_s": None if m.gap_seconds is None else round(m.gap_seconds, 3),
                     "stun_ms": m.stun_ms,
+                    "net1_stun_ms": m.net1_stun_ms,
+                    "net1_switch_port": m.net1_switch_port,
+                    "net1_recovered": any(
+                        m.nic_replies.get(nic) is not None for nic, ip in m.target_ips.items() if ip == m.net1_ip
+                    )
+                    if m.net1_ip
+                    else None,
                     "recovered": m.first_reply is not None,
                     "fixup_actions": [i.get("action") for f in m.fixups for i in f.get("interfaces", [])],
                     "timeline": m.timeline.as_dicts(),
@@ -149,6 +191,13 @@ class ScenarioResult:
                 for m in self.migrations
             ],
         }
+
+    def record_final_state(self, client: Vm, guest_nics: dict[str, str]) -> None:
+        """The client's addresses and domain MACs once every hop is done."""
+        self.final_guest_address = client.guest_address()
+        self.final_domain_mac = client.domain_mac()
+        self.final_addresses = {nic: client.guest_address(nic) for nic in guest_nics}
+        self.final_domain_macs = {net: client.domain_mac(net) for net in guest_nics.values()}
 
     def timelines(self) -> str:
         return "\n\n".join(
@@ -226,11 +275,24 @@ def addressed(vm: Vm, ack: GuestEvent, *, since: float) -> GuestEvent:
     return earlier[-1] if earlier else ack
 
 
+def _to(target: str | None) -> Callable[[GuestEvent], bool]:
+    """Ping replies from ``target`` only (any when None)."""
+    return lambda e: target is None or e.args[1:2] == (target,)
+
+
 def _watch_recovery(
-    *, vm: Vm, record: MigrationRecord, target_ips: dict[str, str], timeout: float, say: Say, phase: Say
+    *,
+    vm: Vm,
+    record: MigrationRecord,
+    target_ips: dict[str, str],
+    timeout: float,
+    say: Say,
+    phase: Say,
+    ping_targets: dict[str, str] | None = None,
 ) -> tuple[Events, Events]:
     """Wait, per guest NIC, for a lease of the target pod's IP, then a ping reply after the
-    guest had the address (see :func:`addressed`)."""
+    guest had the address (see :func:`addressed`); ``ping_targets`` (guest NIC -> address) says
+    whose replies count on a NIC, where the guest pings more than one address."""
     acks: Events = {}
     replies: Events = {}
     try:
@@ -242,7 +304,14 @@ def _watch_recovery(
             lease = acks[nic]
             assert lease is not None
             since = addressed(vm, lease, since=record.started)
-            reply = vm.console.wait("ping-reply", nic=nic, since=since.at, where=since.precedes, timeout=timeout)
+            target = _to((ping_targets or {}).get(nic))
+            reply = vm.console.wait(
+                "ping-reply",
+                nic=nic,
+                since=since.at,
+                where=lambda e, s=since, t=target: s.precedes(e) and t(e),  # type: ignore[misc]
+                timeout=timeout,
+            )
             replies[nic] = reply
             phase(f"client pings server again from {nic}: {reply.at - record.resumed:.1f} s after the guest resumed")
     except TimeoutError:
@@ -252,7 +321,13 @@ def _watch_recovery(
 
 
 def _watch_no_recovery(
-    *, vm: Vm, record: MigrationRecord, nics: list[str], observe: float, phase: Say
+    *,
+    vm: Vm,
+    record: MigrationRecord,
+    nics: list[str],
+    observe: float,
+    phase: Say,
+    ping_targets: dict[str, str] | None = None,
 ) -> tuple[Events, Events]:
     """Watch for ``observe`` seconds; report any lease or reply seen after the migration.
 
@@ -261,7 +336,12 @@ def _watch_no_recovery(
     phase(f"watching the client for {observe:.0f} s")
     time.sleep(observe)
     acks: Events = {nic: vm.console.first("dhcp-ack", nic=nic, since=record.started) for nic in nics}
-    replies: Events = {nic: vm.console.first("ping-reply", nic=nic, since=record.finished + 1.0) for nic in nics}
+    replies: Events = {
+        nic: vm.console.first(
+            "ping-reply", nic=nic, since=record.finished + 1.0, where=_to((ping_targets or {}).get(nic))
+        )
+        for nic in nics
+    }
     phase(
         f"after {observe:.0f} s: dhcp ack {'seen' if any(acks.values()) else 'none'},"
         f" ping replies {'seen' if any(replies.values()) else 'none'}"
@@ -270,15 +350,78 @@ def _watch_no_recovery(
 
 
 def _migrate_probed(
-    lab: Lab, vm: Vm, *, to_node: str, timeout: float, probe_ns: str
-) -> tuple[MigrationRecord, StunProbe]:
-    """Migrate with the stun-time probe running on both pod addresses."""
+    lab: Lab, vm: Vm, *, to_node: str, timeout: float, probe_ns: str, net1_probe_ns: str | None = None
+) -> tuple[MigrationRecord, StunProbe, StunProbe | None]:
+    """Migrate with the stun-time probe running on both pod addresses (and on net1's, if any)."""
     probe = StunProbe(probe_ns, vm.pod.ip)
+    net1_probe = (
+        StunProbe(net1_probe_ns, lab.net1_address(vm), lambda pod: lab.net1_address(vm, pod))
+        if net1_probe_ns is not None
+        else None
+    )
+
+    def on_target(pod: Pod) -> None:
+        probe.target(pod)
+        if net1_probe is not None:
+            net1_probe.target(pod)
+
     try:
-        return lab.migrate(vm, to_node=to_node, timeout=timeout, on_target=probe.target), probe
+        return lab.migrate(vm, to_node=to_node, timeout=timeout, on_target=on_target), probe, net1_probe
     except BaseException:
         probe.finish(expect_reply=False)
+        if net1_probe is not None:
+            net1_probe.finish(expect_reply=False)
         raise
+
+
+def _switch_port(lab: Lab, vm: Vm) -> str | None:
+    """Where net1's switch has learned ``vm``'s net1 MAC (kept mode only)."""
+    if lab.l2 is None:
+        return None
+    mac = vm.domain_mac(lab.net1.name)
+    return lab.l2.fdb_port(mac) if mac else None
+
+
+def _finish_probes(
+    probe: StunProbe,
+    net1_probe: StunProbe | None,
+    *,
+    replies: Events,
+    primary: str,
+    net1_nic: str | None,
+    phase: Say,
+    where: str,
+    net1_where: str,
+) -> tuple[int | None, int | None]:
+    """Stop the stun probes of one hop; (pod network, net1) stun times in ms, None: never back."""
+    stun = probe.finish(expect_reply=replies.get(primary) is not None)
+    phase(f"stun time (10 ms echoes from {where}): {'never' if stun is None else stun} ms")
+    if net1_probe is None or net1_nic is None:
+        return stun, None
+    net1_stun = net1_probe.finish(expect_reply=replies.get(net1_nic) is not None)
+    phase(f"net1 stun time (10 ms echoes from {net1_where}): {'never' if net1_stun is None else net1_stun} ms")
+    return stun, net1_stun
+
+
+def _start_vms(lab: Lab, spec: ScenarioSpec) -> tuple[Vm, Vm, dict[str, str]]:
+    """The server and the client that pings it, both on node a; and whose replies count on
+    each client NIC: the server's pod address, or its net1 address on net1."""
+    with_net1 = spec.net1 is not None
+    server = lab.start_vm(name="server", node="a", policy="pin", sidecar=False, net1=with_net1)
+    server_net1 = lab.net1_address(server) if with_net1 else None
+    client = lab.start_vm(
+        name="client",
+        node="a",
+        policy=spec.policy,
+        sidecar=spec.sidecar,
+        ping=server.pod.ip if server_net1 is None else f"{server.pod.ip},{server_net1}",
+        second_nic=spec.second_nic,
+        net1=with_net1,
+    )
+    targets = {
+        nic: server_net1 if net == "net1" and server_net1 else server.pod.ip for nic, net in client.guest_nics().items()
+    }
+    return server, client, targets
 
 
 def run_scenario(
@@ -314,7 +457,11 @@ def run_scenario(
         say(f"[{time.time() - t0:7.1f} s] {msg}")
 
     with Lab(
-        link_pause_ms=link_pause_ms, kubevirt_version=spec.kubevirt_version, guest=spec.guest, nic_refresh=nic_refresh
+        link_pause_ms=link_pause_ms,
+        kubevirt_version=spec.kubevirt_version,
+        guest=spec.guest,
+        nic_refresh=nic_refresh,
+        net1=spec.net1,
     ) as lab:
         phase(
             f"scenario {kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version},"
@@ -322,31 +469,25 @@ def run_scenario(
         )
         lab.add_nodes("a", "b")
         phase("nodes a (10.244.1.0/24) and b (10.244.2.0/24) up")
-        server = lab.start_vm(name="server", node="a", policy="pin", sidecar=False)
-        client = lab.start_vm(
-            name="client",
-            node="a",
-            policy=spec.policy,
-            sidecar=spec.sidecar,
-            ping=server.pod.ip,
-            second_nic=spec.second_nic,
-        )
+        with_net1 = spec.net1 is not None
+        server, client, ping_targets = _start_vms(lab, spec)
+        server_net1 = lab.net1_address(server) if with_net1 else None
         # A reattach keeps the PCI slot, so the guest's NIC names hold across the migration.
         guest_nics = client.guest_nics()
         primary = client.guest_nic()
+        if with_net1:
+            phase(f"net1 ({spec.net1}): server {server_net1}, client {lab.net1_address(client)}")
         phase(
             f"guests booting: server in {server.pod.name} ({server.pod.ip}),"
             f" client in {client.pod.name} ({client.pod.ip}), sidecar={'yes' if spec.sidecar else 'no'}"
         )
-        first_macs: dict[str, str] = {}
-        for nic in guest_nics:
-            lease = client.console.wait("dhcp-ack", nic=nic, timeout=timeout)
-            first_macs[nic] = lease.fields.get("mac", "")
+        leases = {nic: client.console.wait("dhcp-ack", nic=nic, timeout=timeout) for nic in guest_nics}
+        for nic, lease in leases.items():
             phase(f"client {nic} got its lease: {lease.fields.get('ip')} mac {lease.fields.get('mac')}")
         first_ack = client.console.wait("dhcp-ack", nic=primary, timeout=timeout)
         for nic in guest_nics:
-            client.console.wait("ping-reply", nic=nic, timeout=timeout)
-            phase(f"client pings server {server.pod.ip} from {nic}: ok")
+            client.console.wait("ping-reply", nic=nic, where=_to(ping_targets[nic]), timeout=timeout)
+            phase(f"client pings server {ping_targets[nic]} from {nic}: ok")
         result = ScenarioResult(
             kind=kind,
             spec=spec,
@@ -354,12 +495,17 @@ def run_scenario(
             first_ip=client.pod.ip,
             first_mac=first_ack.fields.get("mac", ""),
             ping_before=True,
-            first_macs=first_macs,
+            first_macs={nic: lease.fields.get("mac", "") for nic, lease in leases.items()},
+            first_addresses={nic: lease.fields.get("ip", "") for nic, lease in leases.items()},
         )
         probe_ns = lab.nodes[server.pod.node].netns
+        # net1's probe runs where the network is: its switch (kept), or the server's node.
+        net1_probe_ns = (lab.l2.switch_netns if lab.l2 is not None else probe_ns) if with_net1 else None
         for hop in spec.hops:
             phase(f"migrating client {client.pod.node} -> {hop} (LIVE|PEER2PEER|PERSIST_DEST)")
-            record, probe = _migrate_probed(lab, client, to_node=hop, timeout=timeout, probe_ns=probe_ns)
+            record, probe, net1_probe = _migrate_probed(
+                lab, client, to_node=hop, timeout=timeout, probe_ns=probe_ns, net1_probe_ns=net1_probe_ns
+            )
             target = client.pod
             phase(
                 f"migration done: guest resumed on {hop} after {record.resumed - record.started:.1f} s,"
@@ -369,17 +515,40 @@ def run_scenario(
             if kind == "lab-link-refresh":
                 lab_link_refresh(client.domain())
                 phase("LAB TOOL: link refreshed by hand (no sidecar)")
-            target_ips = {nic: target.net.nic(net).ip for nic, net in guest_nics.items()}
+            target_ips = {
+                nic: lab.net1_address(client, target) if net == "net1" else target.net.nic(net).ip
+                for nic, net in guest_nics.items()
+            }
             if spec.recovers:
                 acks, replies = _watch_recovery(
-                    vm=client, record=record, target_ips=target_ips, timeout=timeout, say=say, phase=phase
+                    vm=client,
+                    record=record,
+                    target_ips=target_ips,
+                    timeout=timeout,
+                    say=say,
+                    phase=phase,
+                    ping_targets=ping_targets,
                 )
             else:
                 acks, replies = _watch_no_recovery(
-                    vm=client, record=record, nics=list(target_ips), observe=observe, phase=phase
+                    vm=client,
+                    record=record,
+                    nics=list(target_ips),
+                    observe=observe,
+                    phase=phase,
+                    ping_targets=ping_targets,
                 )
-            stun = probe.finish(expect_reply=replies.get(primary) is not None)
-            phase(f"stun time (10 ms echoes from node {server.pod.node}): {stun if stun is not None else 'never'} ms")
+            net1_nic = next((nic for nic, net in guest_nics.items() if net == "net1"), None)
+            stun, net1_stun = _finish_probes(
+                probe,
+                net1_probe,
+                replies=replies,
+                primary=primary,
+                net1_nic=net1_nic,
+                phase=phase,
+                where=f"node {server.pod.node}",
+                net1_where=net1_probe_ns or "",
+            )
             ack, reply = acks[primary], replies[primary]
             fixups = target.sidecar.fixups() if target.sidecar is not None else []
             status = target.sidecar.status() if target.sidecar is not None else None
@@ -400,13 +569,13 @@ def run_scenario(
                 sidecar_status=status,
                 source_sidecar_exit=client.pods[-2].sidecar_exit,
                 stun_ms=stun,
+                net1_stun_ms=net1_stun,
+                net1_ip=target_ips.get(net1_nic) if net1_nic else None,
+                net1_switch_port=_switch_port(lab, client),
                 guest_events=client.console.events(since=record.started),
             )
             result.migrations.append(outcome)
-        result.final_guest_address = client.guest_address()
-        result.final_domain_mac = client.domain_mac()
-        result.final_addresses = {nic: client.guest_address(nic) for nic in guest_nics}
-        result.final_domain_macs = {net: client.domain_mac(net) for net in guest_nics.values()}
+        result.record_final_state(client, guest_nics)
         phase(f"client ends with {result.final_guest_address} mac {result.final_domain_mac}; tearing down")
     phase("lab torn down")
     return result

@@ -9,17 +9,20 @@ A bridge-bound guest comes back at a *new* address (the target pod's), so two st
 the server's node: one to the source pod's address, one to the target pod's. Both are timestamped
 by ``ping -D`` on the same clock, and the gap is the time from the last reply of the old address to
 the first of the new one, in whole intervals: with one stream and no reordering that is exactly
-(lost + 1) x interval.
+(lost + 1) x interval. Where the address stays (a secondary network whose server keeps it, lab.l2)
+one stream runs, and the gap is its longest silence from the migration on.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 INTERVAL_S: Final = 0.01
 # "[1795736311.123456] 64 bytes from 10.244.2.11: icmp_seq=5 ttl=63 time=0.512 ms"
@@ -82,6 +85,19 @@ def gap_ms(old: list[float], new: list[float], *, interval_s: float = INTERVAL_S
     return max(intervals, 1) * round(interval_s * 1000)
 
 
+def silence_ms(replies: list[float], *, since: float, until: float, interval_s: float = INTERVAL_S) -> int | None:
+    """The longest silence of one stream that ends after ``since``, in whole intervals: the stun
+    time of an address that stays. None when nothing answered before ``since``, or when the
+    stream was silent for its last second up to ``until`` (the address did not come back)."""
+    times = sorted(replies)
+    if not times or until - times[-1] > 1.0:
+        return None
+    gaps = [b - a for a, b in itertools.pairwise(times) if b >= since]
+    if not gaps or not any(t < since for t in times):
+        return None
+    return max(round(max(gaps) / interval_s), 1) * round(interval_s * 1000)
+
+
 class HasAddress(Protocol):
     @property
     def ip(self) -> str: ...
@@ -91,21 +107,34 @@ class StunProbe:
     """The two echo streams of one migration: the source pod's address from the start, the
     target pod's from the moment that pod exists (``target``)."""
 
-    def __init__(self, netns: str, source_address: str) -> None:
+    def __init__(self, netns: str, source_address: str, address_in: Callable[[Any], str] | None = None) -> None:
+        """``address_in`` gives the address the guest will have in the target pod (default: the
+        pod's IP); when it is the source address, one stream measures the silence."""
         self._netns = netns
+        self._source = source_address
+        self._address_in = address_in or (lambda pod: pod.ip)
         self._old = EchoStream(netns, source_address)
         self._new: EchoStream | None = None
+        self._since: float | None = None
         self._old.start()
 
     def target(self, pod: HasAddress) -> None:
         """Start echoing the target pod's address (``Lab.migrate``'s ``on_target``)."""
-        self._new = EchoStream(self._netns, pod.ip)
+        address = self._address_in(pod)
+        if address == self._source:
+            self._since = time.time()
+            return
+        self._new = EchoStream(self._netns, address)
         self._new.start()
 
     def finish(self, *, expect_reply: bool, wait_s: float = 3.0) -> int | None:
         """Stop both streams and return the stun time; with ``expect_reply`` (the guest already
         answered from the target), wait a little for the probe's own first reply there."""
         new = self._new
+        if self._since is not None:
+            if expect_reply:
+                time.sleep(min(wait_s, 0.5))  # a last reply or two after the guest's own
+            return silence_ms(self._old.stop(), since=self._since, until=time.time())
         if expect_reply and new is not None:
             deadline = time.monotonic() + wait_s
             while not new.replies and time.monotonic() < deadline:

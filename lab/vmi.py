@@ -1,9 +1,9 @@
 """The VirtualMachineInstance object the lab hands to the sidecar, as virt-launcher would.
 
 Only what the sidecar reads: metadata (name, namespace, annotations), the interfaces and
-networks of the spec, and the interface MACs of the status. The pod network uses ``bridge``
-binding; the lab's second network is a Multus network with ``macvtap`` binding (its pod side is
-plumbed like the first one).
+networks of the spec, and the interface MACs of the status. The pod network and ``net1`` use
+``bridge`` binding; the lab's ``secondary`` network is a Multus network with ``macvtap`` binding
+(its pod side is plumbed like a bridge binding's).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lab.network import POD_NETWORK, NetworkDef
+from lab.network import NetworkDef
 
 
 def lab_vmi(
@@ -29,12 +29,11 @@ def lab_vmi(
     nets: list[dict[str, Any]] = []
     for net in networks:
         iface: dict[str, Any] = {"name": net.name}
-        if net == POD_NETWORK:
-            iface["bridge"] = {}
-            nets.append({"name": net.name, "pod": {}})
-        else:
-            iface["macvtap"] = {}
+        iface[net.binding] = {}
+        if net.multus:
             nets.append({"name": net.name, "multus": {"networkName": f"lab-{net.name}"}})
+        else:
+            nets.append({"name": net.name, "pod": {}})
         if macs and net.name in macs:
             iface["macAddress"] = macs[net.name]
         interfaces.append(iface)

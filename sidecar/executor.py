@@ -145,6 +145,11 @@ class DeviceRemovals:
 class ExecutorSettings:
     link_pause_s: float = 0.1
     detach_timeout_s: float = 30.0
+    # A Linux guest reports carrier-down events at most once a second (the kernel's linkwatch
+    # rate limit; carrier-up is exempt). A second NIC's 100 ms flap inside that second reaches the
+    # guest's network stack as no change at all: systemd-networkd on a Multus NIC was seen to miss
+    # it in the lab. So each link-down waits until this long after the previous one.
+    link_down_spacing_s: float = 1.1
 
 
 def modify_flags(dom: Domain) -> int:
@@ -180,6 +185,14 @@ class Executor:
         # under the reattach. Settled once libvirt is back (`settle`): attached again if gone.
         self._unsettled: dict[tuple[str, str], LateRemoval] = {}
         self._unsettled_lock = threading.Lock()
+        self._last_link_down: float | None = None  # time.monotonic() of the last link-down
+
+    def _space_link_down(self) -> None:
+        if self._last_link_down is not None:
+            wait = self._last_link_down + self.settings.link_down_spacing_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        self._last_link_down = time.monotonic()
 
     def unsettled(self) -> list[LateRemoval]:
         with self._unsettled_lock:
@@ -226,6 +239,7 @@ class Executor:
     def _link_refresh(self, dom: Domain, plan: InterfacePlan) -> InterfaceFixup:
         flags = modify_flags(dom)
         xml = plan.interface.xml
+        self._space_link_down()
         try:
             with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "down"), flags, what=f"{plan.alias} link down")
         except Exception as exc:

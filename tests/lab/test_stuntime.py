@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from lab.stuntime import EchoStream, gap_ms
+from lab.stuntime import EchoStream, gap_ms, silence_ms
 
 
 def test_the_gap_is_last_old_reply_to_first_new_reply_in_whole_10_ms_intervals() -> None:
@@ -25,6 +25,14 @@ def test_no_reply_at_the_new_address_means_no_recovery_and_none_before_means_not
     assert gap_ms([1.0, 1.01], []) is None
     assert gap_ms([], [2.0]) is None
     assert gap_ms([5.0], [5.001]) == 10  # never less than one interval
+
+
+def test_an_address_that_stays_is_measured_by_its_longest_silence_from_the_migration_on() -> None:
+    replies = [10.00, 10.01, 10.02, 10.50, 10.51, 12.00, 12.01, 12.02]
+    # The silence before the target pod existed (10.02 -> 10.50) does not count; 10.51 -> 12.00 does.
+    assert silence_ms(replies, since=10.505, until=12.03) == 1490
+    assert silence_ms(replies, since=10.505, until=14.0) is None  # silent for its last 2 s: not back
+    assert silence_ms([11.0, 11.01], since=10.0, until=11.02) is None  # nothing before: nothing to measure
 
 
 @pytest.mark.lab
