@@ -22,6 +22,7 @@ from lab.guests import DEFAULT_GUEST, GuestType
 from lab.manual import lab_link_refresh
 from lab.stuntime import StunProbe
 from lab.timeline import Timeline
+from sidecar.config import SidecarDelivery
 
 ScenarioKind = Literal["same-mac", "mac-change", "control", "round-trip", "two-nics", "lab-link-refresh"]
 SCENARIOS: Final[tuple[ScenarioKind, ...]] = get_args(ScenarioKind)
@@ -292,6 +293,7 @@ def run_scenario(
     kubevirt_version: str | None = None,
     guest: GuestType | None = None,
     nic_refresh: NicRefresh | None = None,
+    delivery: SidecarDelivery = "hook",
 ) -> ScenarioResult:
     """Run one scenario in a fresh lab (torn down on return) and report what happened.
 
@@ -299,7 +301,8 @@ def run_scenario(
     that must NOT recover (control) is watched after the migration; ``link_pause_ms`` is the
     sidecar's pause between link down and up; ``nic_refresh`` sets the VMI's nic-refresh
     annotation. ``policy``, ``kubevirt_version`` and ``guest`` (the guest type) override the
-    scenario's own.
+    scenario's own. ``delivery`` inject runs the client's fixer as the webhook's injected container
+    (no hook server, no hook calls; it exits on its own once the VM left a pod).
     """
     spec = SPECS[kind]
     spec = dataclasses.replace(
@@ -314,7 +317,11 @@ def run_scenario(
         say(f"[{time.time() - t0:7.1f} s] {msg}")
 
     with Lab(
-        link_pause_ms=link_pause_ms, kubevirt_version=spec.kubevirt_version, guest=spec.guest, nic_refresh=nic_refresh
+        link_pause_ms=link_pause_ms,
+        kubevirt_version=spec.kubevirt_version,
+        guest=spec.guest,
+        nic_refresh=nic_refresh,
+        sidecar_delivery=delivery,
     ) as lab:
         phase(
             f"scenario {kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version},"

@@ -55,30 +55,31 @@ def wait_for_socket(path: Path, stop: threading.Event, *, interval: float = 0.2)
 class EndWatch:
     """Decides, from repeated observations, that the VM in this pod has ended for good.
 
-    ``connected()``: is the libvirt connection up; ``domain_state()``: the domain's state code,
+    ``connected()``: is the libvirt connection up; ``reached()``: was it ever up (the watcher's own
+    record, so a connection shorter than one observation still counts); ``domain_state()``: the domain's state code,
     None when libvirt says there is no domain, ``UNKNOWN`` when it could not tell; raising nothing."""
 
     def __init__(
         self,
         *,
         connected: Callable[[], bool],
+        reached: Callable[[], bool],
         domain_state: Callable[[], int | None],
         grace_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connected = connected
+        self._reached = reached
         self._domain_state = domain_state
         self._grace = grace_s
         self._clock = clock
-        self.reached_libvirt = False
         self.saw_domain = False
         self._gone_since: float | None = None
         self.reason = ""
 
     def _gone(self) -> str | None:
         if not self._connected():
-            return "the libvirt connection is gone" if self.reached_libvirt else None
-        self.reached_libvirt = True
+            return "the libvirt connection is gone" if self._reached() else None
         state = self._domain_state()
         if state == UNKNOWN:
             return None

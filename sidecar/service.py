@@ -146,6 +146,7 @@ class Sidecar:
         self.watcher.start()
         watch = EndWatch(
             connected=lambda: self.watcher.connected,
+            reached=self.watcher.connected_once.is_set,
             domain_state=self._domain_state,
             grace_s=self.settings.end_grace,
         )

@@ -22,13 +22,27 @@ class Observed:
     """What the watcher and libvirt say at each observation (set by the test), on a fake clock."""
 
     def __init__(self) -> None:
-        self.connected = False
+        self._connected = False
+        self.reached = False  # the watcher's record: was it ever connected
         self.state: int | None = None
         self.now = 0.0
 
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        self._connected = value
+        self.reached = self.reached or value
+
     def watch(self, grace: float = 10.0) -> EndWatch:
         return EndWatch(
-            connected=lambda: self.connected, domain_state=lambda: self.state, grace_s=grace, clock=lambda: self.now
+            connected=lambda: self.connected,
+            reached=lambda: self.reached,
+            domain_state=lambda: self.state,
+            grace_s=grace,
+            clock=lambda: self.now,
         )
 
     def run(self, watch: EndWatch, seconds: float) -> bool:
@@ -93,6 +107,14 @@ def test_a_domain_that_went_away_ends_it_and_one_that_comes_back_in_time_does_no
     seen.state = SHUTOFF  # migrated away or shut down
     assert seen.run(watch, 12) is True
     assert "shut off" in watch.reason
+
+
+def test_a_connection_shorter_than_one_observation_still_counts() -> None:
+    seen = Observed()
+    watch = seen.watch(grace=2)
+    seen.connected = True
+    seen.connected = False  # up and down between two observations
+    assert seen.run(watch, 5) is True
 
 
 def test_a_libvirt_call_that_fails_on_a_live_connection_is_no_evidence() -> None:
