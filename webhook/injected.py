@@ -12,7 +12,10 @@ sidecars (facts H5) and keeps the pod's QoS class (facts I4):
   measured peak RSS, 43.7 MiB, rounded up), so the scheduler books what it uses. Adding a container
   cannot turn a Burstable pod Guaranteed: either some container lacks a CPU or memory limit, or the
   pod's requests already fall short of its limits and ours widen the gap;
-* BestEffort pod: no resources at all, since any request or limit would make it Burstable.
+* BestEffort pod: no resources at all, since any request or limit would make it Burstable;
+* a pod with pod-level ``spec.resources`` (Kubernetes' PodLevelResources; KubeVirt v1.9 sets none):
+  none either. The class then comes from the pod level, and container figures beyond the pod's
+  own would make the API server refuse the pod.
 
 No readiness probe: virt-controller hands a pod to virt-handler only once every container but
 ``compute`` and ``istio-proxy`` reports Ready (facts I3), and a container without a probe is Ready
@@ -145,7 +148,7 @@ def injected_container(spec: Mapping[str, Any], *, config: WebhookConfig) -> dic
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
         },
-        "resources": resources_for(pod_qos_class(spec)),
+        "resources": {} if spec.get("resources") else resources_for(pod_qos_class(spec)),
         "volumeMounts": fixer_mounts(),
         # The log tail becomes the termination message if it fails: `kubectl describe pod` shows why.
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -175,6 +175,13 @@ def test_qos_follows_kubernetes_sums_and_needs_both_limits_in_every_container() 
     assert pod_qos_class(spec) == "Burstable"  # an init container without a memory limit
 
 
+def test_a_pod_with_pod_level_resources_gets_a_container_without_any() -> None:
+    pod = rendered_pod(resources=GUARANTEED)
+    pod["spec"]["resources"] = {"limits": {"cpu": "2", "memory": "2Gi"}}
+    stored, _ = admit_pod(pod)
+    assert ours(stored)["resources"] == {}
+
+
 def test_the_injected_pod_admitted_again_changes_nothing() -> None:
     stored, _ = admit_pod(rendered_pod(resources=GUARANTEED))
     _, decision = admit_pod(stored)
