@@ -3,19 +3,24 @@ launcher pods (shape, QoS class kept), and the migration validator counting inje
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from typing import Any
 
+import httpx
 import jsonpatch
 import pytest
 
 from bridge_migration_contract import ALLOW_POD_BRIDGE_MIGRATION, HOOK_SIDECARS
 from tests.webhook.launcher_pods import IMAGE, launcher_pod
 from tests.webhook.vmis import vmi
+from webhook.app import Runtime, create_app
+from webhook.cli import config_from_args
 from webhook.config import DeliveryMode, WebhookConfig
 from webhook.delivery import recorded_delivery, resolve_delivery
 from webhook.injected import pod_qos_class
+from webhook.kube import SidecarGateCache
 from webhook.migration_validation import validate_migration
 from webhook.pod_mutation import mutate_launcher_pod
 from webhook.vmi_mutation import mutate_vmi
@@ -234,3 +239,29 @@ def test_an_inject_or_node_vmi_migrates_silently_even_in_strict_mode(delivery: s
     bare = copy.deepcopy(vmi())
     refused = validate_migration(migration, bare, namespace="demo", config=config(validation="strict"))
     assert not refused.allowed
+
+
+# --- the flag and /readyz ---------------------------------------------------------------------------
+
+
+def test_the_flag_and_its_environment_twin_set_the_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config_from_args(["--dev"]).delivery == "auto"
+    assert config_from_args(["--dev", "--delivery", "node"]).delivery == "node"
+    monkeypatch.setenv("BM_WEBHOOK_DELIVERY", "inject")
+    assert config_from_args(["--dev"]).delivery == "inject"
+    assert config_from_args(["--dev", "--delivery", "hook"]).delivery == "hook"  # the flag wins
+
+
+@pytest.mark.parametrize(
+    ("mode", "gate", "shown"), [("auto", False, "inject"), ("auto", True, "hook"), ("node", True, "node")]
+)
+def test_readyz_says_what_a_new_vmi_gets_now(mode: DeliveryMode, gate: bool, shown: str) -> None:
+    rt = Runtime(config=config(mode, dev=True), gate=SidecarGateCache(None, forced=gate, refresh_s=30))
+
+    async def go() -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=create_app(rt, background=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body: dict[str, Any] = (await client.get("/readyz")).json()
+            return body
+
+    assert asyncio.run(go())["delivery"] == shown
