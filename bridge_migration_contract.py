@@ -55,6 +55,13 @@ def kubevirt_family(version: str) -> KubevirtFamily:
     return "v1.9+" if (int(m[1]), int(m[2])) >= (1, 9) else "v1.5-v1.8"
 
 
+# How the fixer reaches a VMI's launcher pod: a KubeVirt hook sidecar (needs the Sidecar gate),
+# a container the pod webhook adds itself, or a node agent (no per-VM container).
+Delivery = Literal["hook", "inject", "node"]
+DELIVERIES: Final[tuple[Delivery, ...]] = get_args(Delivery)
+# The name of the container the pod webhook adds in inject mode.
+INJECTED_CONTAINER: Final = "bridge-migration"
+
 Binding = Literal["bridge", "macvtap"]
 FixupAction = Literal["link-refresh", "reattach", "none"]
 
@@ -95,6 +102,12 @@ class AnnotationKeys:
     def skip_multus_bridges(self) -> str:
         """On a VMI: bridge interfaces on Multus networks we leave alone, ``*`` or a list of names."""
         return self.prefix + "skip-multus-bridges"
+
+    @property
+    def delivery(self) -> str:
+        """On a VMI (copied to its pod): how the fixer reaches the pod when it is not a hook sidecar,
+        ``inject`` (the pod webhook adds our container) or ``node`` (a node agent); absent: hook."""
+        return self.prefix + "delivery"
 
     @property
     def force(self) -> str:

@@ -60,6 +60,7 @@ from lab.paths import PREFIX, RUN_ROOT
 from lab.process import LabProcess
 from lab.sidecar import Sidecar
 from lab.vmi import lab_vmi
+from sidecar.config import SidecarDelivery
 from webhook.macs import pinned_mac as webhook_pinned_mac
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ class Lab:
         guest: GuestType = DEFAULT_GUEST,
         nic_refresh: NicRefresh | None = None,
         net1: IpamMode | None = None,
+        sidecar_delivery: SidecarDelivery = "hook",
     ) -> None:
         # The guest type every VM of this lab boots (lab/guests.py); checked before anything starts.
         self.guest = guest_image(guest)
@@ -209,7 +211,11 @@ class Lab:
         # BML_LAB_KEEP_FILES=1 keeps logs and consoles under /run/bml-lab/<id> for a post-mortem.
         self.keep_files = keep_files if keep_files is not None else os.environ.get(KEEP_FILES_ENV) == "1"
         self.link_pause_ms = link_pause_ms  # passed to every sidecar (--link-pause-ms)
-        self.play_hooks = play_hooks  # call Info/OnDefineDomain/Shutdown on sidecars, as virt-launcher
+        # inject: each sidecar runs as the webhook's injected container (--delivery inject); nobody
+        # calls a hook then, as virt-launcher calls none on a container it did not ask for.
+        self.sidecar_delivery: SidecarDelivery = sidecar_delivery
+        # call Info/OnDefineDomain/Shutdown on sidecars, as virt-launcher
+        self.play_hooks = play_hooks and sidecar_delivery == "hook"
         # Run each sidecar inside real cgroups with KubeVirt's hook-sidecar limits (64M, 200m).
         self.sidecar_limits = sidecar_limits
         # Run each sidecar from this image (podman, uid 107, in the pod's network namespace)
@@ -368,6 +374,7 @@ class Lab:
             image=self.sidecar_image,
             libvirt_socket=pod.daemon.socket,
             libvirt_runtime=pod.daemon.runtime_dir,
+            delivery=self.sidecar_delivery,
         )
         pod.sidecar.wait_healthy()
 
@@ -397,6 +404,13 @@ class Lab:
         xml, pod.hooks = define_domain_through_hooks(pod.sidecar.hook_dir, domain_xml, self.vmi_object(vm))
         return xml
 
+    @staticmethod
+    def _runs_a_domain(pod: Pod) -> bool:
+        try:
+            return pod.conn is not None and bool(pod.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
+        except libvirt.libvirtError:
+            return False
+
     def delete_pod(self, pod: Pod) -> None:
         """Delete a pod: sidecar, domain (if still there), daemon, DHCP server, namespace."""
         if pod.hooks is not None:
@@ -410,6 +424,9 @@ class Lab:
                 log.warning("sidecar in %s did not shut down on request: %s", pod.name, exc)
             pod.hooks.close()
             pod.hooks = None
+        if pod.sidecar is not None and pod.sidecar.delivery == "inject" and not self._runs_a_domain(pod):
+            # No Shutdown call for an injected container: it ends itself once the VM left the pod.
+            pod.sidecar_exit = pod.sidecar.wait_end()
         if pod.sidecar is not None:
             pod.sidecar.stop()
         if pod.conn is not None:

@@ -23,6 +23,7 @@ from lab.l2 import IpamMode
 from lab.manual import lab_link_refresh
 from lab.stuntime import StunProbe
 from lab.timeline import Timeline
+from sidecar.config import SidecarDelivery
 
 ScenarioKind = Literal[
     "same-mac",
@@ -435,6 +436,7 @@ def run_scenario(
     kubevirt_version: str | None = None,
     guest: GuestType | None = None,
     nic_refresh: NicRefresh | None = None,
+    delivery: SidecarDelivery = "hook",
 ) -> ScenarioResult:
     """Run one scenario in a fresh lab (torn down on return) and report what happened.
 
@@ -442,7 +444,8 @@ def run_scenario(
     that must NOT recover (control) is watched after the migration; ``link_pause_ms`` is the
     sidecar's pause between link down and up; ``nic_refresh`` sets the VMI's nic-refresh
     annotation. ``policy``, ``kubevirt_version`` and ``guest`` (the guest type) override the
-    scenario's own.
+    scenario's own. ``delivery`` inject runs the client's fixer as the webhook's injected container
+    (no hook server, no hook calls; it exits on its own once the VM left a pod).
     """
     spec = SPECS[kind]
     spec = dataclasses.replace(
@@ -462,6 +465,7 @@ def run_scenario(
         guest=spec.guest,
         nic_refresh=nic_refresh,
         net1=spec.net1,
+        sidecar_delivery=delivery,
     ) as lab:
         phase(
             f"scenario {kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version},"

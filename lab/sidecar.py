@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ from lab.cgroups import LimitedGroup, MemoryCounters
 from lab.paths import VENV_PYTHON
 from lab.process import LabProcess, wait_for
 from lab.shell import in_netns, run
+from sidecar.config import SidecarDelivery
 
 LISTEN = "127.0.0.1:8186"
 
@@ -70,10 +72,14 @@ class Sidecar:
         image: str | None = None,
         libvirt_socket: Path | None = None,
         libvirt_runtime: Path | None = None,
+        delivery: SidecarDelivery = "hook",
+        end_grace: float = 2.0,
     ) -> None:
         """``libvirt_runtime``: the pod's libvirt-runtime directory of a session daemon. The
         sidecar then sees it at /var/run/libvirt, as the pod mutation mounts it, and runs with its
-        default ``--libvirt-uri`` (KubeVirt's non-root URI), not ``libvirt_uri``."""
+        default ``--libvirt-uri`` (KubeVirt's non-root URI), not ``libvirt_uri``. ``delivery``
+        inject runs it as the webhook's injected container does (``--delivery inject``: no hook
+        server, it ends itself ``end_grace`` seconds after the VM left the pod)."""
         self.netns = netns
         self.image = image
         self.container_name: str | None = None
@@ -87,6 +93,9 @@ class Sidecar:
         self.hook_dir = run_dir / "hooks"
         self.hook_dir.mkdir(exist_ok=True)
         serve = ["--domain", domain, "--listen", LISTEN, "--link-pause-ms", str(link_pause_ms)]
+        self.delivery: SidecarDelivery = delivery
+        if delivery == "inject":
+            serve += ["--delivery", "inject", "--end-grace", str(end_grace)]
         if image is None and libvirt_runtime is not None:
             # Its own mount namespace, the runtime directory where a pod has it; exec keeps the pid.
             q = shlex.quote
@@ -182,6 +191,13 @@ class Sidecar:
             key, _, value = line.partition(":")
             fields[key] = value.strip()
         return fields
+
+    def wait_end(self, *, timeout: float = 60.0) -> int | None:
+        """Inject mode: the exit code once the process ended on its own; None if it did not in time."""
+        try:
+            return self.process.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self) -> None:
         self.process.stop()

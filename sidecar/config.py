@@ -7,6 +7,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from bridge_migration_contract import (
     DEFAULT_PREFIX,
@@ -25,6 +26,10 @@ from bridge_migration_contract import (
 DEFAULT_LIBVIRT_URI = "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock"
 DEFAULT_LISTEN = f"127.0.0.1:{SIDECAR_DEFAULT_PORT}"
 ENV_PREFIX = "BM_SIDECAR_"
+# hook: a KubeVirt hook sidecar (virt-launcher calls Info, OnDefineDomain, Shutdown); inject: a
+# container the webhook added to the launcher pod, with no hook server (sidecar/endwatch.py).
+SidecarDelivery = Literal["hook", "inject"]
+SIDECAR_DELIVERIES: tuple[SidecarDelivery, ...] = ("hook", "inject")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,9 @@ class ServeSettings:
     keys: AnnotationKeys = field(default_factory=AnnotationKeys)
     # The KubeVirt version family whose DHCP rule applies when the pod annotation does not say.
     kubevirt_family: KubevirtFamily = NEWEST_FAMILY
+    delivery: SidecarDelivery = "hook"
+    # inject: seconds the VM must stay gone before the process ends itself.
+    end_grace: float = 10.0
 
 
 def env_name(flag: str) -> str:
@@ -87,6 +95,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PREFIX,
         help="prefix of our annotation keys; the webhook passes its own in the hook sidecar entry",
     )
+    _add(
+        parser,
+        "--delivery",
+        default="hook",
+        help=(
+            "hook: a KubeVirt hook sidecar; inject: a container the webhook added to the launcher pod"
+            " (no hook server; waits for the libvirt socket and exits 0 once the VM has ended)"
+        ),
+    )
+    _add(parser, "--end-grace", default="10", help="inject: seconds the VM must stay gone before the process exits")
     _add(
         parser,
         "--kubevirt-version",
@@ -144,6 +162,15 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         keys = AnnotationKeys(str(args.annotation_prefix))
     except ValueError as exc:
         raise ValueError(f"--annotation-prefix: {exc}") from exc
+    delivery = next((d for d in SIDECAR_DELIVERIES if d == args.delivery), None)
+    if delivery is None:
+        raise ValueError(f"--delivery must be one of {', '.join(SIDECAR_DELIVERIES)}, got {args.delivery!r}")
+    try:
+        end_grace = float(args.end_grace)
+    except ValueError as exc:
+        raise ValueError(f"--end-grace: bad number: {exc}") from exc
+    if end_grace < 0:
+        raise ValueError("--end-grace must be >= 0")
     try:
         family = kubevirt_family(str(args.kubevirt_version))
     except ValueError as exc:
@@ -162,4 +189,6 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         token=token,
         keys=keys,
         kubevirt_family=family,
+        delivery=delivery,
+        end_grace=end_grace,
     )

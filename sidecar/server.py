@@ -48,7 +48,7 @@ async def _serve_rest(sidecar: Sidecar, settings: ServeSettings) -> int:
 
     def on_hook_shutdown() -> None:
         sidecar.shutdown_requested.wait()
-        loop.call_soon_threadsafe(stop_serving, "Shutdown called through the hook")
+        loop.call_soon_threadsafe(stop_serving, sidecar.shutdown_reason)
 
     threading.Thread(target=on_hook_shutdown, name="hook-shutdown", daemon=True).start()
     # A pod being deleted is not a failure: stop the parts and exit 0.

@@ -16,6 +16,7 @@ from bridge_migration_contract import DOMAIN_ALIAS_PREFIX
 from sidecar import podinfo
 from sidecar.config import ServeSettings
 from sidecar.domxml import parse_interfaces
+from sidecar.endwatch import UNKNOWN, EndWatch, socket_of, wait_for_socket
 from sidecar.engine import Fixer
 from sidecar.errors import LibvirtUnavailableError, NoDomainError
 from sidecar.executor import DeviceRemovals, Executor, ExecutorSettings
@@ -48,6 +49,9 @@ class Sidecar:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.shutdown_requested = threading.Event()
+        self.shutdown_reason = "Shutdown called through the hook"
+        self._stopping = threading.Event()
+        self._end_watch: threading.Thread | None = None
         self.vmis = VmiStore()
         self.removals = DeviceRemovals()
         self.metrics = Metrics()
@@ -108,6 +112,11 @@ class Sidecar:
 
     def start(self) -> None:
         self.dispatcher.start()
+        if self.settings.delivery == "inject":
+            log.info("delivery inject: no hook server; the process ends itself once the VM has ended")
+            self._end_watch = threading.Thread(target=self._run_injected, name="end-watch", daemon=True)
+            self._end_watch.start()
+            return
         self.watcher.start()
         if self.settings.hook_socket_dir.is_dir():
             from sidecar.hooks import HookServer  # grpc only when there is a hook directory
@@ -119,7 +128,36 @@ class Sidecar:
         else:
             log.info("hook directory %s does not exist: hook server off", self.settings.hook_socket_dir)
 
+    def _domain_state(self) -> int | None:
+        try:
+            return int(self.domain().state()[0])
+        except NoDomainError:
+            return None
+        except (LibvirtUnavailableError, libvirt.libvirtError):
+            return UNKNOWN
+
+    def _run_injected(self, interval: float = 1.0) -> None:
+        """Inject mode: wait for virtqemud's socket, watch libvirt, end when the VM has ended."""
+        socket = socket_of(self.settings.libvirt_uri)
+        if socket is not None:
+            self.watcher.last_error = f"waiting for {socket} to appear"
+            if not wait_for_socket(socket, self._stopping):
+                return
+        self.watcher.start()
+        watch = EndWatch(
+            connected=lambda: self.watcher.connected,
+            reached=self.watcher.connected_once.is_set,
+            domain_state=self._domain_state,
+            grace_s=self.settings.end_grace,
+        )
+        while not self._stopping.wait(interval):
+            if watch.ended():
+                self.shutdown_reason = watch.reason
+                self.shutdown_requested.set()
+                return
+
     def stop(self) -> None:
+        self._stopping.set()
         # A reattach cut short would leave the guest without its NIC: let a running fixup
         # finish before libvirt goes away under it (the worker first, then REST-started ones).
         grace = self.settings.detach_timeout + 10

@@ -23,6 +23,7 @@ from bridge_migration_contract import DOMAIN_ANNOTATION, MIGRATION_JOB_UID_LABEL
 from webhook.admission import BadReviewError, Review, parse_review, response
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
+from webhook.delivery import resolve_delivery
 from webhook.kube import KubeClient, KubeError, NotFoundError, SidecarGateCache
 from webhook.metrics import WebhookMetrics
 from webhook.migration_validation import validate_migration
@@ -267,6 +268,8 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
                 "api": api,
                 "sidecarGate": rt.gate.value,
                 "sidecarGateSource": rt.config.sidecar_gate,
+                # What a new VMI gets now: auto resolved by the gate as last read.
+                "delivery": resolve_delivery(rt.config.delivery, sidecar_gate_on=rt.gate.value),
                 "gateError": rt.gate.last_error,
             }
         )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge_migration_contract import DEFAULT_PREFIX, MAC_POLICIES, AnnotationKeys
-from webhook.config import DEFAULT_SIDECAR_IMAGE, WebhookConfig
+from webhook.config import DEFAULT_SIDECAR_IMAGE, DELIVERY_MODES, WebhookConfig
 
 ENV_PREFIX = "BM_WEBHOOK_"
 
@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "on", "off"),
         help="is KubeVirt's Sidecar feature gate on? auto reads the KubeVirt CR (default %(default)s)",
+    )
+    add(
+        "--delivery",
+        default="auto",
+        choices=DELIVERY_MODES,
+        help=(
+            "how the fixer reaches a VM's pod: hook (a KubeVirt hook sidecar; needs the Sidecar gate), inject "
+            "(the pod webhook adds our container; no gate), node (a node agent does it; no per-VM container), "
+            "auto: hook when the Sidecar gate is on, inject when not (default %(default)s)"
+        ),
     )
     add(
         "--validation",
@@ -136,6 +146,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> WebhookConfig:
         sidecar_pull_policy=args.sidecar_pull_policy,
         mac_policy=args.mac_policy,
         sidecar_gate=args.sidecar_gate,
+        delivery=args.delivery,
         validation=args.validation,
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
         cni_mac_annotation=args.cni_mac_annotation or None,

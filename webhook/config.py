@@ -9,6 +9,9 @@ from typing import Literal
 from bridge_migration_contract import DEFAULT_MAC_POLICY, AnnotationKeys, MacPolicy
 
 SidecarGate = Literal["auto", "on", "off"]
+# auto: hook when KubeVirt's Sidecar gate is on, inject when it is off or unknown.
+DeliveryMode = Literal["auto", "hook", "inject", "node"]
+DELIVERY_MODES: tuple[DeliveryMode, ...] = ("auto", "hook", "inject", "node")
 ValidationMode = Literal["warn", "strict"]
 
 DEFAULT_SIDECAR_IMAGE = "ghcr.io/kubevirt-bridge-migration/bridge-migration-sidecar:0.1.0"
@@ -27,6 +30,7 @@ class WebhookConfig:
     sidecar_pull_policy: str = "IfNotPresent"
     mac_policy: MacPolicy = DEFAULT_MAC_POLICY
     sidecar_gate: SidecarGate = "auto"
+    delivery: DeliveryMode = "auto"
     validation: ValidationMode = "warn"
     kubeconfig: Path | None = None
     cni_mac_annotation: str | None = None

@@ -1,7 +1,8 @@
 """Validating a VirtualMachineInstanceMigration at CREATE: the pure decision.
 
-A VMI with bridge/macvtap interfaces we look after and no sidecar of ours was created before
-this add-on was installed (or while the Sidecar gate was off). If it moves, the guest keeps its
+A VMI with bridge/macvtap interfaces we look after and no fixer of ours (no hook sidecar entry,
+no ``<prefix>delivery`` record of inject or node) was created before this add-on was installed
+(or while the Sidecar gate was off under ``--delivery hook``). If it moves, the guest keeps its
 stale IP on the target: warn about it, or refuse in strict mode, and say how to fix it.
 Migrations KubeVirt starts itself (node drains, workload updates) are never refused: a refusal
 would hold the drain forever.
@@ -15,6 +16,7 @@ from typing import Any
 from bridge_migration_contract import HOOK_SIDECARS, vmi_managed_interfaces
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
+from webhook.delivery import recorded_delivery
 from webhook.hook_sidecars import MalformedSidecarsError, has_our_sidecar, parse_sidecars
 from webhook.vmi_mutation import WARN_PREFIX
 
@@ -53,7 +55,8 @@ def validate_migration(
         ours = has_our_sidecar(parse_sidecars(raw if isinstance(raw, str) else None), config.sidecar_image)
     except MalformedSidecarsError:
         ours = False
-    if ours:
+    # Injected and node delivery: the record is there only where the webhook made the VMI migratable.
+    if ours or recorded_delivery(vmi_ann, keys) is not None:
         return Decision()
 
     problem = (

@@ -2,7 +2,9 @@
 
 virt-controller builds the pod from the VMI, hook sidecars included, but mounts the libvirt
 runtime directory only into the compute container. Our sidecar container (recognised by its
-image) gets that volume and the pod's annotations through a downward-API file. On a migration
+image) gets that volume and the pod's annotations through a downward-API file. A pod whose VMI
+records ``<prefix>delivery: inject`` (copied from the VMI, docs/kubevirt-facts.md L2) and has no
+container of ours gets one added here (webhook/injected.py), with the same two mounts. On a migration
 target pod the expected MACs are copied onto the pod and, when configured, handed to the CNI
 under its own annotation key so the target pod gets the guest's MAC.
 """
@@ -13,18 +15,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge_migration_contract import (
-    LIBVIRT_RUNTIME_PATH,
+    INJECTED_CONTAINER,
     LIBVIRT_RUNTIME_VOLUME,
     MIGRATION_JOB_UID_LABEL,
     PODINFO_ANNOTATIONS_FILE,
-    PODINFO_DIR,
     PODINFO_VOLUME,
     dump_macs,
     parse_macs,
 )
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
+from webhook.delivery import recorded_delivery
 from webhook.hook_sidecars import is_our_image
+from webhook.injected import fixer_mounts, injected_container, is_root_launcher
 from webhook.patches import PatchOp, pointer, set_annotations
 from webhook.vmi_mutation import WARN_PREFIX
 
@@ -44,10 +47,7 @@ def _names(items: list[Any]) -> set[str]:
 
 
 def _mounts_for(container: Mapping[str, Any], index: int) -> list[PatchOp]:
-    wanted: list[dict[str, Any]] = [
-        {"name": LIBVIRT_RUNTIME_VOLUME, "mountPath": LIBVIRT_RUNTIME_PATH},
-        {"name": PODINFO_VOLUME, "mountPath": PODINFO_DIR, "readOnly": True},
-    ]
+    wanted = fixer_mounts()
     mounts = container.get("volumeMounts")
     if not isinstance(mounts, list):
         return [{"op": "add", "path": pointer("spec", "containers", index, "volumeMounts"), "value": wanted}]
@@ -57,6 +57,30 @@ def _mounts_for(container: Mapping[str, Any], index: int) -> list[PatchOp]:
         for m in wanted
         if m["name"] not in have
     ]
+
+
+def _fixer_ops(
+    spec: Mapping[str, Any], containers: list[Any], ours: list[int], *, config: WebhookConfig, into: list[PatchOp]
+) -> str | None:
+    """Mounts for our hook sidecars, or (none there) our injected container; a problem instead."""
+    volumes = spec.get("volumes")
+    volume_names = _names(volumes) if isinstance(volumes, list) else set()
+    if LIBVIRT_RUNTIME_VOLUME not in volume_names:
+        return f"pod has no {LIBVIRT_RUNTIME_VOLUME} volume; the sidecar cannot reach libvirt"
+    if not ours and is_root_launcher(spec):
+        # A root launcher's libvirt is qemu:///system, owned by root: our uid-107 container could
+        # not reach it, and we do not hand a VM's pod a root container of our own.
+        return "a root virt-launcher pod: injected mode needs a non-root launcher; no container added"
+    if not ours and INJECTED_CONTAINER in _names(containers):
+        # A second container of that name would make the API server refuse the pod itself.
+        return f"the pod already has a container named {INJECTED_CONTAINER} that is not ours; none added"
+    if PODINFO_VOLUME not in volume_names:
+        into.append({"op": "add", "path": "/spec/volumes/-", "value": _podinfo_volume()})
+    for index in ours:
+        into.extend(_mounts_for(containers[index], index))
+    if not ours:
+        into.append({"op": "add", "path": "/spec/containers/-", "value": injected_container(spec, config=config)})
+    return None
 
 
 def mutate_launcher_pod(
@@ -84,25 +108,21 @@ def mutate_launcher_pod(
         for i, c in enumerate(containers)
         if isinstance(c, Mapping) and is_our_image(c.get("image"), config.sidecar_image)
     ]
-    if not ours:
-        return Decision()
-
-    warnings: list[str] = []
-    ops: list[PatchOp] = []
-    volumes = spec.get("volumes")
-    volume_names = _names(volumes) if isinstance(volumes, list) else set()
-    if LIBVIRT_RUNTIME_VOLUME not in volume_names:
-        warnings.append(f"{WARN_PREFIX}pod has no {LIBVIRT_RUNTIME_VOLUME} volume; the sidecar cannot reach libvirt")
-        return Decision(warnings=warnings)
-    if PODINFO_VOLUME not in volume_names:
-        ops.append({"op": "add", "path": "/spec/volumes/-", "value": _podinfo_volume()})
-    for index in ours:
-        ops.extend(_mounts_for(containers[index], index))
-
     metadata = pod.get("metadata") or {}
     labels = metadata.get("labels") or {}
     annotations: Mapping[str, str] | None = metadata.get("annotations")
     ann = annotations or {}
+    # A container of ours (a hook sidecar) wins over the record: never a second fixer in one pod.
+    delivery = None if ours else recorded_delivery(ann, config.keys)
+    if not ours and delivery is None:
+        return Decision()
+
+    warnings: list[str] = []
+    ops: list[PatchOp] = []
+    if ours or delivery == "inject":
+        problem = _fixer_ops(spec, containers, ours, config=config, into=ops)
+        if problem is not None:
+            return Decision(warnings=[f"{WARN_PREFIX}{problem}"])
     changes: dict[str, str] = {}
     if kubevirt_version and config.keys.kubevirt_version not in ann:
         changes[config.keys.kubevirt_version] = kubevirt_version

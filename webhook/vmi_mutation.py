@@ -4,7 +4,9 @@ At CREATE:
 
 For every bridge/macvtap interface the contract says we look after, the VMI gets:
 the upstream allow annotation (bridge on the pod network), a pinned MAC under ``pin``, the
-record of expected MACs and policy, and our hook sidecar. Anything we cannot handle safely
+record of expected MACs and policy, and the fixer by the VMI's delivery (webhook/delivery.py): our
+hook sidecar entry, or the ``<prefix>delivery`` record (inject: the pod webhook adds our container to
+its launcher pods; node: a node agent fixes it). Anything we cannot handle safely
 is left as it was with a warning: this webhook must never make a VMI uncreatable.
 
 At UPDATE a VMI is never retrofitted (`restore_dropped_macs`): the only change is putting back a MAC
@@ -19,7 +21,9 @@ from typing import Any
 
 from bridge_migration_contract import (
     ALLOW_POD_BRIDGE_MIGRATION,
+    DELIVERIES,
     HOOK_SIDECARS,
+    Delivery,
     MacPolicy,
     ManagedInterface,
     dump_macs,
@@ -32,6 +36,7 @@ from bridge_migration_contract import (
 )
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
+from webhook.delivery import resolve_delivery
 from webhook.hook_sidecars import MalformedSidecarsError, merged_sidecars
 from webhook.macs import pinned_mac
 from webhook.patches import PatchOp, pointer, set_annotations
@@ -46,6 +51,24 @@ def _gate_warning(gate_on: bool | None, who: str, names: str) -> str:
         else "KubeVirt's Sidecar feature gate could not be read"
     )
     return f"{WARN_PREFIX}{why}; {who} (interfaces {names}) stays non-migratable. Enable the gate, recreate the VMI."
+
+
+def _inject_warning(gate_on: bool | None, who: str, names: str) -> str:
+    why = "is off" if gate_on is False else "could not be read"
+    return (
+        f"{WARN_PREFIX}KubeVirt's Sidecar feature gate {why}; {who} (interfaces {names}) is made migratable "
+        "with delivery inject: the fixer runs as a container the webhook adds to its virt-launcher pods"
+    )
+
+
+def _delivery(ann: Mapping[str, str], *, key: str, config: WebhookConfig, gate_on: bool | None) -> Delivery | None:
+    """The VMI's own ``<prefix>delivery`` annotation wins (a user's choice, or the record a VM
+    template kept from its first admission); else ``--delivery``, auto resolved by the gate.
+    None: the annotation holds something else."""
+    raw = ann.get(key)
+    if raw is None:
+        return resolve_delivery(config.delivery, sidecar_gate_on=gate_on)
+    return next((d for d in DELIVERIES if raw.strip() == d), None)
 
 
 def _policy(ann: Mapping[str, str], *, key: str, default: MacPolicy, warnings: list[str]) -> MacPolicy:
@@ -144,20 +167,35 @@ def mutate_vmi(
     if not managed:
         return Decision(warnings=warnings)
     names = ", ".join(i["name"] for i in managed)
-    if sidecar_gate_on is not True:
-        return Decision(warnings=[*warnings, _gate_warning(sidecar_gate_on, who, names)])
-
-    # The sidecar first: if the user's list cannot be merged, we change nothing at all, since a
-    # migratable VMI without our sidecar is exactly the stranded guest this project prevents.
-    try:
-        sidecars = merged_sidecars(
-            ann.get(HOOK_SIDECARS),
-            image=config.sidecar_image,
-            pull_policy=config.sidecar_pull_policy,
-            prefix=keys.prefix,
+    delivery = _delivery(ann, key=keys.delivery, config=config, gate_on=sidecar_gate_on)
+    if delivery is None:
+        # The pod webhook could not tell how to deliver the fixer: migratable without it would strand.
+        choices = ", ".join(DELIVERIES)
+        return Decision(
+            warnings=[
+                *warnings,
+                f"{WARN_PREFIX}annotation {keys.delivery} must be one of {choices}; {who} left unchanged",
+            ]
         )
-    except MalformedSidecarsError as exc:
-        return Decision(warnings=[*warnings, f"{WARN_PREFIX}annotation {HOOK_SIDECARS} {exc}; {who} left unchanged"])
+    sidecars: str | None = None
+    if delivery == "hook":
+        if sidecar_gate_on is not True:
+            return Decision(warnings=[*warnings, _gate_warning(sidecar_gate_on, who, names)])
+        # The sidecar first: if the user's list cannot be merged, we change nothing at all, since a
+        # migratable VMI without our sidecar is exactly the stranded guest this project prevents.
+        try:
+            sidecars = merged_sidecars(
+                ann.get(HOOK_SIDECARS),
+                image=config.sidecar_image,
+                pull_policy=config.sidecar_pull_policy,
+                prefix=keys.prefix,
+            )
+        except MalformedSidecarsError as exc:
+            return Decision(
+                warnings=[*warnings, f"{WARN_PREFIX}annotation {HOOK_SIDECARS} {exc}; {who} left unchanged"]
+            )
+    elif config.delivery == "auto" and ann.get(keys.delivery) is None:
+        warnings.append(_inject_warning(sidecar_gate_on, who, names))
 
     policy = _policy(ann, key=keys.mac_policy, default=config.mac_policy, warnings=warnings)
     recorded = _recorded_macs(ann, key=keys.macs, warnings=warnings)
@@ -181,6 +219,9 @@ def mutate_vmi(
         changes[keys.mac_policy] = policy
     if sidecars is not None:
         changes[HOOK_SIDECARS] = sidecars
+    if delivery != "hook" and ann.get(keys.delivery) is None:
+        # The record the pod webhook and the migration validator read (virt-controller copies it).
+        changes[keys.delivery] = delivery
     if ALLOW_POD_BRIDGE_MIGRATION not in ann and any(
         i["binding"] == "bridge" and i["network"] == "pod" for i in managed
     ):

@@ -106,8 +106,16 @@ def test_strict_validation_makes_the_migration_validator_fail_closed(render: Ren
     assert explicit["virtualmachineinstancemigrations"]["failurePolicy"] == "Ignore"
 
 
+def test_the_default_delivery_is_auto(render: Render) -> None:
+    (container,) = one(render({}), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--delivery=auto" in container["args"]
+
+
 def test_deployment_is_hardened_and_passes_values_to_the_webhook(render: Render) -> None:
-    objects = render(EVERYTHING_ON | {"macPolicy": "follow-pod", "validation": "strict", "sidecar": {"gate": "on"}})
+    objects = render(
+        EVERYTHING_ON
+        | {"macPolicy": "follow-pod", "validation": "strict", "sidecar": {"gate": "on"}, "delivery": "inject"}
+    )
     deploy = one(objects, "Deployment")
     spec = deploy["spec"]["template"]["spec"]
     assert deploy["spec"]["replicas"] == 2
@@ -128,6 +136,7 @@ def test_deployment_is_hardened_and_passes_values_to_the_webhook(render: Render)
         "--mac-policy=follow-pod",
         "--validation=strict",
         "--sidecar-gate=on",
+        "--delivery=inject",
         "--cni-mac-annotation=cni.projectcalico.org/hwAddr",
         "--annotation-prefix=bridge-migration.kubevirt.io/",
         "--tls-cert=/etc/bridge-migration/tls/tls.crt",
@@ -192,6 +201,7 @@ def test_service_monitor_is_optional(render: Render) -> None:
         {"macPolicy": "random"},
         {"validation": "lenient"},
         {"sidecar": {"gate": "maybe"}},
+        {"delivery": "sidecar"},
         {"webhook": {"port": 80}},
         {"annotationPrefix": "no-slash"},
         {"replicaCount": 0},

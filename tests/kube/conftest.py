@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections.abc import Iterator
@@ -60,6 +61,20 @@ def vmi_manifest(
             "networks": [{"name": "default", "pod": {}}],
         },
     }
+
+
+@contextlib.contextmanager
+def gate_off_hook_only(lab: AdmissionLab) -> Iterator[None]:
+    """KubeVirt's Sidecar gate off and the webhook on ``--delivery hook``: bridge VMIs are stored as
+    written (how a VMI made before the install, or under hook-only delivery without the gate, looks)."""
+    assert lab.webhook is not None
+    lab.webhook.options["delivery"] = "hook"
+    lab.set_sidecar_gate(enabled=False)  # restarts the webhook with the options above
+    try:
+        yield
+    finally:
+        lab.webhook.options["delivery"] = "auto"
+        lab.set_sidecar_gate(enabled=True)
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"

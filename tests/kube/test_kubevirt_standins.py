@@ -18,6 +18,7 @@ import pytest
 
 from bridge_migration_contract import (
     ALLOW_POD_BRIDGE_MIGRATION,
+    DEFAULT_KEYS,
     HOOK_SIDECARS,
     HOOK_SOCKET_DIR,
     LIBVIRT_RUNTIME_PATH,
@@ -29,7 +30,7 @@ from kubelab.fake_virt_api import CONFIG_NAME, SIDECAR_GATE_MESSAGE, SPEC_UPDATE
 from kubelab.fake_virt_controller import HOOK_SIDECAR_SOCKETS, render_launcher_pod
 from kubelab.kubectl import Kubectl, KubectlError
 from kubelab.lab import SIDECAR_IMAGE, AdmissionLab
-from tests.kube.conftest import user_annotations, vmi_manifest
+from tests.kube.conftest import gate_off_hook_only, user_annotations, vmi_manifest
 from tests.kube.test_running_vmis import handler_kubectl
 
 pytestmark = pytest.mark.kube
@@ -132,11 +133,8 @@ def test_our_update_path_never_adds_what_a_normal_users_update_could_not_store(
     """A user's metadata-only UPDATE passes the fake virt-api on a VMI stored without our changes
     (created while the gate was off) and on one we mutated; a replace that drops our pinned MAC is
     stored because our webhook puts the MAC back, so the spec is unchanged."""
-    lab.set_sidecar_gate(enabled=False)
-    try:
+    with gate_off_hook_only(lab):
         kubectl.apply(vmi_manifest("before-install", namespace))
-    finally:
-        lab.set_sidecar_gate(enabled=True)
     kubectl.apply(vmi_manifest("ours", namespace))
     untouched = kubectl.get("vmi", "before-install", namespace=namespace)
     mutated = kubectl.get("vmi", "ours", namespace=namespace)
@@ -168,11 +166,13 @@ def test_the_fake_virt_api_refuses_hook_sidecars_while_the_gate_is_off_and_we_ad
         with pytest.raises(KubectlError) as refused:
             kubectl.apply(vmi_manifest("own-hook", namespace, annotations={HOOK_SIDECARS: json.dumps([THEIRS])}))
         assert f'admission webhook "{CREATE_VALIDATOR}" denied the request: {SIDECAR_GATE_MESSAGE}' in _refusal(refused)
-        # A bridge VMI without an entry of its own: we add none, so it is created.
+        # A bridge VMI without an entry of its own: we add none (delivery auto resolves to inject),
+        # so it is created, and migratable.
         kubectl.apply(vmi_manifest("no-hook", namespace))
         stored = user_annotations(kubectl.get("vmi", "no-hook", namespace=namespace))
         assert HOOK_SIDECARS not in stored
-        assert ALLOW_POD_BRIDGE_MIGRATION not in stored
+        assert stored[DEFAULT_KEYS.delivery] == "inject"
+        assert stored[ALLOW_POD_BRIDGE_MIGRATION] == "true"
     finally:
         lab.set_sidecar_gate(enabled=True)
     # With the gate on the same VMI is stored, our entry after the user's.

@@ -20,7 +20,7 @@ import pytest
 from bridge_migration_contract import ALLOW_POD_BRIDGE_MIGRATION, HOOK_SIDECARS
 from kubelab.kubectl import Kubectl
 from kubelab.lab import AdmissionLab
-from tests.kube.conftest import user_annotations, vmi_manifest
+from tests.kube.conftest import gate_off_hook_only, user_annotations, vmi_manifest
 
 pytestmark = pytest.mark.kube
 
@@ -85,11 +85,8 @@ def write_status(handler: Kubectl, vmi: dict[str, object], mac: str) -> None:
 def test_status_writes_by_virt_handler_change_nothing_and_never_reach_the_webhook(
     lab: AdmissionLab, kubectl: Kubectl, namespace: str, tmp_path: Path
 ) -> None:
-    lab.set_sidecar_gate(enabled=False)
-    try:
+    with gate_off_hook_only(lab):
         kubectl.apply(vmi_manifest("before-install", namespace))
-    finally:
-        lab.set_sidecar_gate(enabled=True)
     kubectl.apply(vmi_manifest("ours", namespace))
     untouched = kubectl.get("vmi", "before-install", namespace=namespace)
     mutated = kubectl.get("vmi", "ours", namespace=namespace)

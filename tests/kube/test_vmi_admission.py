@@ -10,7 +10,7 @@ import pytest
 from bridge_migration_contract import ALLOW_POD_BRIDGE_MIGRATION, DEFAULT_KEYS, HOOK_SIDECARS, parse_macs
 from kubelab.kubectl import Kubectl
 from kubelab.lab import SIDECAR_IMAGE, AdmissionLab
-from tests.kube.conftest import user_annotations, vmi_manifest
+from tests.kube.conftest import gate_off_hook_only, user_annotations, vmi_manifest
 
 pytestmark = pytest.mark.kube
 
@@ -96,13 +96,13 @@ def test_with_the_webhook_down_vmis_are_still_created_fail_open(
     assert ALLOW_POD_BRIDGE_MIGRATION in user_annotations(kubectl.get("vmi", "after-restart", namespace=namespace))
 
 
-def test_with_the_sidecar_gate_off_a_bridge_vmi_is_stored_unchanged_with_a_warning(
+def test_with_delivery_hook_and_the_sidecar_gate_off_a_bridge_vmi_is_stored_unchanged_with_a_warning(
     lab: AdmissionLab, kubectl: Kubectl, namespace: str
 ) -> None:
     """--sidecar-gate auto reads the KubeVirt CR: without `Sidecar` in its feature gates virt-api
-    would refuse a VMI carrying hook sidecars, so the webhook must not add one."""
-    lab.set_sidecar_gate(enabled=False)
-    try:
+    would refuse a VMI carrying hook sidecars, so the webhook must not add one. (Under the default
+    --delivery auto it is made migratable by injection instead: tests/kube/test_injected_mode.py.)"""
+    with gate_off_hook_only(lab):
         manifest = vmi_manifest("gate-off", namespace)
         result = kubectl.apply(manifest)
         assert "Warning:" in result.stderr
@@ -110,8 +110,6 @@ def test_with_the_sidecar_gate_off_a_bridge_vmi_is_stored_unchanged_with_a_warni
         stored = kubectl.get("vmi", "gate-off", namespace=namespace)
         assert stored["spec"] == manifest["spec"]
         assert user_annotations(stored) == {}
-    finally:
-        lab.set_sidecar_gate(enabled=True)
     result = kubectl.apply(vmi_manifest("gate-on", namespace))
     assert "Warning:" not in result.stderr
     assert HOOK_SIDECARS in user_annotations(kubectl.get("vmi", "gate-on", namespace=namespace))

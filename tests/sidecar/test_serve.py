@@ -245,6 +245,8 @@ def test_every_flag_has_an_environment_twin_in_help() -> None:
         "DOMAIN",
         "DETACH_TIMEOUT",
         "TOKEN_FILE",
+        "DELIVERY",
+        "END_GRACE",
     ):
         assert f"BM_SIDECAR_{flag}" in out
     assert "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock" in out.replace("\n", "").replace(" ", "")

@@ -132,6 +132,7 @@ def test_an_invalid_environment_value_stops_the_webhook_as_the_flag_would() -> N
         ({"BM_WEBHOOK_VALIDATION": "strictt"}, "--validation"),
         ({"BM_WEBHOOK_MAC_POLICY": "pinn"}, "--mac-policy"),
         ({"BM_WEBHOOK_SIDECAR_GATE": "maybe"}, "--sidecar-gate"),
+        ({"BM_WEBHOOK_DELIVERY": "sidecar"}, "--delivery"),
         ({"BM_WEBHOOK_LOG_LEVEL": "loud"}, "--log-level"),
     ):
         result = run_webhook(env=env)

@@ -31,8 +31,10 @@ def vm(*, template_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def admit(obj: dict[str, Any], *, gate: bool | None = True) -> tuple[dict[str, Any], list[str]]:
-    decision = mutate_vm(obj, namespace="demo", config=CONFIG, sidecar_gate_on=gate)
+def admit(
+    obj: dict[str, Any], *, gate: bool | None = True, config: WebhookConfig = CONFIG
+) -> tuple[dict[str, Any], list[str]]:
+    decision = mutate_vm(obj, namespace="demo", config=config, sidecar_gate_on=gate)
     return jsonpatch.apply_patch(obj, decision.patch), decision.warnings
 
 
@@ -85,10 +87,21 @@ def test_a_reapply_that_dropped_the_mac_gets_the_same_mac_back_and_again_nothing
     assert mutate_vm(stored, namespace="demo", config=CONFIG, sidecar_gate_on=True).patch == []
 
 
-def test_with_the_gate_off_the_vm_is_left_unchanged_with_a_warning_naming_the_vm() -> None:
-    stored, warnings = admit(vm(), gate=False)
+def test_with_delivery_hook_and_the_gate_off_the_vm_is_left_unchanged_with_a_warning_naming_the_vm() -> None:
+    stored, warnings = admit(vm(), gate=False, config=WebhookConfig(sidecar_image=IMAGE, delivery="hook"))
     assert stored == vm()
     assert "VM demo/web-1" in warnings[0] and "feature gate is off" in warnings[0]
+
+
+def test_in_auto_with_the_gate_off_the_template_records_delivery_inject_and_the_warning_names_it() -> None:
+    stored, warnings = admit(vm(), gate=False)
+    template_ann = stored["spec"]["template"]["metadata"]["annotations"]
+    assert template_ann["bridge-migration.kubevirt.io/delivery"] == "inject"
+    assert template_ann[ALLOW_POD_BRIDGE_MIGRATION] == "true"
+    assert HOOK_SIDECARS not in template_ann
+    assert "VM demo/web-1" in warnings[0] and "delivery inject" in warnings[0]
+    # The VMI virt-controller makes from it needs nothing more, whatever the gate says by then.
+    assert mutate_vmi(vmi_from(stored), namespace="demo", config=CONFIG, sidecar_gate_on=True).patch == []
 
 
 def test_malformed_template_annotations_leave_the_vm_unchanged() -> None:

@@ -60,16 +60,19 @@ def test_an_opted_out_vmi_gets_no_patch() -> None:
     assert decision.patch == []
 
 
-def test_with_the_sidecar_gate_off_nothing_changes_and_the_warning_says_why() -> None:
-    stored, decision = admit(vmi(), gate=False)
+HOOK_ONLY = WebhookConfig(sidecar_image=IMAGE, delivery="hook")
+
+
+def test_with_delivery_hook_and_the_sidecar_gate_off_nothing_changes_and_the_warning_says_why() -> None:
+    stored, decision = admit(vmi(), config=HOOK_ONLY, gate=False)
     assert stored == vmi()
     assert len(decision.warnings) == 1
     assert "Sidecar feature gate is off" in decision.warnings[0]
     assert "non-migratable" in decision.warnings[0]
 
 
-def test_with_the_gate_unknown_nothing_changes_either() -> None:
-    stored, decision = admit(vmi(), gate=None)
+def test_with_delivery_hook_and_the_gate_unknown_nothing_changes_either() -> None:
+    stored, decision = admit(vmi(), config=HOOK_ONLY, gate=None)
     assert stored == vmi()
     assert "could not be read" in decision.warnings[0]
 

@@ -1,0 +1,155 @@
+"""The fixer as a container of the virt-launcher pod (delivery inject): its shape, pure.
+
+KubeVirt's hook sidecars need the Alpha ``Sidecar`` gate; a container added to the pod by the pod
+webhook needs none: virt-launcher waits only for the hook sidecars the VMI's annotation lists
+(docs/kubevirt-facts.md I1), so this one serves no hook and learns the VMI's annotations from the
+pod and the domain from libvirt. Its shape follows what KubeVirt gives a non-root launcher's
+sidecars (facts H5) and keeps the pod's QoS class (facts I4):
+
+* Guaranteed pod: requests = limits = 200m CPU / 64M memory, KubeVirt's own sidecar figures (H1),
+  inside which the fixer is measured (docs/performance.md, "Sidecar memory");
+* Burstable pod: limits 200m / 64M (the same hard cap) with smaller requests, 10m / 48M (the
+  measured peak RSS, 43.7 MiB, rounded up), so the scheduler books what it uses. Adding a container
+  cannot turn a Burstable pod Guaranteed: either some container lacks a CPU or memory limit, or the
+  pod's requests already fall short of its limits and ours widen the gap;
+* BestEffort pod: no resources at all, since any request or limit would make it Burstable;
+* a pod with pod-level ``spec.resources`` (Kubernetes' PodLevelResources; KubeVirt v1.9 sets none):
+  none either. The class then comes from the pod level, and container figures beyond the pod's
+  own would make the API server refuse the pod.
+
+No readiness probe: virt-controller hands a pod to virt-handler only once every container but
+``compute`` and ``istio-proxy`` reports Ready (facts I3), and a container without a probe is Ready
+as soon as it runs. The process never exits before the VM has ended (sidecar/endwatch.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from bridge_migration_contract import (
+    DEFAULT_PREFIX,
+    INJECTED_CONTAINER,
+    LIBVIRT_RUNTIME_PATH,
+    LIBVIRT_RUNTIME_VOLUME,
+    PODINFO_DIR,
+    PODINFO_VOLUME,
+)
+from webhook.config import WebhookConfig
+
+QosClass = Literal["Guaranteed", "Burstable", "BestEffort"]
+LAUNCHER_UID = 107
+GUARANTEED_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "200m", "memory": "64M"},
+    "limits": {"cpu": "200m", "memory": "64M"},
+}
+BURSTABLE_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "10m", "memory": "48M"},
+    "limits": {"cpu": "200m", "memory": "64M"},
+}
+
+_SUFFIX = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+_QUANTITY = re.compile(r"([0-9.]+(?:[eE][+-]?\d+)?)([a-zA-Z]*)")
+
+
+def _quantity(value: object) -> Decimal | None:
+    """A resource quantity as a number; None for what is not one (the API server refuses those)."""
+    m = _QUANTITY.fullmatch(str(value).strip())
+    if m is None or m[2] not in _SUFFIX:
+        return None
+    try:
+        return Decimal(m[1]) * _SUFFIX[m[2]]
+    except InvalidOperation:
+        return None
+
+
+def pod_qos_class(spec: Mapping[str, Any]) -> QosClass:
+    """The pod's QoS class as Kubernetes computes it (``GetPodQOS``, facts I4): over containers and
+    init containers, only CPU and memory; Guaranteed when every container has both limits and the
+    summed requests equal the summed limits; BestEffort with no request or limit at all."""
+    requests: dict[str, Decimal] = {}
+    limits: dict[str, Decimal] = {}
+    guaranteed = True
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    for container in containers:
+        resources = container.get("resources") if isinstance(container, Mapping) else None
+        resources = resources if isinstance(resources, Mapping) else {}
+        found: set[str] = set()
+        for kind, into in (("requests", requests), ("limits", limits)):
+            values = resources.get(kind)
+            for name in ("cpu", "memory"):
+                q = _quantity(values.get(name)) if isinstance(values, Mapping) and name in values else None
+                if q is not None and q > 0:
+                    into[name] = into.get(name, Decimal(0)) + q
+                    if kind == "limits":
+                        found.add(name)
+        if found != {"cpu", "memory"}:
+            guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    if guaranteed and requests.keys() == limits.keys() and all(requests[n] == limits[n] for n in requests):
+        return "Guaranteed"
+    return "Burstable"
+
+
+def resources_for(qos: QosClass) -> dict[str, dict[str, str]]:
+    if qos == "Guaranteed":
+        return {k: dict(v) for k, v in GUARANTEED_RESOURCES.items()}
+    if qos == "Burstable":
+        return {k: dict(v) for k, v in BURSTABLE_RESOURCES.items()}
+    return {}
+
+
+def is_root_launcher(spec: Mapping[str, Any]) -> bool:
+    """virt-controller renders a non-root launcher pod with runAsNonRoot and uid 107 (facts L6)."""
+    ctx = spec.get("securityContext")
+    return not (isinstance(ctx, Mapping) and ctx.get("runAsNonRoot") is True and ctx.get("runAsUser") != 0)
+
+
+def fixer_mounts() -> list[dict[str, Any]]:
+    """The two mounts the fixer needs: the launcher's libvirt socket directory and the pod's annotations."""
+    return [
+        {"name": LIBVIRT_RUNTIME_VOLUME, "mountPath": LIBVIRT_RUNTIME_PATH},
+        {"name": PODINFO_VOLUME, "mountPath": PODINFO_DIR, "readOnly": True},
+    ]
+
+
+def injected_container(spec: Mapping[str, Any], *, config: WebhookConfig) -> dict[str, Any]:
+    """Our container for a non-root launcher pod ``spec``, as it is before we add it."""
+    command = ["python", "-m", "sidecar", "serve", "--delivery", "inject"]
+    if config.keys.prefix != DEFAULT_PREFIX:
+        command += ["--annotation-prefix", config.keys.prefix]
+    return {
+        "name": INJECTED_CONTAINER,
+        "image": config.sidecar_image,
+        "imagePullPolicy": config.sidecar_pull_policy,
+        "command": command,
+        "securityContext": {
+            "runAsUser": LAUNCHER_UID,
+            "runAsGroup": LAUNCHER_UID,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "resources": {} if spec.get("resources") else resources_for(pod_qos_class(spec)),
+        "volumeMounts": fixer_mounts(),
+        # The log tail becomes the termination message if it fails: `kubectl describe pod` shows why.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
