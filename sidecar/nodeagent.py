@@ -335,9 +335,10 @@ class NodeAgent:
         target = run.target
         try:
             record = fix_target(target, vmi, self.settings, deadline=deadline, only=run.only)
+            done = "; ".join(f"{i.name} {i.action} {i.result} {i.old_mac}->{i.new_mac}" for i in record.interfaces)
             run.outcome = Outcome(
                 result=_RESULTS.get(record.result, "failed"),
-                message=record.message,
+                message=f"{record.message} ({done})" if done else record.message,
                 migration_uid=target.migration_uid,
                 domain=target.domain,
                 record=record,

@@ -1,0 +1,108 @@
+"""Node mode, end to end: no sidecar in any pod; the lab plays virt-handler on the target node.
+
+Each test migrates a client guest from node a to node b (real libvirt/QEMU, the pods' own
+session virtqemud as uid 107, KubeVirt v1.9's DHCP rule), then calls the node hooks the way
+virt-handler's finalizeMigration does (lab/virt_handler.py: 2 s dial, the hook's timeout,
+failureStrategy Ignore). Our agent (``python -m sidecar node-agent``, root with only
+CAP_DAC_OVERRIDE) reaches the target pod's libvirt through node b's kubelet directory layout.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+
+from lab.dhcp import server_ip
+from lab.node_agent import NodeModeResult, run_node_mode
+from sidecar.hookapi import node_hook_v1alpha1_pb2, node_hook_v1alpha1_pb2_grpc
+
+pytestmark = pytest.mark.lab
+
+
+def _assert_recovered(result: NodeModeResult, *, guest_mac: str) -> None:
+    assert result.ack is not None, "the guest never renewed its lease in the target pod"
+    assert result.ack.fields["ip"].split("/")[0] == result.target_ip
+    assert result.ack.fields["mac"] == guest_mac
+    assert result.ack.fields["server"] == server_ip(0)
+    assert result.reply is not None, "no ping reply after the migration"
+    assert result.reply.after(result.ack)
+
+
+def _assert_idempotent(result: NodeModeResult) -> None:
+    # virt-handler may call again for the same migration: answered, and the NIC is left alone.
+    assert (result.again.code, result.again.result) == ("OK", "noop"), result.again.trailers
+    assert result.events_after_again == [], "the second call flapped the guest's NIC again"
+
+
+def test_same_mac_the_agent_refreshes_the_link_and_the_guest_pings_from_the_target_pod() -> None:
+    result = run_node_mode("same-mac", say=print)
+    (ours,) = result.calls
+    assert (ours.code, ours.result) == ("OK", "success"), ours.trailers
+    assert ours.seconds < 30
+    _assert_recovered(result, guest_mac=result.first_mac)
+    assert result.final_domain_mac == result.first_mac
+    refreshed = f"default link-refresh done {result.first_mac}->{result.first_mac}"
+    assert refreshed in ours.trailers["bridge-migration-message"]
+    assert "trigger=node-hook result=success" in result.agent_log
+    _assert_idempotent(result)
+
+
+def test_mac_change_the_agent_reattaches_the_nic_with_the_vmis_mac_and_the_guest_pings() -> None:
+    result = run_node_mode("mac-change", say=print)
+    assert result.pinned_mac is not None and result.pinned_mac != result.first_mac
+    (ours,) = result.calls
+    assert (ours.code, ours.result) == ("OK", "success"), ours.trailers
+    reattached = f"default reattach done {result.first_mac}->{result.pinned_mac}"
+    assert reattached in ours.trailers["bridge-migration-message"]
+    _assert_recovered(result, guest_mac=result.pinned_mac)
+    assert result.final_domain_mac == result.pinned_mac
+    _assert_idempotent(result)
+
+
+class SlowPluginFake(node_hook_v1alpha1_pb2_grpc.NodeHookServiceServicer):
+    """A FAKE plugin (not ours): answers each call only after a minute."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def ExecuteNodeHook(  # noqa: N802 - gRPC method name
+        self, request: node_hook_v1alpha1_pb2.ExecuteNodeHookRequest, context: grpc.ServicerContext
+    ) -> node_hook_v1alpha1_pb2.ExecuteNodeHookResponse:
+        self.release.wait(60)
+        return node_hook_v1alpha1_pb2.ExecuteNodeHookResponse()
+
+
+@pytest.fixture
+def slow_plugin(tmp_path: Path) -> Iterator[Path]:
+    socket = tmp_path / "aaa-slow.sock"
+    fake = SlowPluginFake()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    node_hook_v1alpha1_pb2_grpc.add_NodeHookServiceServicer_to_server(fake, server)
+    server.add_insecure_port(f"unix://{socket}")
+    server.start()
+    yield socket
+    fake.release.set()
+    server.stop(grace=None)
+
+
+def test_a_slow_and_a_dead_plugin_hold_the_migration_no_longer_than_their_timeouts(
+    slow_plugin: Path, tmp_path: Path
+) -> None:
+    # virt-handler runs hooks sorted by plugin name: "aaa-slow" (5 s timeout), then "aab-dead"
+    # (its socket does not exist), then ours; with Ignore each failure is logged and skipped.
+    dead = tmp_path / "aab-dead.sock"
+    result = run_node_mode("same-mac", say=print, other_plugins=[(slow_plugin, 5.0), (dead, 30.0)])
+    slow, gone, ours = result.calls
+    assert slow.code == "DEADLINE_EXCEEDED" and slow.returned_error is None
+    assert 5 <= slow.seconds < 6
+    assert gone.code == "UNAVAILABLE" and gone.returned_error is None
+    assert gone.seconds < 3
+    assert (ours.code, ours.result) == ("OK", "success")
+    # The lab marks the migration completed right after the calls: bounded by their timeouts.
+    assert result.completed_at - slow.started < 5 + 3 + 30
+    _assert_recovered(result, guest_mac=result.first_mac)
