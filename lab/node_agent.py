@@ -58,6 +58,11 @@ class NodeRoot:
     def plugin_socket(self) -> Path:
         return self.root / PLUGIN_SOCKET
 
+    def __post_init__(self) -> None:
+        # The DaemonSet's hostPath (DirectoryOrCreate): made by the kubelet, root's, mode 0755.
+        os.makedirs(self.plugin_socket.parent, mode=0o755, exist_ok=True)
+        os.makedirs(self.kubelet_pods, mode=0o750, exist_ok=True)
+
     def add_pod(self, pod: Pod) -> str:
         """Lay ``pod`` out as the kubelet would on this node; returns its UID."""
         if pod.daemon.runtime_dir is None:

@@ -49,6 +49,7 @@ MAX_SOCKET_PATH: Final = 107
 # Runs remembered for idempotency; a node rarely receives this many migrations within the time
 # virt-handler might still call again for one.
 MAX_RUNS: Final = 1024
+CONNECT_MARGIN_S: Final = 0.5
 
 AgentResult = Literal["success", "failed", "noop", "skipped", "running", "error"]
 
@@ -203,7 +204,9 @@ def fix_target(
         )
         watcher.start()
         try:
-            if not watcher.connected_once.wait(max(0.1, deadline - time.monotonic())):
+            # Retried until just before the call's deadline, so that a launcher that cannot be
+            # reached is reported as such in the answer rather than as "still running".
+            if not watcher.connected_once.wait(max(0.1, deadline - CONNECT_MARGIN_S - time.monotonic())):
                 raise LibvirtUnavailableError(
                     f"cannot reach libvirt at {target.socket}: {watcher.last_error or 'no answer'}"
                 )

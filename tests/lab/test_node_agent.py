@@ -9,6 +9,7 @@ CAP_DAC_OVERRIDE) reaches the target pod's libvirt through node b's kubelet dire
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -18,7 +19,9 @@ import grpc
 import pytest
 
 from lab.dhcp import server_ip
-from lab.node_agent import NodeModeResult, run_node_mode
+from lab.cluster import Lab
+from lab.node_agent import AGENT_PRIVILEGES, NodeAgent, NodeModeResult, NodeRoot, run_node_mode
+from lab.virt_handler import call_node_hook
 from sidecar.hookapi import node_hook_v1alpha1_pb2, node_hook_v1alpha1_pb2_grpc
 
 pytestmark = pytest.mark.lab
@@ -106,3 +109,51 @@ def test_a_slow_and_a_dead_plugin_hold_the_migration_no_longer_than_their_timeou
     # The lab marks the migration completed right after the calls: bounded by their timeouts.
     assert result.completed_at - slow.started < 5 + 3 + 30
     _assert_recovered(result, guest_mac=result.first_mac)
+
+
+@pytest.mark.parametrize(
+    ("privileges", "reached"),
+    [
+        # The chart's container: root, CAP_DAC_OVERRIDE only. It reaches virtqemud, which then
+        # has no such domain (nothing runs in this pod).
+        (AGENT_PRIVILEGES, True),
+        # Root without any capability: the launcher's socket belongs to uid 107.
+        (("setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"), False),
+        # The launcher's own user: the kubelet's pod directories are root's, mode 0750.
+        (("setpriv", "--reuid=107", "--regid=107", "--clear-groups", "--inh-caps=-all", "--no-new-privs"), False),
+    ],
+    ids=["root-dac-override", "root-no-caps", "uid-107"],
+)
+def test_the_agent_needs_root_and_cap_dac_override_to_reach_a_launchers_libvirt(
+    lab: Lab, privileges: tuple[str, ...], reached: bool
+) -> None:
+    node = NodeRoot(lab, "b")
+    pod = lab.create_pod(vm="client", node="b")
+    target_uid = node.add_pod(pod)
+    if "--reuid=107" in privileges:
+        # Every chance for uid 107: its own socket directory. The kubelet's pod tree is what stops it.
+        os.chown(node.plugin_socket.parent, 107, 107)
+    agent = NodeAgent(node, privileges=privileges)
+    try:
+        vmi = {
+            "metadata": {"name": "client", "namespace": "default"},
+            "spec": {
+                "domain": {"devices": {"interfaces": [{"name": "default", "bridge": {}}]}},
+                "networks": [{"name": "default", "pod": {}}],
+            },
+            "status": {
+                "activePods": {target_uid: "b"},
+                "migrationState": {"migrationUid": "m-1", "targetNode": "b", "targetPod": pod.name},
+            },
+        }
+        call = call_node_hook(agent.socket, vmi=vmi, node_name="b", timeout=10)
+    finally:
+        agent.stop()
+    assert call.code == "OK"
+    message = call.trailers["bridge-migration-message"]
+    if reached:
+        assert call.result == "failed"
+        assert "default_client" in message and "does not exist" in message, message
+    else:
+        assert call.result in ("failed", "error")
+        assert "Permission denied" in message, message
