@@ -18,8 +18,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from lab.dhcp import server_ip
 from lab.cluster import Lab
+from lab.dhcp import server_ip
 from lab.node_agent import AGENT_PRIVILEGES, NodeAgent, NodeModeResult, NodeRoot, run_node_mode
 from lab.virt_handler import call_node_hook
 from sidecar.hookapi import node_hook_v1alpha1_pb2, node_hook_v1alpha1_pb2_grpc
