@@ -279,6 +279,14 @@ class NodeAgent:
         )
         return outcome
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait for running fixups (before exiting: a reattach cut short would leave the guest
+        without its NIC). True when none is left."""
+        end = time.monotonic() + timeout
+        with self._lock:
+            running = [run for run in self._runs.values() if not run.done.is_set()]
+        return all(run.done.wait(max(0.0, end - time.monotonic())) for run in running)
+
     def _node(self, caller_node: str) -> str:
         mine = self.settings.node_name
         if mine and caller_node and caller_node != mine:

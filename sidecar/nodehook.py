@@ -90,6 +90,8 @@ async def _serve(settings: NodeAgentSettings) -> int:
         await asyncio.wait_for(server.wait_closed(), settings.deadline)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+    if not await asyncio.to_thread(agent.wait_idle, settings.detach_timeout + 10):
+        log.error("stopping while a fixup is still running")
     return 0
 
 
