@@ -200,3 +200,55 @@ def test_a_socket_path_longer_than_sun_path_is_reached_through_proc_self_fd(tmp_
             client.close()
     finally:
         server.close()
+
+
+def _node_agent_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", "node-agent", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        timeout=30,
+        check=False,
+    )
+
+
+def test_every_node_agent_flag_has_an_environment_twin(tmp_path: Path) -> None:
+    out = _node_agent_cli("--help").stdout
+    for flag in ("SOCKET", "NODE_ROOT", "KUBELET_PODS_DIR", "NODE_NAME", "LIBVIRT_URI_TEMPLATE", "DEADLINE"):
+        assert f"BM_SIDECAR_{flag}" in out
+    # The twin is read: the agent listens where the environment says.
+    sock = tmp_path / "env.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "node-agent", "--node-name", NODE],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "BM_SIDECAR_SOCKET": str(sock)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert sock.exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--deadline", "30"], "--deadline must be > 0 and < 30"),
+        (["--deadline", "soon"], "bad number"),
+        (["--libvirt-uri-template", "qemu:///session"], "must contain {socket}"),
+        (["--annotation-prefix", "no-slash"], "--annotation-prefix"),
+    ],
+)
+def test_bad_node_agent_flags_exit_2_with_a_message_and_serve_nothing(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    sock = tmp_path / "never.sock"
+    result = _node_agent_cli("--socket", str(sock), *args)
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert not sock.exists()
