@@ -109,3 +109,17 @@ def test_the_agent_needs_a_privileged_pod_security_namespace_because_of_its_host
         stdin=to_yaml(_pod_of(_rendered(plane, "DaemonSet", "psa-privileged"), "psa-privileged")), check=False,
     )  # fmt: skip
     assert admitted.returncode == 0, admitted.stderr
+
+
+def test_without_kubevirts_plugin_api_helm_install_with_node_mode_fails_and_creates_nothing() -> None:
+    # A cluster with KubeVirt < v1.9: no Plugin CRD.
+    with ControlPlane(tools=find_tools()) as bare:
+        argv = [
+            str(bare.tools.helm), f"--kubeconfig={bare.kubeconfig}", "install", "bm", str(CHART_DIR),
+            "-n", NAMESPACE, "--create-namespace", "--set", "node.enabled=true",
+        ]  # fmt: skip
+        result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+        assert result.returncode != 0
+        assert 'no matches for kind "Plugin"' in result.stderr, result.stderr
+        listed = bare.kubectl().run("get", "deployments,daemonsets", "-n", NAMESPACE, "-o", "name", check=False)
+        assert listed.stdout.strip() == ""
