@@ -193,6 +193,7 @@ class NodeModeResult:
     agent_log: str
     rss_idle_kib: int
     rss_after_kib: int
+    unpaused_at: float | None = None  # paused: when the lab unpaused the VM
 
 
 def run_node_mode(
@@ -202,6 +203,7 @@ def run_node_mode(
     timeout: float = 240.0,
     hook_timeout: float = 30.0,
     other_plugins: Sequence[tuple[Path, float]] = (),
+    paused: bool = False,
 ) -> NodeModeResult:
     """A server and a client guest on node a, no sidecar in any pod; the client migrates to node
     b, then the lab calls the node hooks as virt-handler's finalizeMigration would: first
@@ -209,7 +211,9 @@ def run_node_mode(
 
     same-mac: the webhook pinned the MAC (policy pin), the target serves it: a link refresh.
     mac-change: the guest runs with its first pod's MAC (follow-pod) while the VMI's spec names
-    another (constructed: in v1.9 a target serves the spec MAC): a reattach with the spec's MAC."""
+    another (constructed: in v1.9 a target serves the spec MAC): a reattach with the spec's MAC.
+    ``paused``: the VM is paused and migrated paused, as KubeVirt migrates a paused VMI; after the
+    hook calls the lab unpauses it (virtctl unpause)."""
     namespace, name = "default", "client"
     pinned = pinned_mac(namespace, name, NIC_NAME) if kind == "mac-change" else None
     lab: Lab = TargetMacsLab(target_spec_macs={NIC_NAME: pinned}) if pinned else Lab()
@@ -231,7 +235,7 @@ def run_node_mode(
         def lay_out(pod: Pod) -> None:
             targets.append(roots["b"].add_pod(pod))
 
-        record = lab.migrate(client, to_node="b", timeout=timeout, on_target=lay_out)
+        record = lab.migrate(client, to_node="b", timeout=timeout, on_target=lay_out, paused=paused)
         say(f"migrated to {record.target_pod}; calling the node hooks as virt-handler")
         vmi = hook_vmi(
             lab,
@@ -247,6 +251,11 @@ def run_node_mode(
         completed_at = time.time()
         for call in calls:
             say(f"hook call: {call.code} in {call.seconds:.2f} s, {call.trailers or call.error}")
+        unpaused_at = None
+        if paused:
+            time.sleep(2)  # a while paused in the target pod, as a user would leave it
+            unpaused_at = lab.unpause(client)
+            say("unpaused the client (virtctl unpause)")
         ack = reply = None
         try:
             acks, replies = _watch_recovery(
@@ -277,6 +286,7 @@ def run_node_mode(
             agent_log=agent.node.root.joinpath("agent.log").read_text(),
             rss_idle_kib=rss_idle,
             rss_after_kib=agent.rss_kib(),
+            unpaused_at=unpaused_at,
         )
         agent.stop()
     return result

@@ -33,11 +33,11 @@ from typing import Any, Final, Literal
 from bridge_migration_contract import managed_interfaces
 from sidecar.config import NodeAgentSettings
 from sidecar.engine import Fixer
-from sidecar.errors import LibvirtUnavailableError
+from sidecar.errors import DomainNotRunningError, LibvirtUnavailableError
 from sidecar.executor import DeviceRemovals, Executor, ExecutorSettings
 from sidecar.metrics import Metrics
 from sidecar.models import FixupRecord
-from sidecar.watcher import LibvirtWatcher
+from sidecar.watcher import LibvirtWatcher, LifecycleEvent
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,13 @@ MAX_SOCKET_PATH: Final = 107
 # virt-handler might still call again for one.
 MAX_RUNS: Final = 1024
 CONNECT_MARGIN_S: Final = 0.5
+PAUSED_POLL_S: Final = 5.0  # how often a paused domain's watch checks that its pod still exists
+# libvirt's numbers (virDomainState, virDomainEventType and its RESUMED details).
+DOMAIN_PAUSED: Final = 3
+EVENT_RESUMED: Final = 4
+RESUMED_UNPAUSED: Final = 0
 
-AgentResult = Literal["success", "failed", "noop", "skipped", "running", "error"]
+AgentResult = Literal["success", "failed", "noop", "skipped", "running", "deferred", "error"]
 
 
 class HookError(Exception):
@@ -194,40 +199,82 @@ def fix_target(
     server answers the spec MAC, else the VMI status MAC (facts D2), never the pod link's; the
     Plugin API exists only from v1.9 (P1), so the v1.9 rule is the fallback."""
     removals = DeviceRemovals()
-    with reachable_socket(target.socket) as socket:
-        watcher = LibvirtWatcher(
-            uri=settings.libvirt_uri_template.format(socket=socket),
-            domain_name=target.domain,
-            on_lifecycle=lambda _ev: None,  # nothing waits for events here but DEVICE_REMOVED
-            removals=removals,
-            max_backoff=1.0,
+    resources = contextlib.ExitStack()
+    socket = resources.enter_context(reachable_socket(target.socket))
+    unpaused = threading.Event()
+
+    def on_lifecycle(ev: LifecycleEvent) -> None:  # libvirt's event thread: record only
+        if (ev.event, ev.detail) == (EVENT_RESUMED, RESUMED_UNPAUSED):
+            unpaused.set()
+
+    watcher = LibvirtWatcher(
+        uri=settings.libvirt_uri_template.format(socket=socket),
+        domain_name=target.domain,
+        on_lifecycle=on_lifecycle,
+        removals=removals,
+        max_backoff=1.0,
+    )
+    resources.callback(watcher.stop)  # runs before the socket's descriptor is closed
+    watcher.start()
+    handed_over = False
+    try:
+        # Retried until just before the call's deadline, so that a launcher that cannot be
+        # reached is reported as such in the answer rather than as "still running".
+        if not watcher.connected_once.wait(max(0.1, deadline - CONNECT_MARGIN_S - time.monotonic())):
+            why = watcher.last_error or "no answer"
+            raise LibvirtUnavailableError(f"cannot reach libvirt at {target.socket}: {why}")
+        fixer = Fixer(
+            executor=Executor(
+                ExecutorSettings(link_pause_s=settings.link_pause_ms / 1000, detach_timeout_s=settings.detach_timeout),
+                removals,
+            ),
+            domain=watcher.domain,
+            vmi=lambda: vmi,
+            annotations_file=None,
+            keys=settings.keys,
+            links=dict,
+            metrics=Metrics(),
+            kubevirt_family="v1.9+",
         )
-        watcher.start()
         try:
-            # Retried until just before the call's deadline, so that a launcher that cannot be
-            # reached is reported as such in the answer rather than as "still running".
-            if not watcher.connected_once.wait(max(0.1, deadline - CONNECT_MARGIN_S - time.monotonic())):
-                raise LibvirtUnavailableError(
-                    f"cannot reach libvirt at {target.socket}: {watcher.last_error or 'no answer'}"
-                )
-            fixer = Fixer(
-                executor=Executor(
-                    ExecutorSettings(
-                        link_pause_s=settings.link_pause_ms / 1000, detach_timeout_s=settings.detach_timeout
-                    ),
-                    removals,
-                ),
-                domain=watcher.domain,
-                vmi=lambda: vmi,
-                annotations_file=None,
-                keys=settings.keys,
-                links=dict,
-                metrics=Metrics(),
-                kubevirt_family="v1.9+",
-            )
             return fixer.run(trigger="node-hook", interfaces=only)
-        finally:
-            watcher.stop()
+        except DomainNotRunningError:
+            if watcher.domain().state()[0] != DOMAIN_PAUSED:
+                raise
+        # KubeVirt migrates a paused VMI paused: the guest runs again only when the user
+        # unpauses it, and no node hook says when. Keep this connection and fix it then.
+        threading.Thread(
+            target=_fix_on_unpause,
+            args=(target, fixer, unpaused, resources, only),
+            name=f"paused-{target.domain}",
+            daemon=True,
+        ).start()
+        handed_over = True
+        raise DeferredFixupError(f"domain {target.domain} arrived paused: its NICs are fixed when it is unpaused")
+    finally:
+        if not handed_over:
+            resources.close()
+
+
+class DeferredFixupError(Exception):
+    """The domain is paused: the fixup waits for its unpause (the call is answered meanwhile)."""
+
+
+def _fix_on_unpause(
+    target: TargetPod, fixer: Fixer, unpaused: threading.Event, resources: contextlib.ExitStack, only: list[str] | None
+) -> None:
+    """Wait for the unpause of a domain that arrived paused, then fix it; give up when the
+    launcher pod is gone (its libvirt socket disappears with it)."""
+    with resources:
+        while not unpaused.wait(PAUSED_POLL_S):
+            if not target.socket.exists():
+                log.info("%s: the launcher pod is gone before its unpause; nothing to fix", target.domain)
+                return
+        try:
+            record = fixer.run(trigger="unpaused-after-migration", interfaces=only)
+            log.info("fixup of %s after its unpause: %s (%s)", target.domain, record.result, record.message)
+        except Exception as exc:
+            log.warning("fixup of %s after its unpause failed: %s", target.domain, exc)
 
 
 @dataclass
@@ -312,7 +359,7 @@ class NodeAgent:
                 migration_uid=target.migration_uid,
                 domain=target.domain,
             )
-        if not fresh and outcome.result in ("success", "noop"):
+        if not fresh and outcome.result in ("success", "noop", "deferred"):
             return Outcome(
                 result="noop",
                 message=f"already handled for this migration ({outcome.result}: {outcome.message})",
@@ -353,6 +400,10 @@ class NodeAgent:
                 migration_uid=target.migration_uid,
                 domain=target.domain,
                 record=record,
+            )
+        except DeferredFixupError as exc:
+            run.outcome = Outcome(
+                result="deferred", message=str(exc), migration_uid=target.migration_uid, domain=target.domain
             )
         except Exception as exc:
             log.warning("fixup of %s failed: %s", target.domain, exc)

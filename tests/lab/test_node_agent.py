@@ -67,6 +67,19 @@ def test_mac_change_the_agent_reattaches_the_nic_with_the_vmis_mac_and_the_guest
     _assert_idempotent(result)
 
 
+def test_a_vm_migrated_paused_is_fixed_when_it_is_unpaused() -> None:
+    # KubeVirt migrates a paused VMI paused: at PostMigrationTarget there is nothing to fix yet.
+    result = run_node_mode("same-mac", say=print, paused=True)
+    (ours,) = result.calls
+    assert (ours.code, ours.result) == ("OK", "deferred"), ours.trailers
+    assert "fixed when it is unpaused" in ours.trailers["bridge-migration-message"]
+    assert result.unpaused_at is not None
+    assert "fixup of default_client after its unpause: success" in result.agent_log
+    _assert_recovered(result, guest_mac=result.first_mac)
+    assert result.ack is not None and result.ack.at > result.unpaused_at
+    _assert_idempotent(result)
+
+
 class SlowPluginFake(node_hook_v1alpha1_pb2_grpc.NodeHookServiceServicer):
     """A FAKE plugin (not ours): answers each call only after a minute."""
 
