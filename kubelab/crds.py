@@ -11,12 +11,24 @@ would (facts K8). The generated files live in the cache, never in the repo; with
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kubelab.tools import CrdSchemasMissingError, find_crd_dir
+from kubelab.tools import (
+    CONTROLLER_TOOLS_VERSION,
+    KUBEVIRT_API_VERSION,
+    REPO_ROOT,
+    CrdSchemasMissingError,
+    find_crd_dir,
+)
+
+PLUGIN_CRD_SCRIPT = REPO_ROOT / "scripts" / "build-plugin-crd.sh"
+PLUGIN_CRD_DIR = Path(
+    f"/var/cache/bridge-migration/kubevirt-crds/plugin-api-{KUBEVIRT_API_VERSION}_controller-gen-{CONTROLLER_TOOLS_VERSION}"
+)
 
 
 def generated_schema(plural: str, crd_dir: Path | None = None) -> dict[str, Any]:
@@ -126,3 +138,29 @@ def install_crds(kubectl: Any, crd_dir: Path | None = None) -> None:
     """
     kubectl.apply(kubevirt_crds(crd_dir), extra=["--server-side"])
     kubectl.run("wait", "--for=condition=Established", "--timeout=120s", *[f"crd/{n}" for n in CRD_NAMES])
+
+
+def plugin_crd(*, build: bool = True) -> dict[str, Any]:
+    """KubeVirt v1.9's Plugin CRD (node mode): KubeVirt's names and scope (cluster-scoped, facts P1),
+    the schema controller-gen generates from ``kubevirt.io/api/plugin/v1alpha1``
+    (``scripts/build-plugin-crd.sh``, run first when ``build``: a no-op once cached)."""
+    path = PLUGIN_CRD_DIR / "plugin.kubevirt.io_plugins.yaml"
+    if build and not (PLUGIN_CRD_DIR / ".complete").is_file():
+        subprocess.run([str(PLUGIN_CRD_SCRIPT)], check=True, stdout=subprocess.DEVNULL)
+    if not (PLUGIN_CRD_DIR / ".complete").is_file() or not path.is_file():
+        raise CrdSchemasMissingError(f"{path} is missing: run {PLUGIN_CRD_SCRIPT}")
+    generated = yaml.safe_load(path.read_text())
+    schema: dict[str, Any] = generated["spec"]["versions"][0]["schema"]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "plugins.plugin.kubevirt.io"},
+        "spec": {
+            "group": "plugin.kubevirt.io",
+            # controller-gen says Namespaced (no scope marker); virt-operator's NewPluginCrd
+            # installs it ClusterScoped.
+            "scope": "Cluster",
+            "names": {"plural": "plugins", "singular": "plugin", "kind": "Plugin", "listKind": "PluginList"},
+            "versions": [{"name": "v1alpha1", "served": True, "storage": True, "schema": schema}],
+        },
+    }

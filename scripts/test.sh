@@ -8,6 +8,7 @@ cd "$root"
 ./scripts/install.sh
 ./scripts/build-k8s.sh >/dev/null  # kube-apiserver, etcd, kubectl, helm (cached)
 ./scripts/build-crds.sh >/dev/null  # KubeVirt's CRD schemas from kubevirt.io/api via controller-gen (cached)
+./scripts/build-plugin-crd.sh >/dev/null  # KubeVirt v1.9's Plugin CRD schema, the same way (cached)
 ./scripts/install-lab.sh
 ./scripts/install-image.sh  # buildah, podman, runc, mmdebstrap: tests/image builds and runs the image
 # shellcheck disable=SC1091

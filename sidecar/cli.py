@@ -1,4 +1,5 @@
-"""`python -m sidecar serve|status|fixup`: the server, and a small REST client for people and hooks."""
+"""`python -m sidecar serve|status|fixup|node-agent`: the server, a small REST client for people and
+hooks, and the per-node agent for KubeVirt v1.9's Plugin API (node mode)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from sidecar.config import DEFAULT_LISTEN, ENV_PREFIX, add_serve_arguments, env_name, read_token, settings_from_args
+from sidecar.config import (
+    DEFAULT_LISTEN,
+    ENV_PREFIX,
+    add_node_agent_arguments,
+    add_serve_arguments,
+    env_name,
+    node_agent_settings_from_args,
+    read_token,
+    settings_from_args,
+)
 
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 
@@ -41,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--interface", action="append", dest="interfaces", metavar="NAME", help="VMI interface name (repeatable)"
     )
     fixup.add_argument("--json", action="store_true", help="print the raw JSON")
+    node = sub.add_parser(
+        "node-agent",
+        help="one per node: serve KubeVirt's NodeHookService and fix NICs after migrations land here",
+    )
+    add_node_agent_arguments(node)
     return parser
 
 
@@ -134,4 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         from sidecar.server import serve
 
         return serve(settings)
+    if args.command == "node-agent":
+        try:
+            node_settings = node_agent_settings_from_args(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+        logging.basicConfig(level=node_settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from sidecar.nodehook import serve_node_agent
+
+        return serve_node_agent(node_settings)
     return _client(args)

@@ -1,4 +1,4 @@
-"""Settings of `python -m sidecar serve`: every flag has a BM_SIDECAR_<FLAG> environment twin."""
+"""Settings of `python -m sidecar serve` and `node-agent`: every flag has a BM_SIDECAR_<FLAG> environment twin."""
 
 from __future__ import annotations
 
@@ -191,4 +191,93 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         kubevirt_family=family,
         delivery=delivery,
         end_grace=end_grace,
+    )
+
+
+# --- node-agent: one per node, called by virt-handler through KubeVirt v1.9's Plugin API ---
+
+# Inside the host's /var/run/kubevirt, which virt-handler mounts at the same path (facts P8).
+DEFAULT_NODE_SOCKET = "/var/run/kubevirt/plugins/bridge-migration.sock"
+# {socket} is the launcher's virtqemud socket as the agent reaches it (non-root launcher, L1).
+DEFAULT_NODE_LIBVIRT_URI = "qemu+unix:///session?socket={socket}"
+
+
+@dataclass(frozen=True)
+class NodeAgentSettings:
+    socket: Path
+    node_root: Path
+    kubelet_pods_dir: Path  # where the node's /var/lib/kubelet/pods is seen
+    node_name: str | None  # None: trust the caller's node_context
+    libvirt_uri_template: str
+    deadline: float  # seconds an ExecuteNodeHook call may take at most
+    link_pause_ms: int
+    detach_timeout: float
+    log_level: str
+    keys: AnnotationKeys = field(default_factory=AnnotationKeys)
+
+
+def add_node_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    _add(parser, "--socket", default=DEFAULT_NODE_SOCKET, help="unix socket the NodeHookService is served on")
+    _add(parser, "--node-root", default="/", help="where the node's root file system is seen")
+    _add(
+        parser,
+        "--kubelet-pods-dir",
+        default=None,
+        help="where the node's /var/lib/kubelet/pods is seen (default: <node-root>/var/lib/kubelet/pods)",
+    )
+    _add(
+        parser,
+        "--node-name",
+        default=None,
+        help="this node's name; calls naming another node are refused (default: the caller's node_context)",
+    )
+    _add(
+        parser,
+        "--libvirt-uri-template",
+        default=DEFAULT_NODE_LIBVIRT_URI,
+        help="libvirt URI of a launcher; {socket} becomes the path of its virtqemud socket",
+    )
+    _add(
+        parser,
+        "--deadline",
+        default="20",
+        help="seconds a call may take before it is answered (virt-handler waits 30 s by default)",
+    )
+    _add(parser, "--link-pause-ms", default="100", help="pause between link down and link up, in ms")
+    _add(parser, "--detach-timeout", default="15", help="seconds to wait for the guest to release a NIC")
+    _add(parser, "--log-level", default="info", help="debug, info, warning or error")
+    _add(parser, "--annotation-prefix", default=DEFAULT_PREFIX, help="prefix of our annotation keys on the VMI")
+
+
+def node_agent_settings_from_args(args: argparse.Namespace) -> NodeAgentSettings:
+    """Validate parsed node-agent arguments; raises ValueError with a message for the user."""
+    try:
+        deadline = float(args.deadline)
+        link_pause_ms = int(args.link_pause_ms)
+        detach_timeout = float(args.detach_timeout)
+    except ValueError as exc:
+        raise ValueError(f"bad number: {exc}") from exc
+    if not 0 < deadline < 30:
+        raise ValueError("--deadline must be > 0 and < 30 (virt-handler's default timeout)")
+    if link_pause_ms < 0 or detach_timeout <= 0:
+        raise ValueError("--link-pause-ms must be >= 0, --detach-timeout > 0")
+    if "{socket}" not in str(args.libvirt_uri_template):
+        raise ValueError("--libvirt-uri-template must contain {socket}")
+    try:
+        keys = AnnotationKeys(str(args.annotation_prefix))
+    except ValueError as exc:
+        raise ValueError(f"--annotation-prefix: {exc}") from exc
+    root = Path(args.node_root)
+    pods = Path(args.kubelet_pods_dir) if args.kubelet_pods_dir else root / "var/lib/kubelet/pods"
+    return NodeAgentSettings(
+        socket=Path(args.socket),
+        node_root=root,
+        kubelet_pods_dir=pods,
+        node_name=args.node_name or None,
+        libvirt_uri_template=str(args.libvirt_uri_template),
+        deadline=deadline,
+        link_pause_ms=link_pause_ms,
+        detach_timeout=detach_timeout,
+        log_level=str(args.log_level).upper(),
+        keys=keys,
     )

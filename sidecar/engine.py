@@ -66,7 +66,7 @@ class Fixer:
         executor: Executor,
         domain: Callable[[], Domain],
         vmi: Callable[[], Mapping[str, Any] | None],
-        annotations_file: Path,
+        annotations_file: Path | None,
         keys: AnnotationKeys = DEFAULT_KEYS,
         links: Callable[[], dict[str, PodLink]],
         metrics: Metrics,

@@ -17,7 +17,10 @@ from sidecar.plan import MacSource
 
 FixupResult = Literal["success", "failed", "noop", "dry-run", "disabled"]
 InterfaceResult = Literal["done", "failed", "restored", "planned", "skipped"]
-Trigger = Literal["resumed-migrated", "postcopy-completed", "unpaused-after-migration", "catch-up", "manual"]
+# node-hook: virt-handler called the node agent (KubeVirt v1.9 Plugin API, docs/node-agent.md).
+Trigger = Literal[
+    "resumed-migrated", "postcopy-completed", "unpaused-after-migration", "catch-up", "manual", "node-hook"
+]
 
 
 class Model(msgspec.Struct, rename="camel", kw_only=True):

@@ -133,8 +133,11 @@ def vmi_annotations(vmi: Mapping[str, Any] | None) -> dict[str, str]:
     return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def load(path: Path, *, vmi: Mapping[str, Any] | None, keys: AnnotationKeys = DEFAULT_KEYS) -> PodInfo:
-    """Pod annotations from the file; the VMI's own annotations when there is no file."""
+def load(path: Path | None, *, vmi: Mapping[str, Any] | None, keys: AnnotationKeys = DEFAULT_KEYS) -> PodInfo:
+    """Pod annotations from the file; the VMI's own annotations when there is no file (or no
+    path: the node agent has the VMI only)."""
+    if path is None:
+        return from_annotations(vmi_annotations(vmi), keys)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -17,4 +17,7 @@ grpclib_plugin=$(dirname "$py")/protoc-gen-grpclib_python
   --plugin=protoc-gen-mypy="$plugin" --mypy_out=. \
   --plugin=protoc-gen-mypy_grpc="$grpc_plugin" --mypy_grpc_out=. \
   --plugin=protoc-gen-grpclib_python="$grpclib_plugin" --grpclib_python_out=. \
-  sidecar/hookapi/hook_info.proto sidecar/hookapi/hook_v1alpha2.proto sidecar/hookapi/hook_v1alpha3.proto
+  sidecar/hookapi/hook_info.proto sidecar/hookapi/hook_v1alpha2.proto sidecar/hookapi/hook_v1alpha3.proto \
+  sidecar/hookapi/node_hook_v1alpha1.proto
+# The grpclib plugin's output is checked in as ruff formats it (so a rerun changes nothing).
+"$(dirname "$py")/ruff" format --quiet $(ls sidecar/hookapi/*_grpc.py | grep -v _pb2_grpc)

@@ -81,3 +81,18 @@ namespaceSelector:
       operator: NotIn
       values: ["false"]
 {{- end -}}
+
+{{/* The node agent's labels: the webhook's selector labels would select the webhook's pods. */}}
+{{- define "bm.nodeAgentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "bm.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node-agent
+{{- end -}}
+
+{{- define "bm.nodeAgentLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "bm.nodeAgentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubevirt-bridge-migration
+{{- end -}}
