@@ -111,6 +111,15 @@ def test_the_default_delivery_is_auto(render: Render) -> None:
     assert "--delivery=auto" in container["args"]
 
 
+def test_with_the_node_agent_installed_auto_delivers_by_node_and_an_explicit_choice_stays(render: Render) -> None:
+    def args(values: dict[str, object]) -> list[str]:
+        (container,) = [c for c in one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"]]
+        return container["args"]  # type: ignore[no-any-return]
+
+    assert "--delivery=node" in args({"node": {"enabled": True}})
+    assert "--delivery=inject" in args({"node": {"enabled": True}, "delivery": "inject"})
+
+
 def test_deployment_is_hardened_and_passes_values_to_the_webhook(render: Render) -> None:
     objects = render(
         EVERYTHING_ON
