@@ -24,15 +24,14 @@ import ipaddress
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, get_args
+from typing import Final, Literal
 
-from lab.network import NET1_KEPT, NODE_BRIDGE, Node, add_netns
+from lab.network import NODE_BRIDGE, Node, add_netns
 from lab.process import LabProcess, wait_for
 from lab.shell import ip, run
 
 # kept: this module's stretched L2; per-node: a routed subnet per node served by virt-launcher.
 IpamMode = Literal["kept", "per-node"]
-IPAM_MODES: Final[tuple[IpamMode, ...]] = get_args(IpamMode)
 SWITCH_BRIDGE: Final = "sw"
 KEPT_SUBNET: Final = ipaddress.IPv4Network("192.168.77.0/24")
 LEASE_TIME: Final = "1h"  # a network's own server: renewals far beyond any scenario
@@ -110,7 +109,6 @@ class L2Network:
     """The ``net1`` network of a lab in one IPAM mode; created once the nodes exist."""
 
     def __init__(self, *, lab_id: str, prefix: str, run_dir: Path, nodes: list[Node]) -> None:
-        self.network = NET1_KEPT
         self.switch_netns = f"{prefix}-{lab_id}-l2"
         self._next_host = FIRST_RESERVED_HOST
         self._hosts: dict[str, int] = {}  # VM name -> its host number on every subnet
@@ -140,10 +138,6 @@ class L2Network:
         ip(ns, "addr", "add", f"{server.gateway}/{KEPT_SUBNET.prefixlen}", "dev", SWITCH_BRIDGE)
         ip(ns, "link", "set", SWITCH_BRIDGE, "up")
         return server
-
-    @property
-    def gateway(self) -> str:
-        return self.server.gateway
 
     def reserve(self, *, vm: str, mac: str) -> str:
         """Reserve ``vm``'s address for ``mac`` (a VM keeps one address whatever its MACs)."""
