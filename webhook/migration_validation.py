@@ -15,10 +15,9 @@ from typing import Any
 
 from bridge_migration_contract import HOOK_SIDECARS, vmi_managed_interfaces
 from webhook.config import WebhookConfig
-from webhook.decision import Decision
+from webhook.decision import WARN_PREFIX, Decision
 from webhook.delivery import recorded_delivery
 from webhook.hook_sidecars import MalformedSidecarsError, has_our_sidecar, parse_sidecars
-from webhook.vmi_mutation import WARN_PREFIX
 
 # Annotations virt-controller puts on the migrations it creates itself (docs/kubevirt-facts.md K4).
 KUBEVIRT_INITIATED = {

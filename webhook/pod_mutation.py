@@ -24,12 +24,10 @@ from bridge_migration_contract import (
     parse_macs,
 )
 from webhook.config import WebhookConfig
-from webhook.decision import Decision
+from webhook.decision import WARN_PREFIX, Decision, PatchOp, pointer, set_annotations
 from webhook.delivery import recorded_delivery
 from webhook.hook_sidecars import is_our_image
 from webhook.injected import fixer_mounts, injected_container, is_root_launcher
-from webhook.patches import PatchOp, pointer, set_annotations
-from webhook.vmi_mutation import WARN_PREFIX
 
 
 def _podinfo_volume() -> dict[str, Any]:

@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from webhook.config import WebhookConfig
-from webhook.decision import Decision
-from webhook.patches import PatchOp
-from webhook.vmi_mutation import WARN_PREFIX, mutate_vmi
+from webhook.decision import WARN_PREFIX, Decision, PatchOp
+from webhook.vmi_mutation import mutate_vmi
 
 TEMPLATE = "/spec/template"
 

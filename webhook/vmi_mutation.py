@@ -35,13 +35,10 @@ from bridge_migration_contract import (
     vmi_managed_interfaces,
 )
 from webhook.config import WebhookConfig
-from webhook.decision import Decision
+from webhook.decision import WARN_PREFIX, Decision, PatchOp, pointer, set_annotations
 from webhook.delivery import resolve_delivery
 from webhook.hook_sidecars import MalformedSidecarsError, merged_sidecars
 from webhook.macs import pinned_mac
-from webhook.patches import PatchOp, pointer, set_annotations
-
-WARN_PREFIX = "bridge-migration: "
 
 
 def _gate_warning(gate_on: bool | None, who: str, names: str) -> str:
