@@ -18,9 +18,10 @@ from typing import Any
 
 from bench.common import RESULTS, launcher_pod_10k, vmi_with_interfaces, write_result
 from webhook.admission import make_review, parse_review, response
-from webhook.app import Runtime, create_app
+from webhook.app import create_app
 from webhook.config import WebhookConfig
 from webhook.kube import SidecarGateCache
+from webhook.orchestration import Runtime
 from webhook.pod_mutation import mutate_launcher_pod
 from webhook.vmi_mutation import mutate_vmi
 

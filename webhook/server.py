@@ -8,9 +8,10 @@ import sys
 import uvicorn
 from starlette.types import ASGIApp
 
-from webhook.app import Runtime, create_app
+from webhook.app import create_app
 from webhook.config import WebhookConfig
 from webhook.kube import KubeClient, KubeError, SidecarGateCache, target_from_kubeconfig, target_in_cluster
+from webhook.orchestration import Runtime
 from webhook.tls import ReloadingTLS
 
 log = logging.getLogger(__name__)

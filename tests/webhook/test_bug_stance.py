@@ -13,10 +13,11 @@ import httpx
 
 from tests.webhook.vmis import vmi
 from webhook.admission import make_review
-from webhook.app import Runtime, create_app
+from webhook.app import create_app
 from webhook.config import WebhookConfig
 from webhook.kube import SidecarGateCache
 from webhook.metrics import WebhookMetrics
+from webhook.orchestration import Runtime
 
 
 class BuggyGate(SidecarGateCache):

@@ -15,13 +15,14 @@ import pytest
 from bridge_migration_contract import ALLOW_POD_BRIDGE_MIGRATION, HOOK_SIDECARS
 from tests.webhook.launcher_pods import IMAGE, launcher_pod
 from tests.webhook.vmis import vmi
-from webhook.app import Runtime, create_app
+from webhook.app import create_app
 from webhook.cli import config_from_args
 from webhook.config import DeliveryMode, WebhookConfig
 from webhook.delivery import recorded_delivery, resolve_delivery
 from webhook.injected import pod_qos_class
 from webhook.kube import SidecarGateCache
 from webhook.migration_validation import validate_migration
+from webhook.orchestration import Runtime
 from webhook.pod_mutation import mutate_launcher_pod
 from webhook.vmi_mutation import mutate_vmi
 

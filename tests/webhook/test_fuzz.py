@@ -25,9 +25,10 @@ from tests.webhook.launcher_pods import launcher_pod
 from tests.webhook.server import running_webhook
 from tests.webhook.test_properties import json_values, vmis
 from webhook.admission import make_review
-from webhook.app import Runtime, create_app
+from webhook.app import create_app
 from webhook.config import WebhookConfig
 from webhook.kube import SidecarGateCache
+from webhook.orchestration import Runtime
 
 IMAGE = "registry.example/bridge-migration:test"
 CONFIG = WebhookConfig(sidecar_image=IMAGE, cni_mac_annotation="cni.projectcalico.org/hwAddr")

@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from webhook.admission import make_review
-from webhook.app import Runtime, create_app
+from webhook.app import create_app
 from webhook.config import DeliveryMode, WebhookConfig
 from webhook.kube import SidecarGateCache
+from webhook.orchestration import Runtime
 from webhook.vmi_mutation import mutate_vmi
 
 IMAGE = "registry.example/bridge-migration:test"

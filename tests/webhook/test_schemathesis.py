@@ -9,10 +9,11 @@ from pathlib import Path
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from webhook.app import Runtime, create_app
+from webhook.app import create_app
 from webhook.certs import CertificateAuthority
 from webhook.config import WebhookConfig
 from webhook.kube import SidecarGateCache
+from webhook.orchestration import Runtime
 from webhook.tls import ReloadingTLS
 
 # A ready server: TLS files loaded (so /readyz answers 200, as it does in a serving pod).

@@ -1,0 +1,153 @@
+"""Admitting one review, behind the HTTP routes: read the API where a decision needs it, hand
+the objects to the pure deciders (vmi_mutation, vm_mutation, pod_mutation, migration_validation),
+and keep each endpoint's stance when the answer is late or a bug raises.
+
+Nothing here knows HTTP: ``webhook.app`` parses the body, calls one of these and writes the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bridge_migration_contract import DOMAIN_ANNOTATION, MIGRATION_JOB_UID_LABEL, vmi_managed_interfaces
+from webhook.admission import Review
+from webhook.config import WebhookConfig
+from webhook.decision import WARN_PREFIX, Decision
+from webhook.kube import KubeClient, KubeError, NotFoundError, SidecarGateCache
+from webhook.metrics import WebhookMetrics
+from webhook.migration_validation import validate_migration
+from webhook.pod_mutation import mutate_launcher_pod
+from webhook.tls import ReloadingTLS
+from webhook.vm_mutation import mutate_vm
+from webhook.vmi_mutation import mutate_vmi, restore_dropped_macs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What admitting needs besides the review: the config, the API and its cached reads, and for
+    the HTTP shell its TLS and metrics. Built by ``webhook.server``, replaceable in tests."""
+
+    config: WebhookConfig
+    gate: SidecarGateCache
+    kube: KubeClient | None = None
+    tls: ReloadingTLS | None = None
+    metrics: WebhookMetrics | None = None
+
+
+Decider = Callable[[Review, Runtime], Awaitable[Decision]]
+
+
+async def decide_vmi(review: Review, rt: Runtime) -> Decision:
+    # A running VMI is never retrofitted, whoever sends the UPDATE: a MAC its guest does not have,
+    # the allow annotation and a sidecar entry its pod does not run would make the next migration
+    # strand it. An UPDATE only gets back a MAC we pinned that a re-apply dropped
+    # (docs/kubevirt-facts.md K1, K2; the chart keeps KubeVirt's own writes away with matchConditions).
+    if review.operation == "UPDATE":
+        return restore_dropped_macs(review.obj, review.old_obj, config=rt.config)
+    if review.operation != "CREATE":
+        return Decision()
+    return mutate_vmi(
+        review.obj,
+        namespace=review.namespace,
+        config=rt.config,
+        sidecar_gate_on=await rt.gate.current(),
+        fallback_name=review.uid,
+    )
+
+
+async def decide_vm(review: Review, rt: Runtime) -> Decision:
+    # CREATE, and UPDATE too: a re-apply drops the pinned MAC from the template (a JSON merge patch
+    # replaces the interfaces list) and the same decision puts the same MAC back; a VM made before
+    # the install is pinned at its next UPDATE and runs so at its next start (docs/install.md).
+    if review.operation not in ("CREATE", "UPDATE"):
+        return Decision()
+    decision = mutate_vm(
+        review.obj, namespace=review.namespace, config=rt.config, sidecar_gate_on=await rt.gate.current()
+    )
+    if review.operation == "UPDATE" and not decision.patch:
+        decision.warnings = []  # said at CREATE; not on every edit
+    return decision
+
+
+async def decide_pod(review: Review, rt: Runtime) -> Decision:
+    if review.operation != "CREATE":
+        return Decision()
+    metadata = review.obj["metadata"]
+    ann = metadata.get("annotations") or {}
+    vmi_macs: dict[str, str] | None = None
+    pod_ifaces: list[str] | None = None
+    is_target = MIGRATION_JOB_UID_LABEL in (metadata.get("labels") or {})
+    vmi_name = ann.get(DOMAIN_ANNOTATION)
+    warnings: list[str] = []
+    if (
+        is_target
+        and rt.kube is not None
+        and vmi_name
+        and (rt.config.cni_mac_annotation or rt.config.keys.macs not in ann)
+    ):
+        try:
+            vmi = await rt.kube.get_vmi(review.namespace, vmi_name)
+        except KubeError as exc:
+            warnings.append(f"{WARN_PREFIX}could not read VMI {vmi_name}: {exc}")
+        else:
+            managed = vmi_managed_interfaces(vmi, rt.config.keys)
+            pod_ifaces = [i["name"] for i in managed if i["network"] == "pod"]
+            vmi_macs = {i["name"]: i["mac"] for i in managed if i["mac"]}
+    await rt.gate.current()  # refreshes the observed KubeVirt version with the gate when stale
+    decision = mutate_launcher_pod(
+        review.obj,
+        config=rt.config,
+        vmi_macs=vmi_macs,
+        pod_network_interfaces=pod_ifaces,
+        kubevirt_version=rt.gate.kubevirt_version,
+    )
+    decision.warnings[:0] = warnings
+    return decision
+
+
+async def decide_migration(review: Review, rt: Runtime) -> Decision:
+    if review.operation != "CREATE":
+        return Decision()
+    vmi_name = (review.obj.get("spec") or {}).get("vmiName")
+    if not isinstance(vmi_name, str) or not vmi_name:
+        return Decision.deny("spec.vmiName is missing", code=400)
+    if rt.kube is None:
+        problem = "no Kubernetes API access configured (--kubeconfig or in-cluster), cannot check the VMI"
+    else:
+        try:
+            vmi = await rt.kube.get_vmi(review.namespace, vmi_name)
+        except NotFoundError:
+            return Decision.deny(f"VirtualMachineInstance {review.namespace}/{vmi_name} not found", code=404)
+        except KubeError as exc:
+            problem = f"could not read VMI {review.namespace}/{vmi_name}: {exc}"
+        else:
+            return validate_migration(review.obj, vmi, namespace=review.namespace, config=rt.config)
+    # The API read failed: strict mode refuses what it cannot check, warn mode lets it through.
+    if rt.config.validation == "strict":
+        return Decision.deny(f"{WARN_PREFIX}{problem}", code=503)
+    return Decision(warnings=[f"{WARN_PREFIX}{problem}; migration not checked"])
+
+
+async def decide_in_stance(
+    decide: Decider, review: Review, rt: Runtime, *, endpoint: str, fail_open: bool
+) -> tuple[Decision, bool]:
+    """The decision, within the deadline; on a timeout or a bug, the endpoint's own stance: the
+    mutators (and warn-mode validation) admit unchanged, strict validation refuses. Never a 500
+    the apiserver would turn into a failed create. Second item: whether it was a bug."""
+    try:
+        async with asyncio.timeout(rt.config.request_deadline_s):
+            return await decide(review, rt), False
+    except TimeoutError:
+        msg = f"{WARN_PREFIX}no answer within {rt.config.request_deadline_s}s"
+        return (Decision(warnings=[msg]) if fail_open else Decision.deny(msg, code=504)), False
+    except Exception:
+        log.exception("%s: unexpected error on %s", endpoint, review.uid)
+        msg = f"{WARN_PREFIX}internal error"
+        if fail_open:
+            return Decision(warnings=[f"{msg}, object admitted unchanged"]), True
+        return Decision.deny(f"{msg}; refused (strict validation)", code=500), True
