@@ -11,12 +11,78 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Required, TypedDict, cast
 
 from webhook.decision import Decision
 
 API_VERSION = "admission.k8s.io/v1"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+
+# The wire shapes of admission.k8s.io/v1 as JSON, field names as the API spells them. total=False:
+# the apiserver leaves out what is empty, and what a value must hold is checked in parse_review.
+
+
+class GroupVersionKind(TypedDict):
+    group: str
+    version: str
+    kind: str
+
+
+class GroupVersionResource(TypedDict):
+    group: str
+    version: str
+    resource: str
+
+
+class UserInfo(TypedDict, total=False):
+    username: str
+    uid: str
+    groups: list[str]
+    extra: dict[str, list[str]]
+
+
+class AdmissionRequest(TypedDict, total=False):
+    # Required: what parse_review insists on; the apiserver sends resource and userInfo too.
+    uid: Required[str]
+    kind: Required[GroupVersionKind]
+    resource: GroupVersionResource
+    subResource: str
+    requestKind: GroupVersionKind
+    requestResource: GroupVersionResource
+    requestSubResource: str
+    name: str
+    namespace: str
+    operation: Required[Operation]
+    userInfo: UserInfo
+    object: dict[str, Any] | None
+    oldObject: dict[str, Any] | None
+    dryRun: bool
+    options: dict[str, Any] | None
+
+
+class ResponseStatus(TypedDict, total=False):
+    """The part of a metav1.Status a refusal carries: kubectl prints the message."""
+
+    code: int
+    message: str
+
+
+class AdmissionResponse(TypedDict, total=False):
+    uid: Required[str]
+    allowed: Required[bool]
+    patchType: Literal["JSONPatch"]
+    patch: str  # base64 of the JSON-patch list
+    warnings: list[str]
+    status: ResponseStatus
+    auditAnnotations: dict[str, str]
+
+
+class AdmissionReview(TypedDict, total=False):
+    apiVersion: Required[str]
+    kind: Required[Literal["AdmissionReview"]]
+    request: AdmissionRequest
+    response: AdmissionResponse
 
 
 class BadReviewError(ValueError):
@@ -25,16 +91,35 @@ class BadReviewError(ValueError):
 
 @dataclass(frozen=True)
 class Review:
+    """The parts of a checked AdmissionRequest that admitting reads."""
+
     api_version: str
     uid: str
-    operation: str
+    operation: Operation
     namespace: str
     obj: dict[str, Any]
-    kind: Mapping[str, Any]
     old_obj: dict[str, Any] | None = None  # oldObject, on UPDATE
 
 
 def parse_review(body: bytes, *, expect_kind: str) -> Review:
+    request = checked_request(body, expect_kind=expect_kind)
+    obj = request.get("object")
+    old = request.get("oldObject")
+    namespace = request.get("namespace")
+    if namespace is None and obj is not None:
+        namespace = (obj.get("metadata") or {}).get("namespace")
+    return Review(
+        api_version=API_VERSION,
+        uid=request["uid"],
+        operation=request["operation"],
+        namespace=namespace if isinstance(namespace, str) else "",
+        obj=obj if obj is not None else {},
+        old_obj=old,
+    )
+
+
+def checked_request(body: bytes, *, expect_kind: str) -> AdmissionRequest:
+    """The request of an AdmissionReview body, once every field admitting reads has its type."""
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -69,22 +154,11 @@ def parse_review(body: bytes, *, expect_kind: str) -> Review:
     obj = request.get("object")
     if obj is None and operation in ("CREATE", "UPDATE"):
         raise BadReviewError(f"AdmissionReview request for {operation} has no 'object'")
-    if isinstance(obj, dict):
+    if obj is not None:
         if obj.get("kind", expect_kind) != expect_kind:
             raise BadReviewError(f"this endpoint admits {expect_kind}, got {obj.get('kind')}")
         _check_metadata(obj)
-    namespace = request.get("namespace")
-    if namespace is None and isinstance(obj, dict):
-        namespace = (obj.get("metadata") or {}).get("namespace")
-    return Review(
-        api_version=api_version,
-        uid=uid,
-        operation=operation,
-        namespace=namespace if isinstance(namespace, str) else "",
-        obj=obj if isinstance(obj, dict) else {},
-        kind=kind,
-        old_obj=request.get("oldObject") if isinstance(request.get("oldObject"), dict) else None,
-    )
+    return cast(AdmissionRequest, request)
 
 
 def _check_metadata(obj: Mapping[str, Any]) -> None:
@@ -108,8 +182,8 @@ def _check_metadata(obj: Mapping[str, Any]) -> None:
         raise BadReviewError("spec must be an object")
 
 
-def response(review: Review, decision: Decision) -> dict[str, Any]:
-    resp: dict[str, Any] = {"uid": review.uid, "allowed": decision.allowed}
+def response(review: Review, decision: Decision) -> AdmissionReview:
+    resp: AdmissionResponse = {"uid": review.uid, "allowed": decision.allowed}
     if decision.patch:
         resp["patchType"] = "JSONPatch"
         resp["patch"] = base64.b64encode(json.dumps(decision.patch, separators=(",", ":")).encode()).decode()
@@ -121,24 +195,26 @@ def response(review: Review, decision: Decision) -> dict[str, Any]:
 
 
 def make_review(
-    obj: Mapping[str, Any], *, operation: str = "CREATE", uid: str | None = None, old: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+    obj: Mapping[str, Any],
+    *,
+    operation: Operation = "CREATE",
+    uid: str | None = None,
+    old: Mapping[str, Any] | None = None,
+) -> AdmissionReview:
     """An AdmissionReview shaped as kube-apiserver sends it (for the demo, tests and benchmarks);
     ``old`` is the oldObject of an UPDATE."""
     group, _, version = str(obj["apiVersion"]).rpartition("/")
     kind = str(obj["kind"])
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid or str(uuid.uuid4()),
-            "kind": {"group": group, "version": version, "kind": kind},
-            "resource": {"group": group, "version": version, "resource": kind.lower() + "s"},
-            "namespace": obj["metadata"].get("namespace", "default"),
-            "operation": operation,
-            "userInfo": {"username": "system:admin"},
-            "object": obj,
-            **({"oldObject": old} if old is not None else {}),
-            "dryRun": False,
-        },
+    request: AdmissionRequest = {
+        "uid": uid or str(uuid.uuid4()),
+        "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": group, "version": version, "resource": kind.lower() + "s"},
+        "namespace": obj["metadata"].get("namespace", "default"),
+        "operation": operation,
+        "userInfo": {"username": "system:admin"},
+        "object": dict(obj),
+        "dryRun": False,
     }
+    if old is not None:
+        request["oldObject"] = dict(old)
+    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}
