@@ -102,7 +102,7 @@ class Review:
 
 
 def parse_review(body: bytes, *, expect_kind: str) -> Review:
-    request = checked_request(body, expect_kind=expect_kind)
+    request = _checked_request(body, expect_kind=expect_kind)
     obj = request.get("object")
     old = request.get("oldObject")
     namespace = request.get("namespace")
@@ -118,7 +118,7 @@ def parse_review(body: bytes, *, expect_kind: str) -> Review:
     )
 
 
-def checked_request(body: bytes, *, expect_kind: str) -> AdmissionRequest:
+def _checked_request(body: bytes, *, expect_kind: str) -> AdmissionRequest:
     """The request of an AdmissionReview body, once every field admitting reads has its type."""
     try:
         doc = json.loads(body)
