@@ -21,9 +21,10 @@ from typing import IO, Any, Self
 import yaml
 
 from kubelab.kubectl import Kubectl
-from kubelab.pki import CertificateAuthority, KeyPair, write_signing_key
+from kubelab.pki import SigningKey, write_signing_key
 from kubelab.ports import LOOPBACK, free_port, wait_until
 from kubelab.tools import Tools, find_tools
+from webhook.certs import CertFiles, CertificateAuthority
 
 # Generous: two shared cores, and the first start of a fresh binary pages in ~100 MB.
 _START_TIMEOUT_S = 180.0
@@ -68,14 +69,14 @@ class ControlPlane:
             raise
 
     def _start(self) -> None:
-        ca = self.ca = CertificateAuthority(self.pki_dir)
+        ca = self.ca = CertificateAuthority(self.pki_dir, common_name="kubelab-ca", days=2)
         serving = ca.issue(
             "apiserver",
             common_name="kube-apiserver",
             hosts=(LOOPBACK, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
         )
         # system:masters bypasses RBAC: the fixture's own kubectl is cluster-admin.
-        admin = ca.issue("admin", common_name="kubelab-admin", organizations=("system:masters",), client=True)
+        admin = ca.issue_client("admin", common_name="kubelab-admin", organizations=("system:masters",))
         sa = write_signing_key(self.pki_dir, "service-account")
         etcd_url = self._start_etcd()
         self.port = free_port()
@@ -142,7 +143,7 @@ class ControlPlane:
         wait_until(healthy, proc=proc, what="etcd", log=self.workdir / "etcd.log", timeout_s=_START_TIMEOUT_S)
         return client
 
-    def _start_apiserver(self, *, etcd_url: str, serving: KeyPair, sa: KeyPair) -> None:
+    def _start_apiserver(self, *, etcd_url: str, serving: CertFiles, sa: SigningKey) -> None:
         assert self.ca is not None
         self._spawn(
             "kube-apiserver",
@@ -154,9 +155,9 @@ class ControlPlane:
                 f"--secure-port={self.port}",
                 f"--tls-cert-file={serving.cert}",
                 f"--tls-private-key-file={serving.key}",
-                f"--client-ca-file={self.ca.cert_path}",
-                f"--service-account-key-file={sa.cert}",
-                f"--service-account-signing-key-file={sa.key}",
+                f"--client-ca-file={self.ca.ca_path}",
+                f"--service-account-key-file={sa.public}",
+                f"--service-account-signing-key-file={sa.private}",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 "--authorization-mode=RBAC",
                 # The "kubernetes" Service endpoint would be our loopback address, which the
@@ -175,7 +176,7 @@ class ControlPlane:
 
     def _ready(self) -> bool:
         assert self.ca is not None
-        ctx = ssl.create_default_context(cafile=str(self.ca.cert_path))
+        ctx = ssl.create_default_context(cafile=str(self.ca.ca_path))
         ctx.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
         try:
             with urllib.request.urlopen(f"{self.server}/readyz", timeout=5, context=ctx) as resp:
@@ -183,7 +184,7 @@ class ControlPlane:
         except (urllib.error.URLError, OSError):
             return False
 
-    def _write_kubeconfig(self, admin: KeyPair) -> None:
+    def _write_kubeconfig(self, admin: CertFiles) -> None:
         assert self.ca is not None
 
         def b64(path: Path) -> str:
@@ -195,7 +196,7 @@ class ControlPlane:
             "clusters": [
                 {
                     "name": "kubelab",
-                    "cluster": {"server": self.server, "certificate-authority-data": b64(self.ca.cert_path)},
+                    "cluster": {"server": self.server, "certificate-authority-data": b64(self.ca.ca_path)},
                 }
             ],
             "users": [

@@ -28,8 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
 from bridge_migration_contract import HOOK_SIDECARS
-from kubelab.pki import CertificateAuthority
 from kubelab.ports import LOOPBACK
+from webhook.certs import CertificateAuthority
 
 CONFIG_NAME: Final = "kubelab-fake-virt-api"
 CREATE_PATH: Final = "/virtualmachineinstances-validate-create"

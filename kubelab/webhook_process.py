@@ -12,9 +12,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from kubelab.pki import CertificateAuthority, KeyPair
 from kubelab.ports import LOOPBACK, free_port, wait_until
 from kubelab.tools import REPO_ROOT
+from webhook.certs import CertFiles, CertificateAuthority
 
 _START_TIMEOUT_S = 60.0
 
@@ -34,7 +34,7 @@ class WebhookProcess:
         self.options = dict(options)
         self.port = port or free_port()
         self.log_path = workdir / "webhook.log"
-        self._serving: KeyPair = ca.issue("webhook", common_name="bridge-migration-webhook", hosts=(LOOPBACK,))
+        self._serving: CertFiles = ca.issue("webhook", common_name="bridge-migration-webhook", hosts=(LOOPBACK,))
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -84,7 +84,7 @@ class WebhookProcess:
         self.start(**overrides)
 
     def _ready(self) -> bool:
-        ctx = ssl.create_default_context(cafile=str(self.ca.cert_path))
+        ctx = ssl.create_default_context(cafile=str(self.ca.ca_path))
         try:
             with urllib.request.urlopen(f"{self.url}/readyz", timeout=3, context=ctx) as resp:
                 return bool(resp.status == 200)

@@ -25,7 +25,6 @@ import httpx
 import pytest
 import yaml
 
-from kubelab.pki import CertificateAuthority
 from kubelab.ports import free_port
 from kubelab.tools import REPO_ROOT
 from lab import container
@@ -34,6 +33,7 @@ from lab.process import LabProcess, wait_for
 from tests.sidecar.guest import wait_guest_nic
 from tests.webhook.vmis import vmi
 from webhook.admission import make_review
+from webhook.certs import CertificateAuthority
 from webhook.config import DEFAULT_SIDECAR_IMAGE
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1800)]
@@ -161,13 +161,13 @@ def webhook(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         if not process.alive():
             raise RuntimeError(process.log_tail(40))
         try:
-            return httpx.get(f"{base}/healthz", verify=trust(ca.cert_path), timeout=5).status_code == 200
+            return httpx.get(f"{base}/healthz", verify=trust(ca.ca_path), timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
 
     try:
         wait_for(up, timeout=120, interval=0.5, what="the webhook container's /healthz")
-        yield base, ca.cert_path
+        yield base, ca.ca_path
     finally:
         process.stop()
         container.remove(f"bm-image-test-webhook-{port}")
