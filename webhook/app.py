@@ -69,7 +69,9 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
         if background:
             tasks.append(asyncio.create_task(rt.gate.run()))
             if rt.tls is not None:
-                tasks.append(asyncio.create_task(rt.tls.watch(rt.config.tls_reload_s)))
+                reloads = metrics.tls_reloads
+                watch = rt.tls.watch(rt.config.tls_reload_s, lambda result: reloads.labels(result).inc())
+                tasks.append(asyncio.create_task(watch))
         try:
             yield
         finally:

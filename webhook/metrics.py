@@ -37,7 +37,7 @@ class WebhookMetrics:
         )
         self.tls_reloads = Counter(
             "bridge_migration_webhook_tls_reloads",
-            "TLS certificate reloads from disk, by result",
+            "New TLS certificate/key pairs seen on disk, by result (reloaded, rejected: the old pair kept serving)",
             ["result"],
             registry=self.registry,
         )

@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
 # Modern AEAD suites for TLS 1.2; TLS 1.3 suites are fixed by OpenSSL and all modern.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+# What a look at the files found: nothing new, a new pair now served, or a new pair refused.
+ReloadResult = Literal["unchanged", "reloaded", "rejected"]
 
 
 def _new_context() -> ssl.SSLContext:
@@ -33,35 +38,33 @@ class ReloadingTLS:
         self.context = _new_context()
         self.context.load_cert_chain(str(cert), str(key))
         self._stamp = self._files_stamp()
-        self.reloads = 0
-        self.failed_reloads = 0
 
     def _files_stamp(self) -> tuple[float, int, float, int]:
         c, k = self.cert.stat(), self.key.stat()
         return (c.st_mtime, c.st_ino, k.st_mtime, k.st_ino)
 
-    def check(self) -> bool:
-        """Reload if the files changed; True when a new pair is now served."""
+    def check(self) -> ReloadResult:
+        """Reload if the files changed."""
         try:
             stamp = self._files_stamp()
         except OSError as exc:
             log.warning("TLS files unreadable, keeping the current certificate: %s", exc)
-            return False
+            return "unchanged"
         if stamp == self._stamp:
-            return False
+            return "unchanged"
         self._stamp = stamp
         try:
             _new_context().load_cert_chain(str(self.cert), str(self.key))
         except (ssl.SSLError, OSError) as exc:
-            self.failed_reloads += 1
             log.error("new TLS certificate/key rejected, keeping the current one: %s", exc)
-            return False
+            return "rejected"
         self.context.load_cert_chain(str(self.cert), str(self.key))
-        self.reloads += 1
         log.info("TLS certificate reloaded from %s", self.cert)
-        return True
+        return "reloaded"
 
-    async def watch(self, period_s: float) -> None:
+    async def watch(self, period_s: float, on_change: Callable[[ReloadResult], None]) -> None:
+        """Look at the files every ``period_s``; ``on_change`` hears of each new pair, served or refused."""
         while True:
             await asyncio.sleep(period_s)
-            self.check()
+            if (result := self.check()) != "unchanged":
+                on_change(result)

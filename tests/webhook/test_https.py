@@ -159,6 +159,14 @@ def served_serial(hook: RunningWebhook) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
+def tls_reloads(hook: RunningWebhook, result: str) -> float:
+    """The webhook's count of new certificate pairs seen on disk with that result, from /metrics."""
+    with hook.client() as client:
+        text = client.get("/metrics").text
+    name = f'bridge_migration_webhook_tls_reloads_total{{result="{result}"}} '
+    return next((float(line.removeprefix(name)) for line in text.splitlines() if line.startswith(name)), 0.0)
+
+
 def test_certificate_rotation_under_load_loses_no_request_and_a_bad_file_keeps_the_old_cert(tmp_path: Path) -> None:
     with running_webhook(tmp_path, "--sidecar-image", IMAGE, "--sidecar-gate", "on") as hook:
         before = served_serial(hook)
@@ -195,6 +203,8 @@ def test_certificate_rotation_under_load_loses_no_request_and_a_bad_file_keeps_t
             done.set()
             worker.join()
         assert failures == [] and count > 0
+        assert tls_reloads(hook, "reloaded") >= 1  # an operator sees the rotation in /metrics
+        reloaded, rejected = tls_reloads(hook, "reloaded"), tls_reloads(hook, "rejected")
 
         hook.files.cert.write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
         deadline = time.monotonic() + 30
@@ -202,6 +212,8 @@ def test_certificate_rotation_under_load_loses_no_request_and_a_bad_file_keeps_t
             assert time.monotonic() < deadline, "bad certificate never noticed"
             time.sleep(0.5)
         assert served_serial(hook) == rotated
+        assert tls_reloads(hook, "rejected") > rejected  # and the refused pair
+        assert tls_reloads(hook, "reloaded") == reloaded
         with hook.client() as client:
             assert client.post("/mutate/virtualmachineinstances", json=make_review(vmi())).status_code == 200
 
