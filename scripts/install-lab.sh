@@ -14,7 +14,8 @@ say() { printf '[install-lab] %s\n' "$*"; }
 
 cache=/var/cache/bridge-migration/guest
 apt_pkgs=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-  busybox-static cpio iputils-ping iproute2 util-linux kmod mmdebstrap e2fsprogs)
+  busybox-static cpio iputils-ping iproute2 util-linux kmod mmdebstrap e2fsprogs
+  dnsmasq-base) # dnsmasq-base: net1's own DHCP server in lab/l2.py (the binary, no system service)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
