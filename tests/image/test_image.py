@@ -26,13 +26,13 @@ import pytest
 import yaml
 
 from kubelab.ports import free_port
+from kubelab.reviews import make_review
 from kubelab.tools import REPO_ROOT
 from lab import container
 from lab.cluster import Lab, Vm
 from lab.process import LabProcess, wait_for
 from tests.sidecar.guest import wait_guest_nic
 from tests.webhook.vmis import vmi
-from webhook.admission import make_review
 from webhook.certs import CertificateAuthority
 from webhook.config import DEFAULT_SIDECAR_IMAGE
 
