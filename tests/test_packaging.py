@@ -144,7 +144,7 @@ def test_one_version_from_the_package_metadata(wheel: zipfile.ZipFile) -> None:
     assert not hard_coded
 
 
-def _lock(name: str) -> dict[str, tuple[Version, list[str]]]:
+def lock_pins(name: str) -> dict[str, tuple[Version, list[str]]]:
     """requirements/NAME.txt as {canonical name: (pinned version, hashes)}."""
     text = (REPO_ROOT / "requirements" / f"{name}.txt").read_text()
     assert "scripts/lock.sh" in text.splitlines()[1]  # written by the script, not by hand
@@ -174,7 +174,7 @@ def _lock(name: str) -> dict[str, tuple[Version, list[str]]]:
 def test_each_lock_pins_every_requirement_of_its_pyproject_section_with_hashes(
     lock: str, requirements: list[str]
 ) -> None:
-    pins = _lock(lock)
+    pins = lock_pins(lock)
     for line in requirements:
         req = Requirement(line)
         name = canonicalize_name(req.name)
@@ -185,6 +185,6 @@ def test_each_lock_pins_every_requirement_of_its_pyproject_section_with_hashes(
 
 
 def test_the_sidecar_lock_carries_none_of_the_webhooks_stack() -> None:
-    sidecar_pins = _lock("sidecar")
+    sidecar_pins = lock_pins("sidecar")
     for line in PYPROJECT["project"]["dependencies"]:
         assert canonicalize_name(Requirement(line).name) not in sidecar_pins, line
