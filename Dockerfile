@@ -6,8 +6,8 @@
 # uvicorn, cryptography, ...). The webhook image has no libvirt at all. Sizes: docs/install.md.
 # libvirt-python compiles against libvirt's C client library: the build stage has the compiler and
 # headers, the sidecar stage only the shared library.
-# The base, pinned by digest (the multi-arch index of the official image's tag; docs/install.md says
-# how to check it and move it). scripts/build-image.sh overrides it with a locally built stand-in.
+# The base, pinned by digest (docs/install.md, "The base, by digest": where this one comes from, how
+# to check and move it). scripts/build-image.sh overrides it with a locally built stand-in.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${PYTHON_IMAGE} AS build
