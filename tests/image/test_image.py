@@ -25,6 +25,7 @@ import httpx
 import pytest
 import yaml
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from kubelab.ports import free_port
 from kubelab.reviews import make_review
@@ -129,9 +130,9 @@ def test_each_image_is_its_lock_and_says_its_version_and_commit(images: tuple[st
     script = "import importlib.metadata as m, json; print(json.dumps({d.name: d.version for d in m.distributions()}))"
     listing = in_image(ref, "python", "-c", script)
     assert listing.returncode == 0, listing.stderr
-    installed = {canonicalize_name(name): v for name, v in json.loads(listing.stdout).items()}
-    expected = {name: str(pin) for name, (pin, _hashes) in lock_pins(which).items()}
-    assert installed == {**expected, "kubevirt-bridge-migration": version}
+    installed = {canonicalize_name(name): Version(v) for name, v in json.loads(listing.stdout).items()}
+    expected = {name: pin for name, (pin, _hashes) in lock_pins(which).items()}
+    assert installed == {**expected, "kubevirt-bridge-migration": Version(version)}
     said = in_image(ref, "python", "-c", f"import {which}; print({which}.__version__)")
     assert said.stdout.strip() == version, said.stderr
 
