@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, launcher_pod_10k, vmi_with_interfaces, write_result
-from webhook.admission import make_review, parse_review, response
+from kubelab.reviews import make_review
+from webhook.admission import parse_review, response
 from webhook.app import create_app
 from webhook.config import WebhookConfig
 from webhook.kube import SidecarGateCache

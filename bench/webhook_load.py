@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.common import RESULTS, rss_kib, vmi_with_interfaces, write_result
 from kubelab.ports import free_port
-from webhook.admission import make_review
+from kubelab.reviews import make_review
 from webhook.certs import CertFiles, CertificateAuthority
 
 IMAGE = "registry.example/bridge-migration:bench"

@@ -3,11 +3,12 @@
 #   scripts/build-image.sh [--from-scratch]
 # --from-scratch: no cached layers (the stand-in base still comes from the cache).
 # Registry images cannot be pulled here, so the Dockerfile's PYTHON_IMAGE (python:3.11-slim-bookworm
-# upstream) is replaced by a stand-in: a minbase Debian 12 with python3, venv, pip and the C headers,
+# upstream, pinned by digest) is replaced by a stand-in: a minbase Debian 12 with python3, venv, pip and the C headers,
 # made by mmdebstrap once, cached as a tarball under /var/cache/bridge-migration/image and imported
 # into podman's store when missing. The images are tagged with the chart's default repositories and
 # the package version, the references the chart and the webhook use. Prints them last, one a line:
-# the webhook image (target webhook), then the sidecar image (target sidecar).
+# the webhook image (target webhook), then the sidecar image (target sidecar). Both carry the OCI
+# labels version (the package's) and revision (the git commit, "-dirty" with uncommitted changes).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -19,6 +20,11 @@ version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", 
 repository=${BM_IMAGE_REPOSITORY:-ghcr.io/kubevirt-bridge-migration/bridge-migration}
 webhook_image=$repository:$version
 sidecar_image=$repository-sidecar:$version
+revision=unknown
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  revision=$(git rev-parse HEAD)
+  git diff --quiet HEAD -- || revision+=-dirty
+fi
 first_build=(--layers)
 case ${1:-} in
   --from-scratch) first_build=(--no-cache) ;;
@@ -58,6 +64,7 @@ ca=/etc/ssl/certs/ca-certificates.crt
 bud() {
   buildah bud --isolation chroot --network host --quiet \
     --build-arg PYTHON_IMAGE="$base" \
+    --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     --volume "$ca:$ca:ro" --build-arg PIP_CERT="$ca" \
     "$@" -f Dockerfile . >/dev/null
 }

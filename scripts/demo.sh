@@ -12,7 +12,7 @@ cd "$root"
 # shellcheck disable=SC1091
 source .venv/bin/activate
 echo "== 1. the admission webhook, over HTTPS, as kube-apiserver calls it"
-python -m webhook.demo
+python -m kubelab.webhook_demo
 echo
 echo "== 2. a live migration of a bridge-bound guest, fixed by the sidecar (python -m lab demo)"
 python -m lab demo

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Required, TypedDict, cast
@@ -192,29 +191,3 @@ def response(review: Review, decision: Decision) -> AdmissionReview:
     if not decision.allowed:
         resp["status"] = {"code": decision.code or 403, "message": decision.message or "denied"}
     return {"apiVersion": review.api_version, "kind": "AdmissionReview", "response": resp}
-
-
-def make_review(
-    obj: Mapping[str, Any],
-    *,
-    operation: Operation = "CREATE",
-    uid: str | None = None,
-    old: Mapping[str, Any] | None = None,
-) -> AdmissionReview:
-    """An AdmissionReview shaped as kube-apiserver sends it (for the demo, tests and benchmarks);
-    ``old`` is the oldObject of an UPDATE."""
-    group, _, version = str(obj["apiVersion"]).rpartition("/")
-    kind = str(obj["kind"])
-    request: AdmissionRequest = {
-        "uid": uid or str(uuid.uuid4()),
-        "kind": {"group": group, "version": version, "kind": kind},
-        "resource": {"group": group, "version": version, "resource": kind.lower() + "s"},
-        "namespace": obj["metadata"].get("namespace", "default"),
-        "operation": operation,
-        "userInfo": {"username": "system:admin"},
-        "object": dict(obj),
-        "dryRun": False,
-    }
-    if old is not None:
-        request["oldObject"] = dict(old)
-    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}

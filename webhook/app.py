@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from webhook import __version__
 from webhook.admission import BadReviewError, parse_review, response
 from webhook.decision import Decision
 from webhook.delivery import resolve_delivery
@@ -80,7 +81,7 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
             if rt.kube is not None:
                 await rt.kube.aclose()
 
-    app = FastAPI(title="bridge-migration webhook", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="bridge-migration webhook", version=__version__, lifespan=lifespan)
 
     def route(endpoint: str, expect_kind: str, decide: Decider, *, fail_open: bool) -> None:
         async def handler(request: Request) -> Response:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from bridge_migration_contract import DEFAULT_MAC_POLICY, AnnotationKeys, MacPolicy
+from webhook import __version__
 
 SidecarGate = Literal["auto", "on", "off"]
 # auto: hook when KubeVirt's Sidecar gate is on, inject when it is off or unknown.
@@ -14,7 +15,8 @@ DeliveryMode = Literal["auto", "hook", "inject", "node"]
 DELIVERY_MODES: tuple[DeliveryMode, ...] = ("auto", "hook", "inject", "node")
 ValidationMode = Literal["warn", "strict"]
 
-DEFAULT_SIDECAR_IMAGE = "ghcr.io/kubevirt-bridge-migration/bridge-migration-sidecar:0.1.0"
+# The build tags the sidecar image with the package version (scripts/build-image.sh).
+DEFAULT_SIDECAR_IMAGE = f"ghcr.io/kubevirt-bridge-migration/bridge-migration-sidecar:{__version__}"
 # kube-apiserver refuses request bodies over 3 MiB; nothing legitimate is larger.
 DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024
 

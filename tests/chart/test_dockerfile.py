@@ -1,10 +1,13 @@
-"""The image recipe, read: hadolint, the stages, packages and user, and a replay of its pip steps
-into fresh venvs from a build context cut by .dockerignore, after which each image's entry point
-must start. The images themselves are built and run by tests/image."""
+"""The image recipe, read: hadolint, the base pinned by digest, the stages, packages, labels and user,
+and a replay of its pip steps (from the hash-pinned locks) into fresh venvs from a build context cut
+by .dockerignore, after which each image's entry point must start. The images themselves are built
+and run by tests/image."""
 
 from __future__ import annotations
 
 import fnmatch
+import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -15,7 +18,7 @@ from pathlib import Path
 from kubelab.tools import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-BASE = "python:3.11-slim-bookworm"
+BASE_TAG = "python:3.11-slim-bookworm"
 
 
 @dataclass
@@ -76,11 +79,18 @@ def test_hadolint_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_base_is_the_official_slim_python_pinned_by_digest() -> None:
+    args, stages = parse_dockerfile(DOCKERFILE.read_text())
+    assert re.fullmatch(re.escape(BASE_TAG) + r"@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"]), args["PYTHON_IMAGE"]
+    assert all(s.image in (args["PYTHON_IMAGE"], "user") for s in stages)
+
+
 def test_a_webhook_and_a_sidecar_image_on_slim_python_with_libvirt_headers_only_at_build_time() -> None:
-    _, stages = parse_dockerfile(DOCKERFILE.read_text())
+    args, stages = parse_dockerfile(DOCKERFILE.read_text())
+    base = args["PYTHON_IMAGE"]
     assert [(s.name, s.image) for s in stages] == [
-        ("build", BASE),
-        ("user", BASE),
+        ("build", base),
+        ("user", base),
         ("sidecar", "user"),
         ("webhook", "user"),  # last: a plain `docker build .` builds the webhook
     ]
@@ -90,6 +100,34 @@ def test_a_webhook_and_a_sidecar_image_on_slim_python_with_libvirt_headers_only_
     assert user.apt_packages() == webhook.apt_packages() == set()
     assert ("COPY", "--from=build /opt/venv-sidecar /opt/venv") in sidecar.instructions
     assert ("COPY", "--from=build /opt/venv-webhook /opt/venv") in webhook.instructions
+
+
+def labels(stages: list[Stage], name: str) -> dict[str, str]:
+    """The LABELs a stage ends up with, its parents' included (values as written, ARGs unexpanded)."""
+    by_name = {s.name: s for s in stages}
+    stage = by_name[name]
+    found = labels(stages, stage.image) if stage.image in by_name else {}
+    for op, arg in stage.instructions:
+        if op == "LABEL":
+            found |= dict(word.split("=", 1) for word in shlex.split(arg))
+    return found
+
+
+def test_both_images_carry_the_oci_labels_version_and_revision_from_build_args() -> None:
+    _, stages = parse_dockerfile(DOCKERFILE.read_text())
+    for name, title in (("webhook", "bridge-migration"), ("sidecar", "bridge-migration-sidecar")):
+        found = labels(stages, name)
+        assert found["org.opencontainers.image.title"] == title
+        assert name in found["org.opencontainers.image.description"]
+        assert found["org.opencontainers.image.source"] == "${SOURCE}"
+        assert found["org.opencontainers.image.licenses"] == "Apache-2.0"  # pyproject's license
+        assert found["org.opencontainers.image.version"] == "${VERSION}"
+        assert found["org.opencontainers.image.revision"] == "${REVISION}"
+        args = [arg for op, arg in stages[[s.name for s in stages].index(name)].instructions if op == "ARG"]
+        assert {"VERSION", "REVISION"} <= set(args), name
+        # version and revision change at every commit: nothing may come after them but metadata
+        ops = [op for op, _ in stages[[s.name for s in stages].index(name)].instructions]
+        assert set(ops[ops.index("ARG") :]) <= {"ARG", "LABEL"}, ops
 
 
 def test_both_images_run_as_uid_107_not_root() -> None:
@@ -131,19 +169,26 @@ def test_replayed_pip_steps_give_each_image_its_entry_point(tmp_path: Path) -> N
         if op == "COPY":
             for source in arg.split()[:-1]:
                 assert (context / source.rstrip("/")).exists(), f"COPY {source}: not in the build context"
+    # The build's environment: its ARG PIP_CERT, not this machine's other pip settings (a local
+    # wheel directory would hide a package the locks lack).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    if "PIP_CERT" in os.environ:
+        env["PIP_CERT"] = os.environ["PIP_CERT"]
     venvs = {}
     for name in ("webhook", "sidecar"):
-        (pip_run,) = [run for run in build.runs() if f"/opt/venv-{name} " in run]
+        pip_runs = [run for run in build.runs() if f"/opt/venv-{name}/" in run]
+        assert len(pip_runs) == 2, pip_runs  # the locked dependencies, then the project
+        assert all("--require-hashes" in step for step in pip_runs[0].split("&&")[1:]), pip_runs[0]
         venv = tmp_path / f"venv-{name}"
-        # The image's python is 3.11 like this machine's; the venv path is the only substitution.
-        script = (
-            pip_run.replace(f"/opt/venv-{name}", str(venv))
-            .replace("python -m venv", f"{sys.executable} -m venv")
-            .replace("python -c", f"{sys.executable} -c")
-            .replace("/tmp/sidecar-requirements.txt", str(tmp_path / "sidecar-requirements.txt"))
-        )
-        result = subprocess.run(["bash", "-ec", script], cwd=context, capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        for pip_run in pip_runs:
+            # The image's python is 3.11 like this machine's; the venv path is the only substitution.
+            script = pip_run.replace(f"/opt/venv-{name}", str(venv)).replace(
+                "python -m venv", f"{sys.executable} -m venv"
+            )
+            result = subprocess.run(
+                ["bash", "-ec", script], cwd=context, env=env, capture_output=True, text=True, check=False
+            )
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         venvs[name] = str(venv / "bin" / "python")
     outside = tmp_path / "elsewhere"  # not the repo: only the installed copy can be imported
     outside.mkdir()

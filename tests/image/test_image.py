@@ -24,15 +24,18 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from kubelab.ports import free_port
+from kubelab.reviews import make_review
 from kubelab.tools import REPO_ROOT
 from lab import container
 from lab.cluster import Lab, Vm
 from lab.process import LabProcess, wait_for
 from tests.sidecar.guest import wait_guest_nic
+from tests.test_packaging import lock_pins
 from tests.webhook.vmis import vmi
-from webhook.admission import make_review
 from webhook.certs import CertificateAuthority
 from webhook.config import DEFAULT_SIDECAR_IMAGE
 
@@ -107,6 +110,31 @@ def test_it_runs_as_uid_107_read_only_without_capabilities(images: tuple[str, st
     )
     assert caps["NoNewPrivs"] == "1"
     assert "Read-only file system" in result.stderr
+
+
+@pytest.mark.parametrize("which", ["webhook", "sidecar"])
+def test_each_image_is_its_lock_and_says_its_version_and_commit(images: tuple[str, str], which: str) -> None:
+    ref = images[0] if which == "webhook" else images[1]
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    labels = json.loads(podman("image", "inspect", ref).stdout)[0]["Config"]["Labels"]
+    print(ref, json.dumps(labels, indent=1))
+    prefix = "org.opencontainers.image."
+    oci = {k.removeprefix(prefix): v for k, v in labels.items() if k.startswith(prefix)}
+    assert oci["title"] == ("bridge-migration" if which == "webhook" else "bridge-migration-sidecar")
+    assert oci["version"] == version
+    assert oci["revision"].removesuffix("-dirty") == head.stdout.strip()
+    assert oci["licenses"] == "Apache-2.0"
+    assert oci["source"].startswith("https://") and oci["description"]
+    # What is in the venv: the lock's pins, the project, and nothing else (pip and setuptools left).
+    script = "import importlib.metadata as m, json; print(json.dumps({d.name: d.version for d in m.distributions()}))"
+    listing = in_image(ref, "python", "-c", script)
+    assert listing.returncode == 0, listing.stderr
+    installed = {canonicalize_name(name): Version(v) for name, v in json.loads(listing.stdout).items()}
+    expected = {name: pin for name, (pin, _hashes) in lock_pins(which).items()}
+    assert installed == {**expected, "kubevirt-bridge-migration": Version(version)}
+    said = in_image(ref, "python", "-c", f"import {which}; print({which}.__version__)")
+    assert said.stdout.strip() == version, said.stderr
 
 
 @pytest.mark.parametrize("which", ["webhook", "sidecar"])

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubelab.reviews import make_review
 from tests.webhook.server import running_webhook
 from tests.webhook.vmis import vmi
-from webhook.admission import BadReviewError, make_review, parse_review
+from webhook.admission import BadReviewError, parse_review
 from webhook.certs import CertificateAuthority
 from webhook.kube import KubeError, target_from_kubeconfig
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
+from kubelab.reviews import make_review
 from tests.webhook.vmis import vmi
-from webhook.admission import make_review
 from webhook.app import create_app
 from webhook.config import WebhookConfig
 from webhook.kube import SidecarGateCache

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kubelab.reviews import make_review
 from tests.webhook.launcher_pods import launcher_pod
 from tests.webhook.server import running_webhook
 from tests.webhook.test_properties import json_values, vmis
-from webhook.admission import make_review
 from webhook.app import create_app
 from webhook.config import WebhookConfig
 from webhook.kube import SidecarGateCache

@@ -19,9 +19,9 @@ import jsonpatch
 import pytest
 from cryptography import x509
 
+from kubelab.reviews import make_review
 from tests.webhook.server import RunningWebhook, running_webhook
 from tests.webhook.vmis import masquerade_vmi, vmi
-from webhook.admission import make_review
 
 IMAGE = "registry.example/bridge-migration:test"
 

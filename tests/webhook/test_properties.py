@@ -14,7 +14,7 @@ import jsonpatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhook.admission import make_review
+from kubelab.reviews import make_review
 from webhook.app import create_app
 from webhook.config import DeliveryMode, WebhookConfig
 from webhook.kube import SidecarGateCache

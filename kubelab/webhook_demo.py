@@ -1,8 +1,9 @@
-"""``python -m webhook.demo``: the webhook on real TLS, fed the way kube-apiserver feeds it.
+"""``python -m kubelab.webhook_demo``: the webhook on real TLS, fed the way kube-apiserver feeds it.
 
 Starts ``python -m webhook`` with a certificate from a throw-away CA, then sends three
 AdmissionReviews over HTTPS (verifying that CA): a bridge VMI, a masquerade VMI and a
-malformed request, and prints what comes back, patch decoded.
+malformed request, and prints what comes back, patch decoded. Lives here, not in the
+shipped ``webhook`` package: it reads the repository's examples/.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-from webhook.admission import make_review
+from kubelab.reviews import make_review
+from kubelab.tools import REPO_ROOT
 from webhook.certs import CertificateAuthority
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = REPO_ROOT / "examples"
 
 
 def free_port() -> int:
