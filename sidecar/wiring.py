@@ -27,7 +27,7 @@ from sidecar.vmistore import VmiStore
 from sidecar.watcher import LibvirtWatcher
 
 if TYPE_CHECKING:
-    from sidecar.hooks import HookServer
+    from sidecar.hook_server import HookServer
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Sidecar:
             return
         self.watcher.start()
         if self.settings.hook_socket_dir.is_dir():
-            from sidecar.hooks import HookServer  # grpc only when there is a hook directory
+            from sidecar.hook_server import HookServer  # grpc only when there is a hook directory
 
             self.hooks = HookServer(
                 directory=self.settings.hook_socket_dir, store=self.vmis, on_shutdown=self.shutdown_requested.set
