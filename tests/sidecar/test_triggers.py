@@ -21,7 +21,7 @@ RESUMED_POSTCOPY = (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_R
 
 
 @pytest.mark.parametrize(
-    ("event", "detail", "decision"),
+    ("event", "detail", "verdict"),
     [
         (*STARTED_MIGRATED, "incoming"),
         (*RESUMED_MIGRATED, "fix"),
@@ -33,8 +33,8 @@ RESUMED_POSTCOPY = (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_R
         (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED, "ignore"),
     ],
 )
-def test_events_are_classified_with_libvirts_own_numbers(event: int, detail: int, decision: str) -> None:
-    assert classify(event, detail) == decision
+def test_events_are_classified_with_libvirts_own_numbers(event: int, detail: int, verdict: str) -> None:
+    assert classify(event, detail) == verdict
 
 
 @pytest.mark.parametrize(
