@@ -17,8 +17,6 @@ from typing import Any, Final, Literal, TypedDict, get_args
 # --- KubeVirt facts (names carried over from KubeVirt's API, not ours to change) ---
 ALLOW_POD_BRIDGE_MIGRATION: Final = "kubevirt.io/allow-pod-bridge-network-live-migration"
 HOOK_SIDECARS: Final = "hooks.kubevirt.io/hookSidecars"
-VIRT_LAUNCHER_LABEL: Final = "kubevirt.io"
-VIRT_LAUNCHER_LABEL_VALUE: Final = "virt-launcher"
 MIGRATION_JOB_UID_LABEL: Final = "kubevirt.io/migrationJobUID"
 MIGRATION_JOB_NAME_ANNOTATION: Final = "kubevirt.io/migrationJobName"
 # virt-launcher pods carry the VMI's name under this annotation.

@@ -56,10 +56,10 @@ GROUPS = [
     ("msgspec (wire models)", ["msgspec", "sidecar.models"]),
     (
         "our core, engine, watcher, triggers, metrics",
-        ["sidecar.plan", "sidecar.executor", "sidecar.engine", "sidecar.metrics", "sidecar.service"],
+        ["sidecar.plan", "sidecar.executor", "sidecar.engine", "sidecar.metrics", "sidecar.wiring"],
     ),
-    ("asyncio + h11 + the REST server", ["asyncio", "h11", "sidecar.rest", "sidecar.server"]),
-    ("grpclib + h2 + protobuf + the hook server", ["sidecar.hooks"]),
+    ("asyncio + h11 + the REST server", ["asyncio", "h11", "sidecar.rest", "sidecar.serve"]),
+    ("grpclib + h2 + protobuf + the hook server", ["sidecar.hook_server"]),
 ]
 
 

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from sidecar.server import serve
+        from sidecar.serve import serve
 
         return serve(settings)
     if args.command == "node-agent":

@@ -64,11 +64,6 @@ def parse_interfaces(domain_xml: str) -> list[DomainInterface]:
     return [interface_from_element(e) for e in root.findall("./devices/interface")]
 
 
-def domain_name(domain_xml: str) -> str | None:
-    name = ET.fromstring(domain_xml).findtext("name")
-    return name.strip() if name else None
-
-
 def with_link_state(interface_xml: str, state: LinkState) -> str:
     """The interface XML with `<link state='down'/>`, or with no `<link>` at all for up.
 

@@ -28,9 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from sidecar.domain import DomainState
+
 log = logging.getLogger(__name__)
 
-SHUTOFF = 5  # VIR_DOMAIN_SHUTOFF
+SHUTOFF = DomainState.SHUTOFF
 UNKNOWN = -1  # a libvirt call failed on a live connection: no conclusion either way
 
 

@@ -19,24 +19,26 @@ from typing import Any
 
 from bridge_migration_contract import DEFAULT_KEYS, NEWEST_FAMILY, AnnotationKeys, KubevirtFamily, MacPolicy
 from sidecar import podinfo, podlinks
+from sidecar.domain import Domain, DomainState
 from sidecar.errors import DomainNotRunningError, UnknownInterfaceError
-from sidecar.executor import Domain, Executor, LateRemoval
+from sidecar.executor import Executor
 from sidecar.metrics import Metrics
 from sidecar.models import FixupRecord, FixupResult, InterfaceFixup, Trigger
 from sidecar.plan import known_interface_names, make_plan
 from sidecar.podlinks import PodLink, pod_macs
+from sidecar.removals import LateRemoval
 
 log = logging.getLogger(__name__)
 
-_RUNNING = 1  # virDomainState VIR_DOMAIN_RUNNING
-_STATE_NAMES = {
-    0: "nostate",
-    2: "blocked",
-    3: "paused",
-    4: "shutting down",
-    5: "shut off",
-    6: "crashed",
-    7: "suspended",
+# How a refusal to fix a domain that does not run says its state.
+_STATE_NAMES: dict[int, str] = {
+    DomainState.NOSTATE: "nostate",
+    DomainState.BLOCKED: "blocked",
+    DomainState.PAUSED: "paused",
+    DomainState.SHUTDOWN: "shutting down",
+    DomainState.SHUTOFF: "shut off",
+    DomainState.CRASHED: "crashed",
+    DomainState.PMSUSPENDED: "suspended",
 }
 # Triggers whose time is a libvirt event: they feed the event-to-done histogram.
 _EVENT_TRIGGERS: frozenset[Trigger] = frozenset({"resumed-migrated", "postcopy-completed", "unpaused-after-migration"})
@@ -106,9 +108,6 @@ class Fixer:
         with self._history_lock:
             return self._history[-1] if self._history else None
 
-    def busy(self) -> bool:
-        return self._lock.locked()
-
     def wait_idle(self, timeout: float) -> bool:
         """Wait for a running fixup to finish (used before exiting: never stop mid-reattach)."""
         if not self._lock.acquire(timeout=timeout):
@@ -158,7 +157,7 @@ class Fixer:
         wanted = set(interfaces) if interfaces is not None else set(known)
         if not dry_run:
             state, _reason = dom.state()
-            if state != _RUNNING:
+            if state != DomainState.RUNNING:
                 # An incoming migration keeps the domain paused until it resumes; device
                 # changes then fail or race the migration job. The resume event fixes it.
                 name = _STATE_NAMES.get(state, str(state))

@@ -13,8 +13,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from bridge_migration_contract import FixupAction, MacPolicy
-from sidecar.plan import MacSource
 
+# Where the expected MAC came from, in the order of KubeVirt's DHCP rule: the `macs` annotation
+# (what the webhook pinned or recorded from the spec), the VMI spec, the VMI status (v1.9+), the
+# pod link; `domain` when none of them is known (sidecar/plan.py decides it).
+MacSource = Literal["annotation", "spec", "status", "pod", "domain"]
 FixupResult = Literal["success", "failed", "noop", "dry-run", "disabled"]
 InterfaceResult = Literal["done", "failed", "restored", "planned", "skipped"]
 # node-hook: virt-handler called the node agent (KubeVirt v1.9 Plugin API, docs/node-agent.md).

@@ -32,12 +32,15 @@ from typing import Any, Final, Literal
 
 from bridge_migration_contract import managed_interfaces
 from sidecar.config import NodeAgentSettings
+from sidecar.domain import DomainState
 from sidecar.engine import Fixer
 from sidecar.errors import DomainNotRunningError, LibvirtUnavailableError
-from sidecar.executor import DeviceRemovals, Executor, ExecutorSettings
+from sidecar.events import EventType, LifecycleEvent, ResumedDetail
+from sidecar.executor import Executor, ExecutorSettings
 from sidecar.metrics import Metrics
 from sidecar.models import FixupRecord
-from sidecar.watcher import LibvirtWatcher, LifecycleEvent
+from sidecar.removals import DeviceRemovals
+from sidecar.watcher import LibvirtWatcher
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +54,6 @@ MAX_SOCKET_PATH: Final = 107
 MAX_RUNS: Final = 1024
 CONNECT_MARGIN_S: Final = 0.5
 PAUSED_POLL_S: Final = 5.0  # how often a paused domain's watch checks that its pod still exists
-# libvirt's numbers (virDomainState, virDomainEventType and its RESUMED details).
-DOMAIN_PAUSED: Final = 3
-EVENT_RESUMED: Final = 4
-RESUMED_UNPAUSED: Final = 0
 
 AgentResult = Literal["success", "failed", "noop", "skipped", "running", "deferred", "error"]
 
@@ -204,7 +203,7 @@ def fix_target(
     unpaused = threading.Event()
 
     def on_lifecycle(ev: LifecycleEvent) -> None:  # libvirt's event thread: record only
-        if (ev.event, ev.detail) == (EVENT_RESUMED, RESUMED_UNPAUSED):
+        if (ev.event, ev.detail) == (EventType.RESUMED, ResumedDetail.UNPAUSED):
             unpaused.set()
 
     watcher = LibvirtWatcher(
@@ -239,7 +238,7 @@ def fix_target(
         try:
             return fixer.run(trigger="node-hook", interfaces=only)
         except DomainNotRunningError:
-            if watcher.domain().state()[0] != DOMAIN_PAUSED:
+            if watcher.domain().state()[0] != DomainState.PAUSED:
                 raise
         # KubeVirt migrates a paused VMI paused: the guest runs again only when the user
         # unpauses it, and no node hook says when. Keep this connection and fix it then.

@@ -1,7 +1,7 @@
 """`python -m sidecar node-agent`: KubeVirt's NodeHookService on a unix socket, one per node.
 
-grpclib on asyncio, as the sidecar's hook server (sidecar/hooks.py); each call's work runs on
-a thread (libvirt is blocking) and is answered within the smaller of our --deadline and the
+grpclib on asyncio, as the sidecar's hook server (sidecar/hook_server.py); each call's work runs
+on a thread (libvirt is blocking) and is answered within the smaller of our --deadline and the
 caller's own gRPC deadline, less a margin for the answer to travel.
 """
 

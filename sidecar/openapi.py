@@ -11,7 +11,6 @@ from typing import Any
 import msgspec
 
 from sidecar.models import WIRE_MODELS
-from sidecar.rest import MAX_BODY_BYTES
 
 _REF = "#/components/schemas/{name}"
 
@@ -29,7 +28,8 @@ def _error(description: str) -> dict[str, Any]:
     return _json("ErrorBody", description)
 
 
-def document() -> dict[str, Any]:
+def document(*, max_body_bytes: int) -> dict[str, Any]:
+    """The document; ``max_body_bytes`` is the REST server's limit on a request body."""
     _, components = msgspec.json.schema_components(WIRE_MODELS, ref_template=_REF)
     secured = {"401": _error("Missing or wrong bearer token (only when the sidecar runs with --token-file)")}
     return {
@@ -53,7 +53,7 @@ def document() -> dict[str, Any]:
                     "summary": "Fix the NICs now (idempotent unless forced)",
                     "requestBody": {
                         "required": False,
-                        "description": f"At most {MAX_BODY_BYTES} bytes",
+                        "description": f"At most {max_body_bytes} bytes",
                         "content": {"application/json": {"schema": _ref("FixupRequest")}},
                     },
                     "responses": {
@@ -62,7 +62,7 @@ def document() -> dict[str, Any]:
                         "404": _error("Unknown interface name"),
                         "409": _error("No domain to look after yet, or it does not run here yet"),
                         "411": _error("A body without Content-Length"),
-                        "413": _error(f"A body over {MAX_BODY_BYTES} bytes"),
+                        "413": _error(f"A body over {max_body_bytes} bytes"),
                         "422": _error("A body that is not a FixupRequest"),
                         "503": _error("libvirt is not reachable"),
                         **secured,

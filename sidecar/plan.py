@@ -23,11 +23,7 @@ from bridge_migration_contract import (
     normalize_mac,
 )
 from sidecar.domxml import DomainInterface, parse_interfaces
-
-# Where the expected MAC came from, in the order of KubeVirt's DHCP rule: the `macs` annotation
-# (what the webhook pinned or recorded from the spec), the VMI spec, the VMI status (v1.9+), the
-# pod link; `domain` when none of them is known.
-MacSource = Literal["annotation", "spec", "status", "pod", "domain"]
+from sidecar.models import MacSource
 
 # Without a VMI we cannot tell bindings apart; these are the domain interface types that
 # bridge and macvtap bindings produce (ethernet+tap for bridge since KubeVirt 0.59).

@@ -19,16 +19,15 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from typing import Protocol
 
 import h11
-import libvirt
 import msgspec
 
-from sidecar.engine import Fixer
+from sidecar import rest_views
 from sidecar.errors import LibvirtUnavailableError, NoDomainError, UnknownInterfaceError
-from sidecar.metrics import CONTENT_TYPE, Metrics
-from sidecar.models import ErrorBody, FixupRequest, Health, Status, to_json
+from sidecar.metrics import CONTENT_TYPE
+from sidecar.models import ErrorBody, FixupRequest, to_json
+from sidecar.rest_views import SidecarParts
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +45,6 @@ MAX_HEADER_BYTES = 16 * 1024
 OPEN_PATHS = frozenset({"/healthz"})
 JSON = "application/json"
 _KNOWN_STATUSES = frozenset(s.value for s in HTTPStatus)
-
-
-class SidecarView(Protocol):
-    fixer: Fixer
-    metrics: Metrics
-
-    def health(self) -> Health: ...
-    def status(self) -> Status: ...
 
 
 class Reply:
@@ -81,7 +72,7 @@ def authorized(header: str | None, token: str) -> bool:
 class Api:
     """The routes: what each path answers, independent of the HTTP server that carries it."""
 
-    def __init__(self, sidecar: SidecarView) -> None:
+    def __init__(self, sidecar: SidecarParts) -> None:
         self._sidecar = sidecar
         self._openapi: bytes | None = None
         self.routes: dict[tuple[str, str], Callable[[bytes], Reply]] = {
@@ -95,11 +86,11 @@ class Api:
         self.paths = frozenset(path for _method, path in self.routes)
 
     def healthz(self, _body: bytes) -> Reply:
-        health = self._sidecar.health()
+        health = rest_views.health(self._sidecar)
         return Reply(200 if health.ok else 503, to_json(health))
 
     def status(self, _body: bytes) -> Reply:
-        return Reply(200, to_json(self._sidecar.status()))
+        return Reply(200, to_json(rest_views.status(self._sidecar)))
 
     def fixup(self, body: bytes) -> Reply:
         request = msgspec.json.decode(body, type=FixupRequest | None) if body.strip() else None
@@ -120,7 +111,7 @@ class Api:
         if self._openapi is None:
             from sidecar.openapi import document  # built on the first request only
 
-            self._openapi = msgspec.json.encode(document())
+            self._openapi = msgspec.json.encode(document(max_body_bytes=MAX_BODY_BYTES))
         return Reply(200, self._openapi)
 
     def call(self, method: str, path: str, body: bytes) -> Reply:
@@ -141,12 +132,12 @@ class Api:
         except LibvirtUnavailableError as exc:
             log.warning("%s %s refused (503): %s", method, path, exc)
             return error(503, str(exc))
-        except libvirt.libvirtError as exc:
-            log.warning("%s %s failed (503): libvirt call failed: %s", method, path, exc)
-            return error(503, f"libvirt call failed: {exc}")
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return error(422, f"bad request body: {exc}")
         except Exception as exc:
+            if isinstance(exc, self._sidecar.libvirt_errors):
+                log.warning("%s %s failed (503): libvirt call failed: %s", method, path, exc)
+                return error(503, f"libvirt call failed: {exc}")
             log.exception("%s %s failed", method, path)
             return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
@@ -269,5 +260,5 @@ class RestServer:
             await writer.wait_closed()
 
 
-def create_server(sidecar: SidecarView, *, token: str | None = None) -> RestServer:
+def create_server(sidecar: SidecarParts, *, token: str | None = None) -> RestServer:
     return RestServer(Api(sidecar), token=token)

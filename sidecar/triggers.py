@@ -24,38 +24,27 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sidecar.errors import LibvirtUnavailableError, NoDomainError
-from sidecar.executor import LateRemoval
+from sidecar.events import EventType, LifecycleEvent, ResumedDetail, StartedDetail, SuspendedDetail
 from sidecar.models import Trigger
-from sidecar.watcher import LifecycleEvent
+from sidecar.removals import LateRemoval
 
 log = logging.getLogger(__name__)
 
-# virDomainEventType / detail values (libvirt C API numbers, stable since they are ABI).
-EVENT_STARTED = 2
-EVENT_SUSPENDED = 3
-EVENT_RESUMED = 4
-STARTED_MIGRATED = 1
-RESUMED_UNPAUSED = 0
-RESUMED_MIGRATED = 1
-RESUMED_POSTCOPY = 3
-RESUMED_POSTCOPY_FAILED = 4
-SUSPENDED_POSTCOPY_FAILED = 8
+# What a lifecycle event means for the fixup (the webhook's admission `Decision` is another thing).
+EventVerdict = Literal["incoming", "postcopy-started", "fix", "unpaused", "postcopy-failed", "ignore"]
 
-Decision = Literal["incoming", "postcopy-started", "fix", "unpaused", "postcopy-failed", "ignore"]
+_VERDICTS: dict[tuple[int, int], EventVerdict] = {
+    (EventType.STARTED, StartedDetail.MIGRATED): "incoming",
+    (EventType.RESUMED, ResumedDetail.MIGRATED): "fix",
+    (EventType.RESUMED, ResumedDetail.POSTCOPY): "postcopy-started",
+    (EventType.RESUMED, ResumedDetail.UNPAUSED): "unpaused",
+    (EventType.RESUMED, ResumedDetail.POSTCOPY_FAILED): "postcopy-failed",
+    (EventType.SUSPENDED, SuspendedDetail.POSTCOPY_FAILED): "postcopy-failed",
+}
 
 
-def classify(event: int, detail: int) -> Decision:
-    if event == EVENT_STARTED and detail == STARTED_MIGRATED:
-        return "incoming"
-    if event == EVENT_RESUMED and detail == RESUMED_MIGRATED:
-        return "fix"
-    if event == EVENT_RESUMED and detail == RESUMED_POSTCOPY:
-        return "postcopy-started"
-    if event == EVENT_RESUMED and detail == RESUMED_UNPAUSED:
-        return "unpaused"
-    if (event, detail) in ((EVENT_RESUMED, RESUMED_POSTCOPY_FAILED), (EVENT_SUSPENDED, SUSPENDED_POSTCOPY_FAILED)):
-        return "postcopy-failed"
-    return "ignore"
+def classify(event: int, detail: int) -> EventVerdict:
+    return _VERDICTS.get((event, detail), "ignore")
 
 
 RunFixup = Callable[[Trigger, float], object]
@@ -103,7 +92,6 @@ class Dispatcher:
         # Domains that arrived (STARTED/MIGRATED) and have not resumed from it yet.
         self._awaiting_resume: set[str] = set()
         self._thread = threading.Thread(target=self._work, name="fixup-worker", daemon=True)
-        self.events_seen: list[tuple[str, int, int, Decision]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -115,12 +103,10 @@ class Dispatcher:
 
     def on_lifecycle(self, ev: LifecycleEvent) -> None:
         """Event-loop thread: classify, do bookkeeping, enqueue. Never calls libvirt."""
-        decision = classify(ev.event, ev.detail)
-        self.events_seen.append((ev.domain, ev.event, ev.detail, decision))
-        del self.events_seen[:-50]
-        if decision == "incoming":
+        verdict = classify(ev.event, ev.detail)
+        if verdict == "incoming":
             self._incoming()
-        if decision != "ignore":
+        if verdict != "ignore":
             self._queue.put(ev)
 
     def await_resume(self, domain: str) -> None:
@@ -155,22 +141,22 @@ class Dispatcher:
                 if self._restore is not None:
                     self._restore(ev)
                 continue
-            decision = classify(ev.event, ev.detail)
-            if decision == "incoming":
+            verdict = classify(ev.event, ev.detail)
+            if verdict == "incoming":
                 log.info("incoming migration of %s announced", ev.domain)
                 self._awaiting_resume.add(ev.domain)
-            elif decision == "unpaused":
+            elif verdict == "unpaused":
                 if ev.domain in self._awaiting_resume:
                     log.info("%s arrived paused and is unpaused now: fixing up", ev.domain)
                     self._awaiting_resume.discard(ev.domain)
                     self._fix("unpaused-after-migration", ev.domain, ev.at)
-            elif decision == "postcopy-started":
+            elif verdict == "postcopy-started":
                 log.info("%s resumed in post-copy; fixing up once the migration completes", ev.domain)
                 self._postcopy.add(ev.domain)
-            elif decision == "postcopy-failed":
+            elif verdict == "postcopy-failed":
                 log.error("post-copy migration of %s failed; NICs left alone", ev.domain)
                 self._postcopy.discard(ev.domain)
-            elif decision == "fix":
+            elif verdict == "fix":
                 trigger: Trigger = "postcopy-completed" if ev.domain in self._postcopy else "resumed-migrated"
                 self._postcopy.discard(ev.domain)
                 self._awaiting_resume.discard(ev.domain)

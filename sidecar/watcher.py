@@ -12,13 +12,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 
+from sidecar.domain import Domain
 from sidecar.errors import LibvirtUnavailableError, NoDomainError
-from sidecar.executor import DeviceRemovals
+from sidecar.events import LifecycleEvent
+from sidecar.removals import DeviceRemovals
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,6 @@ def adopt_running_event_loop() -> None:
     global _event_impl_started  # noqa: PLW0603
     with _event_impl_lock:
         _event_impl_started = True
-
-
-@dataclass(frozen=True)
-class LifecycleEvent:
-    domain: str
-    event: int
-    detail: int
-    at: float  # epoch seconds when the callback ran
 
 
 class LibvirtWatcher:
@@ -126,13 +119,14 @@ class LibvirtWatcher:
             raise LibvirtUnavailableError(f"not connected to libvirt at {self.uri}: {self.last_error or 'connecting'}")
         return conn
 
-    def domain(self) -> Any:
+    def domain(self) -> Domain:
         """The domain we look after: --domain, else the only one on the connection."""
         conn = self.connection()
         try:
             if self.domain_name:
                 try:
-                    return conn.lookupByName(self.domain_name)
+                    found: Domain = conn.lookupByName(self.domain_name)
+                    return found
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                         raise NoDomainError(f"domain {self.domain_name!r} does not exist (yet)") from exc
@@ -145,7 +139,8 @@ class LibvirtWatcher:
         if len(domains) > 1:
             names = ", ".join(sorted(d.name() for d in domains))
             raise NoDomainError(f"several domains ({names}); start the sidecar with --domain")
-        return domains[0]
+        only: Domain = domains[0]
+        return only
 
     # --- connection loop ---
     def _run(self) -> None:

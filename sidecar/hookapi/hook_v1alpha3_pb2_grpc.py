@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class CallbacksStub:
     """Only the methods we list in Info: virt-launcher calls no other (PreCloudInitIso is left out on
-    purpose, see sidecar/hooks.py).
+    purpose, see sidecar/hook_server.py).
     """
 
     def __init__(self, channel):
@@ -50,7 +50,7 @@ class CallbacksStub:
 
 class CallbacksServicer:
     """Only the methods we list in Info: virt-launcher calls no other (PreCloudInitIso is left out on
-    purpose, see sidecar/hooks.py).
+    purpose, see sidecar/hook_server.py).
     """
 
     def OnDefineDomain(self, request, context):
@@ -88,7 +88,7 @@ def add_CallbacksServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Callbacks:
     """Only the methods we list in Info: virt-launcher calls no other (PreCloudInitIso is left out on
-    purpose, see sidecar/hooks.py).
+    purpose, see sidecar/hook_server.py).
     """
 
     @staticmethod

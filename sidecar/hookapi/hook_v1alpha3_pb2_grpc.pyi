@@ -30,7 +30,7 @@ GRPC_VERSION: str
 
 class CallbacksStub:
     """Only the methods we list in Info: virt-launcher calls no other (PreCloudInitIso is left out on
-    purpose, see sidecar/hooks.py).
+    purpose, see sidecar/hook_server.py).
     """
 
     @_typing.overload
@@ -43,7 +43,7 @@ class CallbacksStub:
 @_typing.type_check_only
 class CallbacksAsyncStub(CallbacksStub):
     """Only the methods we list in Info: virt-launcher calls no other (PreCloudInitIso is left out on
-    purpose, see sidecar/hooks.py).
+    purpose, see sidecar/hook_server.py).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -52,7 +52,7 @@ class CallbacksAsyncStub(CallbacksStub):
 
 class CallbacksServicer(metaclass=_abc_1.ABCMeta):
     """Only the methods we list in Info: virt-launcher calls no other (PreCloudInitIso is left out on
-    purpose, see sidecar/hooks.py).
+    purpose, see sidecar/hook_server.py).
     """
 
     @_abc_1.abstractmethod

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from sidecar.hook_server import SOCKET_NAME, HookServer
 from sidecar.hookapi import (
     hook_info_pb2,
     hook_info_pb2_grpc,
@@ -18,7 +19,6 @@ from sidecar.hookapi import (
     hook_v1alpha3_pb2,
     hook_v1alpha3_pb2_grpc,
 )
-from sidecar.hooks import SOCKET_NAME, HookServer
 from sidecar.vmistore import VmiStore
 from tests.sidecar.samples import THREE_NIC_VMI, domain_xml
 

@@ -23,9 +23,10 @@ from lab.events import ensure_event_loop
 from lab.sidecar import downward_api_file
 from sidecar.engine import Fixer
 from sidecar.errors import NoDomainError
-from sidecar.executor import DeviceRemovals, Executor, ExecutorSettings
+from sidecar.executor import Executor, ExecutorSettings
 from sidecar.metrics import Metrics
 from sidecar.models import FixupRecord
+from sidecar.removals import DeviceRemovals
 from sidecar.watcher import LibvirtWatcher, adopt_running_event_loop
 from tests.sidecar.guest import wait_guest_nic
 from tests.sidecar.samples import vmi

@@ -20,8 +20,8 @@ import pytest
 from lab.cluster import Lab, Pod, Vm
 from lab.events import EventLog
 from lab.process import wait_for
+from sidecar.hook_server import SOCKET_NAME
 from sidecar.hookapi import hook_info_pb2, hook_info_pb2_grpc, hook_v1alpha3_pb2, hook_v1alpha3_pb2_grpc
-from sidecar.hooks import SOCKET_NAME
 from tests.sidecar.guest import wait_guest_nic
 from tests.sidecar.podview import metric, sidecar_log
 from tests.sidecar.samples import vmi

@@ -29,8 +29,8 @@ from lab.paths import VENV_PYTHON
 from lab.process import LabProcess, wait_for
 from lab.shell import CommandError, in_netns, run
 from lab.sidecar import downward_api_file
+from sidecar.hook_server import SOCKET_NAME
 from sidecar.hookapi import hook_info_pb2, hook_info_pb2_grpc
-from sidecar.hooks import SOCKET_NAME
 from tests.sidecar.guest import wait_guest_nic
 
 pytestmark = pytest.mark.lab

@@ -18,8 +18,8 @@ import pytest
 
 from kubelab.ports import free_port
 from lab.cgroups import LimitedGroup
+from sidecar.hook_server import SOCKET_NAME
 from sidecar.hookapi import hook_info_pb2, hook_info_pb2_grpc
-from sidecar.hooks import SOCKET_NAME
 from tests.sidecar.serving import REPO
 
 pytestmark = pytest.mark.lab  # root: it makes cgroups

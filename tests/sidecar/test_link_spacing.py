@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 
-from sidecar.executor import DeviceRemovals, Executor, ExecutorSettings
+from sidecar.executor import Executor, ExecutorSettings
 from sidecar.plan import make_plan
+from sidecar.removals import DeviceRemovals
 from tests.sidecar.samples import MACVTAP_IFACE, THREE_NIC_VMI, domain_xml
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from enum import IntEnum
 
 import libvirt
 import pytest
 
+from sidecar.domain import DomainState, RunningReason
 from sidecar.errors import NoDomainError
+from sidecar.events import EventType, LifecycleEvent, ResumedDetail, StartedDetail, SuspendedDetail
 from sidecar.models import Trigger
 from sidecar.triggers import Dispatcher, classify
-from sidecar.watcher import LifecycleEvent
 
 STARTED_MIGRATED = (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_MIGRATED)
 RESUMED_MIGRATED = (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED)
@@ -19,7 +21,7 @@ RESUMED_POSTCOPY = (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_R
 
 
 @pytest.mark.parametrize(
-    ("event", "detail", "decision"),
+    ("event", "detail", "verdict"),
     [
         (*STARTED_MIGRATED, "incoming"),
         (*RESUMED_MIGRATED, "fix"),
@@ -31,8 +33,24 @@ RESUMED_POSTCOPY = (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_R
         (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED, "ignore"),
     ],
 )
-def test_events_are_classified_with_libvirts_own_numbers(event: int, detail: int, decision: str) -> None:
-    assert classify(event, detail) == decision
+def test_events_are_classified_with_libvirts_own_numbers(event: int, detail: int, verdict: str) -> None:
+    assert classify(event, detail) == verdict
+
+
+@pytest.mark.parametrize(
+    ("numbers", "prefix"),
+    [
+        (EventType, "VIR_DOMAIN_EVENT_"),
+        (StartedDetail, "VIR_DOMAIN_EVENT_STARTED_"),
+        (ResumedDetail, "VIR_DOMAIN_EVENT_RESUMED_"),
+        (SuspendedDetail, "VIR_DOMAIN_EVENT_SUSPENDED_"),
+        (DomainState, "VIR_DOMAIN_"),
+        (RunningReason, "VIR_DOMAIN_RUNNING_"),
+    ],
+)
+def test_the_sidecars_libvirt_numbers_are_libvirts_own(numbers: type[IntEnum], prefix: str) -> None:
+    # sidecar/events.py and sidecar/domain.py spell them out so the core need not import libvirt.
+    assert {m.name: int(m) for m in numbers} == {m.name: getattr(libvirt, prefix + m.name) for m in numbers}
 
 
 class Recorder:

@@ -9,8 +9,9 @@ import libvirt
 import pytest
 
 from sidecar.errors import NoDomainError
-from sidecar.executor import DeviceRemovals
-from sidecar.watcher import LibvirtWatcher, LifecycleEvent
+from sidecar.events import LifecycleEvent
+from sidecar.removals import DeviceRemovals
+from sidecar.watcher import LibvirtWatcher
 
 
 class Collected:

@@ -1,6 +1,6 @@
 """The running sidecar: watcher, dispatcher, fixer and hook server wired together.
 
-Also builds the status view (domain, NICs, pod links, last fixup) for REST.
+What REST shows of it is built in sidecar/rest_views.py.
 """
 
 from __future__ import annotations
@@ -8,44 +8,34 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import libvirt
 
-from bridge_migration_contract import DOMAIN_ALIAS_PREFIX
-from sidecar import podinfo
 from sidecar.config import ServeSettings
-from sidecar.domxml import parse_interfaces
+from sidecar.domain import Domain, DomainState, RunningReason
 from sidecar.endwatch import UNKNOWN, EndWatch, socket_of, wait_for_socket
 from sidecar.engine import Fixer
 from sidecar.errors import LibvirtUnavailableError, NoDomainError
-from sidecar.executor import DeviceRemovals, Executor, ExecutorSettings
+from sidecar.events import LifecycleEvent
+from sidecar.executor import Executor, ExecutorSettings
 from sidecar.metrics import Metrics
-from sidecar.models import Health, InterfaceStatus, Status
-from sidecar.plan import targets_from_vmi
 from sidecar.podlinks import read_links
+from sidecar.removals import DeviceRemovals
 from sidecar.triggers import Dispatcher
 from sidecar.vmistore import VmiStore
 from sidecar.watcher import LibvirtWatcher
 
 if TYPE_CHECKING:
-    from sidecar.hooks import HookServer
+    from sidecar.hook_server import HookServer
 
 log = logging.getLogger(__name__)
 
-_STATE_NAMES = {
-    0: "nostate",
-    1: "running",
-    2: "blocked",
-    3: "paused",
-    4: "shutdown",
-    5: "shutoff",
-    6: "crashed",
-    7: "pmsuspended",
-}
-
 
 class Sidecar:
+    # What a libvirt call raises when it fails: REST answers 503 for it (sidecar/rest.py).
+    libvirt_errors: tuple[type[Exception], ...] = (libvirt.libvirtError,)
+
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.shutdown_requested = threading.Event()
@@ -85,7 +75,7 @@ class Sidecar:
         self.removals.on_late = self.dispatcher.late_removal
         self.hooks: HookServer | None = None
 
-    def _on_lifecycle(self, ev: Any) -> None:
+    def _on_lifecycle(self, ev: LifecycleEvent) -> None:
         self.dispatcher.on_lifecycle(ev)
 
     def _check_missed_migration(self) -> None:
@@ -101,10 +91,10 @@ class Sidecar:
         except (NoDomainError, LibvirtUnavailableError, libvirt.libvirtError):
             return
         # RUNNING/POSTCOPY is left out on purpose: RESUMED/MIGRATED will still come then.
-        if state == libvirt.VIR_DOMAIN_RUNNING and reason == libvirt.VIR_DOMAIN_RUNNING_MIGRATED:
+        if state == DomainState.RUNNING and reason == RunningReason.MIGRATED:
             log.info("domain %s runs here after a migration: catching up", dom.name())
             self.dispatcher.catch_up(str(dom.name()), time.time())
-        elif state == libvirt.VIR_DOMAIN_PAUSED:
+        elif state == DomainState.PAUSED:
             # It may have arrived paused (KubeVirt migrates a paused VMI paused); libvirt cannot
             # tell that from a pause in place, so the next unpause gets a fixup either way.
             log.info("domain %s is paused: its next unpause gets a fixup", dom.name())
@@ -119,7 +109,7 @@ class Sidecar:
             return
         self.watcher.start()
         if self.settings.hook_socket_dir.is_dir():
-            from sidecar.hooks import HookServer  # grpc only when there is a hook directory
+            from sidecar.hook_server import HookServer  # grpc only when there is a hook directory
 
             self.hooks = HookServer(
                 directory=self.settings.hook_socket_dir, store=self.vmis, on_shutdown=self.shutdown_requested.set
@@ -168,82 +158,5 @@ class Sidecar:
             self.hooks.stop()
         self.watcher.stop()
 
-    def domain(self) -> Any:
+    def domain(self) -> Domain:
         return self.watcher.domain()
-
-    # --- views for REST ---
-    def health(self) -> Health:
-        connected = self.watcher.connected
-        registered = self.vmis.registered.is_set()
-        hook_on = self.hooks is not None and self.hooks.enabled
-        # Health (the status code) is about the job the sidecar does: it needs libvirt. The
-        # hook registration only happens when virt-launcher starts, so it is reported, not required.
-        ready = connected and (registered or not hook_on)
-        problems = []
-        if not connected:
-            problems.append(f"libvirt not connected ({self.watcher.last_error or 'connecting'})")
-        if hook_on and not registered:
-            problems.append("virt-launcher has not called Info on the hook socket yet")
-        return Health(
-            ok=connected,
-            ready=ready,
-            libvirt_connected=connected,
-            hook_registered=registered,
-            hook_server_enabled=hook_on,
-            detail="; ".join(problems) or "ok",
-        )
-
-    def status(self) -> Status:
-        vmi = self.vmis.get()
-        info = podinfo.load(self.settings.pod_annotations, vmi=vmi, keys=self.settings.keys)
-        connected = self.watcher.connected
-        name: str | None = None
-        state: str | None = None
-        interfaces: list[InterfaceStatus] = []
-        try:
-            dom = self.domain()
-            name = str(dom.name())
-            code, _reason = dom.state()
-            state = _STATE_NAMES.get(code, str(code))
-            xml = dom.XMLDesc(0)
-        except (NoDomainError, LibvirtUnavailableError, libvirt.libvirtError):
-            xml = None
-        if xml is not None:
-            links = read_links()
-            targets = {t.name: t for t in targets_from_vmi(vmi, xml, links)}
-            for iface in parse_interfaces(xml):
-                vmi_name = (
-                    iface.alias.removeprefix(DOMAIN_ALIAS_PREFIX)
-                    if iface.alias and iface.alias.startswith(DOMAIN_ALIAS_PREFIX)
-                    else None
-                )
-                target = targets.get(vmi_name) if vmi_name else None
-                pod_link = target.pod_link if target else None
-                link = links.get(pod_link) if pod_link else None
-                interfaces.append(
-                    InterfaceStatus(
-                        name=vmi_name,
-                        alias=iface.alias,
-                        type=iface.type,
-                        mac=iface.mac,
-                        link_state=iface.link_state,
-                        target_dev=iface.target_dev,
-                        managed=target is not None,
-                        pod_link=pod_link,
-                        pod_link_mac=link.mac if link else None,
-                        pod_link_state=link.operstate if link else None,
-                    )
-                )
-        return Status(
-            domain=name,
-            domain_state=state,
-            libvirt_connected=connected,
-            libvirt_uri=self.settings.libvirt_uri,
-            hook_registered=self.vmis.registered.is_set(),
-            vmi_known=vmi is not None,
-            policy=info.policy,
-            enabled=info.enabled,
-            interfaces=interfaces,
-            restore_pending=self.fixer.watched(),
-            last_fixup=self.fixer.last(),
-        )

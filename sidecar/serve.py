@@ -9,7 +9,7 @@ import threading
 
 from sidecar.config import ServeSettings
 from sidecar.rest import create_server
-from sidecar.service import Sidecar
+from sidecar.wiring import Sidecar
 
 log = logging.getLogger(__name__)
 
