@@ -189,7 +189,7 @@ def test_a_registry_prefixes_the_repository_and_a_digest_wins_over_the_tag(rende
     assert _flag(webhook["args"], "sidecar-image") == pinned
     assert [c["image"] for c in _containers(objects, "DaemonSet")] == [pinned]
     # The webhook still knows a digest-pinned entry of ours as its own (no second entry on upgrade).
-    assert is_our_image(f"registry.example.org:5000/mirror/bridge-migration-sidecar:0.9", pinned)
+    assert is_our_image("registry.example.org:5000/mirror/bridge-migration-sidecar:0.9", pinned)
 
 
 def test_a_webhook_digest_is_used_by_the_deployment_and_the_test_pod(render: Render) -> None:
