@@ -31,7 +31,7 @@ def _pod_args(objects: list[dict[str, Any]]) -> list[str]:
 
 
 def test_every_test_object_is_a_test_hook_and_nothing_else_is(render: Render) -> None:
-    objects = render()
+    objects = render(tests=True)
     hooks = _hooks(objects)
     assert sorted(o["kind"] for o in hooks) == ["ClusterRole", "ClusterRoleBinding", "Pod", "ServiceAccount"]
     weights = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in hooks}
@@ -50,7 +50,7 @@ def test_every_test_object_is_a_test_hook_and_nothing_else_is(render: Render) ->
 
 
 def test_the_test_pod_may_only_list_kubevirt_crs(render: Render) -> None:
-    hooks = _hooks(render())
+    hooks = _hooks(render(tests=True))
     (role,) = by_kind(hooks, "ClusterRole")
     assert role["rules"] == [{"apiGroups": ["kubevirt.io"], "resources": ["kubevirts"], "verbs": ["list"]}]
     (binding,) = by_kind(hooks, "ClusterRoleBinding")
@@ -63,7 +63,7 @@ def test_the_test_pod_may_only_list_kubevirt_crs(render: Render) -> None:
 
 
 def test_the_test_pod_calls_the_service_by_the_certificates_name_and_mounts_only_the_ca(render: Render) -> None:
-    objects = render()
+    objects = render(tests=True)
     pod = one(_hooks(objects), "Pod")
     (container,) = pod["spec"]["containers"]
     assert container["command"] == ["python", "-m", "webhook.helmtest"]
@@ -105,7 +105,7 @@ def test_the_test_pod_calls_the_service_by_the_certificates_name_and_mounts_only
 def test_the_test_pod_checks_the_delivery_the_webhook_runs_with(
     render: Render, values: dict[str, Any], delivery: str
 ) -> None:
-    objects = render(values)
+    objects = render(values, tests=True)
     (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert f"--delivery={delivery}" in container["args"]
     assert f"--delivery={delivery}" in _pod_args(objects)

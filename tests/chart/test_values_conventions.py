@@ -76,7 +76,7 @@ def test_default_names_are_unchanged(render: Render, release: str) -> None:
 def test_fullname_override_renames_every_object_and_the_webhooks_follow_the_service(
     render: Render, values: dict[str, Any]
 ) -> None:
-    objects = render(values | {"fullnameOverride": "vmnet-fix"}, release="bm")
+    objects = render(values | {"fullnameOverride": "vmnet-fix"}, release="bm", tests=True)
     for obj in objects:
         if obj["kind"] == "Plugin":
             assert obj["metadata"]["name"] == "bridge-migration"  # node.pluginName: the agent's socket name
@@ -98,7 +98,7 @@ def test_fullname_override_renames_every_object_and_the_webhooks_follow_the_serv
 
 
 def test_name_override_replaces_the_chart_name_in_names_and_the_name_label(render: Render) -> None:
-    objects = render(ALL_OBJECTS | {"nameOverride": "netfix"}, release="bm")
+    objects = render(ALL_OBJECTS | {"nameOverride": "netfix"}, release="bm", tests=True)
     assert one(objects, "Service")["metadata"]["name"] == "bm-netfix"
     assert _service_refs(objects) == {("bm-netfix", "bridge-migration")}
     for obj in objects:
@@ -121,7 +121,7 @@ LABELS = {"team": "virt", "example.com/cost-center": "42"}
 
 @pytest.mark.parametrize("values", [ALL_OBJECTS, WITH_CERT_MANAGER], ids=["chart-ca", "cert-manager"])
 def test_common_labels_are_on_every_object_and_pod_but_not_in_selectors(render: Render, values: dict[str, Any]) -> None:
-    objects = render(values | {"commonLabels": LABELS})
+    objects = render(values | {"commonLabels": LABELS}, tests=True)
     kinds = {o["kind"] for o in objects}
     assert {"Plugin", "DaemonSet", "Pod", "ServiceMonitor", "Certificate" if "tls" in values else "Secret"} <= kinds
     for obj in objects:
@@ -193,7 +193,7 @@ def test_a_registry_prefixes_the_repository_and_a_digest_wins_over_the_tag(rende
 
 
 def test_a_webhook_digest_is_used_by_the_deployment_and_the_test_pod(render: Render) -> None:
-    objects = render({"image": {"digest": DIGEST}})
+    objects = render({"image": {"digest": DIGEST}}, tests=True)
     expected = f"ghcr.io/kubevirt-bridge-migration/bridge-migration@{DIGEST}"
     assert _containers(objects, "Deployment")[0]["image"] == expected
     (test_pod,) = by_kind(objects, "Pod")
