@@ -28,7 +28,16 @@ def _hooks(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return hooks
 
 
-@pytest.mark.parametrize("values", [{}, EVERYTHING_ON, {"tls": {"certManager": {"enabled": True}}}])
+CONVENTIONS = {
+    "fullnameOverride": "vmnet-fix",
+    "commonLabels": {"team": "virt"},
+    "image": {"registry": "registry.example.org", "repository": "bm/webhook", "digest": "sha256:" + "ab" * 32},
+    "sidecar": {"image": {"pullPolicy": "Always"}},
+    "node": {"enabled": True},
+}
+
+
+@pytest.mark.parametrize("values", [{}, EVERYTHING_ON, {"tls": {"certManager": {"enabled": True}}}, CONVENTIONS])
 def test_helm_lint_strict_is_clean(helm: Path, tmp_path: Path, values: dict[str, Any]) -> None:
     import yaml
 
