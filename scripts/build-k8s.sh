@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Build the Kubernetes tools the kube tests and the demo run, from the Go module proxy, pinned:
-# kube-apiserver and kubectl (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3) and helm.
+# kube-apiserver and kubectl (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3), helm, and
+# helm-docs (github.com/norwoodj/helm-docs: the chart README is generated from values.yaml with it).
 #
 # Binaries land in /var/cache/bridge-migration/k8s-<version>/bin, outside the repo, and are
 # re-used on later runs (a tool is rebuilt only when its binary is missing). Each tool is built in
 # a throwaway module directory under the cache so the repo never holds Go code of other projects.
 # GOMODCACHE and GOCACHE live under /var/cache/bridge-migration/go so CI re-uses them.
 #
-# Usage: build-k8s.sh [TOOL...]   (TOOL: kube-apiserver kubectl etcd helm; default: all four)
+# Usage: build-k8s.sh [TOOL...]   (TOOL: kube-apiserver kubectl etcd helm helm-docs; default: all five)
 # Prints the bin directory on its last line of stdout; progress goes to stderr.
 set -euo pipefail
-wanted=${*:-kube-apiserver kubectl etcd helm}
+wanted=${*:-kube-apiserver kubectl etcd helm helm-docs}
 want() { [[ " $wanted " == *" $1 "* ]]; }
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+HELM_DOCS_VERSION=${HELM_DOCS_VERSION:-v1.14.2}
 
 cache_root=${BM_CACHE_ROOT:-/var/cache/bridge-migration}
 out=$cache_root/k8s-$K8S_VERSION
@@ -92,7 +94,7 @@ k8s_replaces() {
 }
 
 total_start=$SECONDS
-say "target: kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION -> $bin"
+say "target: kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION, helm-docs $HELM_DOCS_VERSION -> $bin"
 say "GOMODCACHE=$GOMODCACHE GOCACHE=$GOCACHE ($(go version))"
 
 need_k8s=0
@@ -129,10 +131,15 @@ for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 build_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "$helm_ld" ""
 
+# helm-docs prints the version its goreleaser build stamps into main.version.
+build_tool helm-docs github.com/norwoodj/helm-docs "$HELM_DOCS_VERSION" github.com/norwoodj/helm-docs/cmd/helm-docs \
+  "-s -w -X main.version=${HELM_DOCS_VERSION#v}" ""
+
 want kube-apiserver && "$bin/kube-apiserver" --version >&2
 want kubectl && "$bin/kubectl" version --client >&2
 # sed reads to the end: `head` would exit early and, under pipefail, fail the build with SIGPIPE.
 want etcd && "$bin/etcd" --version 2>&1 | sed -n 1p >&2
 want helm && "$bin/helm" version --short >&2
+want helm-docs && "$bin/helm-docs" --version >&2
 say "$wanted ready in $((SECONDS - total_start)) s"
 echo "$bin"

@@ -22,8 +22,12 @@ def helm() -> Path:
 
 @pytest.fixture(scope="session")
 def render(helm: Path) -> Render:
-    def _render(values: dict[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
-        return helm_template(helm, values=values, **kwargs)
+    def _render(values: dict[str, Any] | None = None, *, tests: bool = False, **kwargs: Any) -> list[dict[str, Any]]:
+        """The release's objects; ``tests=True`` adds the `helm test` hooks (templates/tests/)."""
+        extra = list(kwargs.pop("extra", ()))
+        if not tests:
+            extra.append("--skip-tests")
+        return helm_template(helm, values=values, extra=extra, **kwargs)
 
     return _render
 

@@ -1,58 +1,123 @@
 {{/* Names, labels and small computed values shared by the templates. */}}
 
-{{- define "bm.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- define "bridge-migration.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{- define "bm.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{/* Every object's name is this or starts with it (the Plugin CR has its own, node.pluginName). */}}
+{{- define "bridge-migration.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
-
-{{- define "bm.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "bm.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: webhook
 {{- end -}}
 
-{{- define "bm.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-{{ include "bm.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{/*
+Selector labels of one component: (dict "root" $ "component" "webhook"). The webhook's Service,
+PodDisruptionBudget and NetworkPolicy select component=webhook, so nothing else may carry it.
+*/}}
+{{- define "bridge-migration.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "bridge-migration.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* All labels of one component's objects and pods: the chart's own, then commonLabels. */}}
+{{- define "bridge-migration.componentLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{ include "bridge-migration.componentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/part-of: kubevirt-bridge-migration
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
-{{- define "bm.serviceAccountName" -}}
+{{- define "bridge-migration.selectorLabels" -}}
+{{- include "bridge-migration.componentSelectorLabels" (dict "root" . "component" "webhook") -}}
+{{- end -}}
+
+{{- define "bridge-migration.labels" -}}
+{{- include "bridge-migration.componentLabels" (dict "root" . "component" "webhook") -}}
+{{- end -}}
+
+{{/* The node agent's labels: the webhook's selector labels would select the webhook's pods. */}}
+{{- define "bridge-migration.nodeAgentSelectorLabels" -}}
+{{- include "bridge-migration.componentSelectorLabels" (dict "root" . "component" "node-agent") -}}
+{{- end -}}
+
+{{- define "bridge-migration.nodeAgentLabels" -}}
+{{- include "bridge-migration.componentLabels" (dict "root" . "component" "node-agent") -}}
+{{- end -}}
+
+{{/* The `helm test` objects' labels: their own component, so the Service never selects the test pod. */}}
+{{- define "bridge-migration.testLabels" -}}
+{{- include "bridge-migration.componentLabels" (dict "root" . "component" "test") -}}
+{{- end -}}
+
+{{- define "bridge-migration.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
-{{- default (include "bm.fullname" .) .Values.serviceAccount.name -}}
+{{- default (include "bridge-migration.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
-{{- define "bm.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{/*
+An image reference from (list <image values> <default tag>): `[registry/]repository`, then
+`@digest` when a digest is set (the tag is then left out: a digest names one image, a tag can
+move), else `:tag`, the tag defaulting to the chart's appVersion.
+*/}}
+{{- define "bridge-migration.imageRef" -}}
+{{- $image := index . 0 -}}
+{{- $defaultTag := index . 1 -}}
+{{- if $image.registry -}}
+{{- printf "%s/%s" (trimSuffix "/" $image.registry) $image.repository -}}
+{{- else -}}
+{{- $image.repository -}}
+{{- end -}}
+{{- if $image.digest -}}
+{{- printf "@%s" $image.digest -}}
+{{- else -}}
+{{- printf ":%s" (default $defaultTag $image.tag) -}}
+{{- end -}}
 {{- end -}}
 
-{{- define "bm.sidecarImage" -}}
-{{- printf "%s:%s" .Values.sidecar.image.repository (default .Chart.AppVersion .Values.sidecar.image.tag) -}}
+{{- define "bridge-migration.image" -}}
+{{- include "bridge-migration.imageRef" (list .Values.image .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "bridge-migration.sidecarImage" -}}
+{{- include "bridge-migration.imageRef" (list .Values.sidecar.image .Chart.AppVersion) -}}
 {{- end -}}
 
 {{/* Secret holding the serving certificate (tls.crt, tls.key, ca.crt). */}}
-{{- define "bm.tlsSecretName" -}}
-{{- printf "%s-tls" (include "bm.fullname" .) -}}
+{{- define "bridge-migration.tlsSecretName" -}}
+{{- printf "%s-tls" (include "bridge-migration.fullname" .) -}}
 {{- end -}}
 
 {{/* The serving certificate's DNS names: the Service as the API server calls it. */}}
-{{- define "bm.serviceDNS" -}}
-{{- printf "%s.%s.svc" (include "bm.fullname" .) .Release.Namespace -}}
+{{- define "bridge-migration.serviceDNS" -}}
+{{- printf "%s.%s.svc" (include "bridge-migration.fullname" .) .Release.Namespace -}}
 {{- end -}}
 
-{{- define "bm.migrationsFailurePolicy" -}}
+{{/* The delivery mode the webhook runs with: node.enabled installs the agent, so auto means node. */}}
+{{- define "bridge-migration.delivery" -}}
+{{- if and .Values.node.enabled (eq .Values.delivery "auto") -}}
+node
+{{- else -}}
+{{- .Values.delivery -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "bridge-migration.migrationsFailurePolicy" -}}
 {{- if .Values.webhook.failurePolicy.migrations -}}
 {{- .Values.webhook.failurePolicy.migrations -}}
 {{- else if eq .Values.validation "strict" -}}
@@ -66,7 +131,7 @@ Ignore
 namespaceSelector shared by every webhook: never kube-system, never our own namespace (the webhook
 must not depend on itself), never a namespace labelled <prefix>enabled=false.
 */}}
-{{- define "bm.namespaceSelector" -}}
+{{- define "bridge-migration.namespaceSelector" -}}
 namespaceSelector:
   matchExpressions:
     - key: kubernetes.io/metadata.name
@@ -80,19 +145,4 @@ namespaceSelector:
     - key: {{ printf "%senabled" .Values.annotationPrefix }}
       operator: NotIn
       values: ["false"]
-{{- end -}}
-
-{{/* The node agent's labels: the webhook's selector labels would select the webhook's pods. */}}
-{{- define "bm.nodeAgentSelectorLabels" -}}
-app.kubernetes.io/name: {{ include "bm.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: node-agent
-{{- end -}}
-
-{{- define "bm.nodeAgentLabels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-{{ include "bm.nodeAgentSelectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: kubevirt-bridge-migration
 {{- end -}}
