@@ -58,6 +58,7 @@ def test_every_import_contract_is_kept() -> None:
         ("sidecar/executor.py", "from sidecar.engine import Fixer", "The sidecar's layers"),
         ("sidecar/engine.py", "import libvirt", "Only the watcher and the wiring import libvirt"),
         ("sidecar/rest.py", "import grpclib", "Only the two hook servers import gRPC"),
+        ("webhook/vmi_mutation.py", "from webhook.orchestration import Runtime", "The webhook's layers"),
         ("webhook/macs.py", "import fastapi", "The webhook's admission logic imports no web framework"),
         ("sidecar/models.py", "import webhook.app", "The webhook and the sidecar never import each other"),
         ("webhook/app.py", "import kubelab.ports", "Neither service imports lab or kubelab"),
