@@ -40,6 +40,7 @@ class ServeSettings:
     hook_socket_dir: Path
     pod_annotations: Path
     link_pause_ms: int
+    resume_settle_ms: int
     domain: str | None
     detach_timeout: float
     history_size: int
@@ -85,6 +86,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="downward-API file with the pod's annotations",
     )
     _add(parser, "--link-pause-ms", default="100", help="pause between link down and link up, in ms")
+    _add(
+        parser,
+        "--resume-settle-ms",
+        default="1000",
+        help="after a migration, no link comes back up before this long after the resume, in ms",
+    )
     _add(parser, "--domain", default=None, help="libvirt domain to look after (default: the only domain)")
     _add(parser, "--detach-timeout", default="30", help="seconds to wait for the guest to release a NIC")
     _add(parser, "--history-size", default="100", help="fixup records kept for GET /v1/fixups")
@@ -152,12 +159,15 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     host, port = parse_listen(args.listen, has_token=token is not None)
     try:
         link_pause_ms = int(args.link_pause_ms)
+        resume_settle_ms = int(args.resume_settle_ms)
         detach_timeout = float(args.detach_timeout)
         history_size = int(args.history_size)
     except ValueError as exc:
         raise ValueError(f"bad number: {exc}") from exc
-    if link_pause_ms < 0 or detach_timeout <= 0 or history_size < 1:
-        raise ValueError("--link-pause-ms must be >= 0, --detach-timeout > 0, --history-size >= 1")
+    if link_pause_ms < 0 or resume_settle_ms < 0 or detach_timeout <= 0 or history_size < 1:
+        raise ValueError(
+            "--link-pause-ms and --resume-settle-ms must be >= 0, --detach-timeout > 0, --history-size >= 1"
+        )
     try:
         keys = AnnotationKeys(str(args.annotation_prefix))
     except ValueError as exc:
@@ -182,6 +192,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         hook_socket_dir=Path(args.hook_socket_dir),
         pod_annotations=Path(args.pod_annotations),
         link_pause_ms=link_pause_ms,
+        resume_settle_ms=resume_settle_ms,
         domain=args.domain or None,
         detach_timeout=detach_timeout,
         history_size=history_size,
@@ -211,6 +222,7 @@ class NodeAgentSettings:
     libvirt_uri_template: str
     deadline: float  # seconds an ExecuteNodeHook call may take at most
     link_pause_ms: int
+    resume_settle_ms: int
     detach_timeout: float
     log_level: str
     keys: AnnotationKeys = field(default_factory=AnnotationKeys)
@@ -244,6 +256,12 @@ def add_node_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a call may take before it is answered (virt-handler waits 30 s by default)",
     )
     _add(parser, "--link-pause-ms", default="100", help="pause between link down and link up, in ms")
+    _add(
+        parser,
+        "--resume-settle-ms",
+        default="1000",
+        help="after a migration, no link comes back up before this long after the resume, in ms",
+    )
     _add(parser, "--detach-timeout", default="15", help="seconds to wait for the guest to release a NIC")
     _add(parser, "--log-level", default="info", help="debug, info, warning or error")
     _add(parser, "--annotation-prefix", default=DEFAULT_PREFIX, help="prefix of our annotation keys on the VMI")
@@ -254,13 +272,14 @@ def node_agent_settings_from_args(args: argparse.Namespace) -> NodeAgentSettings
     try:
         deadline = float(args.deadline)
         link_pause_ms = int(args.link_pause_ms)
+        resume_settle_ms = int(args.resume_settle_ms)
         detach_timeout = float(args.detach_timeout)
     except ValueError as exc:
         raise ValueError(f"bad number: {exc}") from exc
     if not 0 < deadline < 30:
         raise ValueError("--deadline must be > 0 and < 30 (virt-handler's default timeout)")
-    if link_pause_ms < 0 or detach_timeout <= 0:
-        raise ValueError("--link-pause-ms must be >= 0, --detach-timeout > 0")
+    if link_pause_ms < 0 or resume_settle_ms < 0 or detach_timeout <= 0:
+        raise ValueError("--link-pause-ms and --resume-settle-ms must be >= 0, --detach-timeout > 0")
     if "{socket}" not in str(args.libvirt_uri_template):
         raise ValueError("--libvirt-uri-template must contain {socket}")
     try:
@@ -277,6 +296,7 @@ def node_agent_settings_from_args(args: argparse.Namespace) -> NodeAgentSettings
         libvirt_uri_template=str(args.libvirt_uri_template),
         deadline=deadline,
         link_pause_ms=link_pause_ms,
+        resume_settle_ms=resume_settle_ms,
         detach_timeout=detach_timeout,
         log_level=str(args.log_level).upper(),
         keys=keys,

@@ -211,7 +211,9 @@ class Fixer:
             return self._finish(base, result="disabled", message="disabled by annotation", interfaces=[])
         if not force and wanted and wanted <= done_before:
             return self._finish(base, result="noop", message="already fixed since the last migration", interfaces=[])
-        results = [self._executor.apply(dom, p) for p in plans]
+        # Every trigger but a hand-made fixup follows a resume after a migration.
+        resumed_at = None if trigger == "manual" else trigger_time
+        results = [self._executor.apply(dom, p, resumed_at=resumed_at) for p in plans]
         ok = all(r.result in ("done", "skipped") for r in results)
         if ok:
             with self._history_lock:

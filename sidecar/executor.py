@@ -69,6 +69,14 @@ def with_job_retry(call: Callable[[str, int], int], xml: str, flags: int, *, wha
 @dataclass(frozen=True)
 class ExecutorSettings:
     link_pause_s: float = 0.1
+    # A guest that has just resumed in the target pod handles virtio-net's link interrupt late:
+    # when it reads the link status only after the link is up again, it sees no flap at all and
+    # keeps its stale lease. In the lab a TCG guest with two NICs missed a 100 ms and a 500 ms
+    # flap of the first NIC, started at the resume event; flaps a second or more after the
+    # resume were always seen (docs/lab.md, "The link pause"). So after a migration no NIC comes
+    # back up before this long after the resume event: it costs the first NIC up to this much
+    # longer down, where a missed flap strands the guest until its lease ends.
+    resume_settle_s: float = 1.0
     detach_timeout_s: float = 30.0
     # A Linux guest reports carrier-down events at most once a second (the kernel's linkwatch
     # rate limit; carrier-up is exempt). A second NIC's 100 ms flap inside that second reaches the
@@ -149,11 +157,14 @@ class Executor:
             self._mark(late, unsettled=False)
         return attached
 
-    def apply(self, dom: Domain, plan: InterfacePlan) -> InterfaceFixup:
+    def apply(self, dom: Domain, plan: InterfacePlan, *, resumed_at: float | None = None) -> InterfaceFixup:
+        """Carry out one interface's plan. ``resumed_at`` (wall clock) is when the guest resumed
+        after a migration, None for a fixup asked for by hand: a link refresh then holds the link
+        down until ``resume_settle_s`` after it, at least ``link_pause_s``."""
         start = time.monotonic()
         try:
             if plan.action == "link-refresh":
-                result = self._link_refresh(dom, plan)
+                result = self._link_refresh(dom, plan, resumed_at)
             elif plan.action == "reattach":
                 result = self._reattach(dom, plan)
             else:
@@ -163,7 +174,14 @@ class Executor:
             result = _record(plan, result="failed", new_mac=plan.expected_mac, error=_error_text(exc))
         return msgspec.structs.replace(result, duration_ms=(time.monotonic() - start) * 1000)
 
-    def _link_refresh(self, dom: Domain, plan: InterfacePlan) -> InterfaceFixup:
+    def link_pause(self, resumed_at: float | None) -> float:
+        """Seconds a link refresh starting now keeps the link down."""
+        pause = self.settings.link_pause_s
+        if resumed_at is not None:
+            pause = max(pause, resumed_at + self.settings.resume_settle_s - time.time())
+        return pause
+
+    def _link_refresh(self, dom: Domain, plan: InterfacePlan, resumed_at: float | None) -> InterfaceFixup:
         flags = modify_flags(dom)
         xml = plan.interface.xml
         self._space_link_down()
@@ -182,7 +200,7 @@ class Executor:
             flags = MODIFY_LIVE
             with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "down"), flags, what=f"{plan.alias} link down")
         try:
-            time.sleep(self.settings.link_pause_s)
+            time.sleep(self.link_pause(resumed_at))
         finally:
             # Whatever happens, try to bring the link back up.
             with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "up"), flags, what=f"{plan.alias} link up")

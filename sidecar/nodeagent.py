@@ -224,7 +224,11 @@ def fix_target(
             raise LibvirtUnavailableError(f"cannot reach libvirt at {target.socket}: {why}")
         fixer = Fixer(
             executor=Executor(
-                ExecutorSettings(link_pause_s=settings.link_pause_ms / 1000, detach_timeout_s=settings.detach_timeout),
+                ExecutorSettings(
+                    link_pause_s=settings.link_pause_ms / 1000,
+                    resume_settle_s=settings.resume_settle_ms / 1000,
+                    detach_timeout_s=settings.detach_timeout,
+                ),
                 removals,
             ),
             domain=watcher.domain,

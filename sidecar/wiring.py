@@ -54,7 +54,11 @@ class Sidecar:
         )
         self.fixer = Fixer(
             executor=Executor(
-                ExecutorSettings(link_pause_s=settings.link_pause_ms / 1000, detach_timeout_s=settings.detach_timeout),
+                ExecutorSettings(
+                    link_pause_s=settings.link_pause_ms / 1000,
+                    resume_settle_s=settings.resume_settle_ms / 1000,
+                    detach_timeout_s=settings.detach_timeout,
+                ),
                 self.removals,
             ),
             domain=self.domain,
