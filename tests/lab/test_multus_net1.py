@@ -111,3 +111,13 @@ def test_kept_control_without_the_sidecar_net1_comes_back_by_qemus_announce_but_
     assert outcome.net1_switch_port == "port-b"
     assert outcome.net1_stun_ms is not None
     assert outcome.first_reply is None  # eth0, on the pod network, is stranded as ever
+
+
+@pytest.mark.parametrize("kind", ["net1-kept", "net1-per-node"])
+def test_with_systemd_networkd_both_ipam_modes_recover_over_net1(kind: str) -> None:
+    result = _run(kind, guest="debian-networkd")
+    (outcome,) = result.migrations
+    nic = _net1(outcome)
+    assert nic.startswith("ens"), "not udev's predictable name: is this the Debian guest?"
+    server = str(KEPT_SUBNET[1]) if kind == "net1-kept" else server_ip(NET1_INDEX)
+    _assert_net1_renewed_and_pings(outcome, first_mac=result.first_macs[nic], server=server)
