@@ -68,6 +68,8 @@ class EchoStream:
                 self._proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self._proc is not None and self._proc.stdout is not None and not (self._reader and self._reader.is_alive()):
+            self._proc.stdout.close()  # the pipe, read to its end: left open it is a ResourceWarning
         with self._lock:
             return list(self.replies)
 

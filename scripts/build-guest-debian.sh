@@ -75,7 +75,9 @@ include=$(
   IFS=,
   echo "${packages[*]}"
 )
-# No docs, manuals or translations: the guest is read by nobody.
+# No docs, manuals or translations: the guest is read by nobody. The hook is single-quoted on
+# purpose: mmdebstrap runs it with the rootfs as "$1".
+# shellcheck disable=SC2016
 mmdebstrap --quiet --variant=minbase --format=directory --include="$include" \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \

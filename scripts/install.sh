@@ -8,7 +8,7 @@ cd "$root"
 
 say() { printf '[install] %s\n' "$*"; }
 
-apt_pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev openssl iproute2 ca-certificates hey)
+apt_pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev openssl iproute2 ca-certificates hey shellcheck)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

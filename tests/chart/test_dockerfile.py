@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from kubelab.tools import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -159,6 +161,7 @@ def _build_context(dest: Path) -> None:
             shutil.copy2(src, dest / src.name)
 
 
+@pytest.mark.build
 def test_replayed_pip_steps_give_each_image_its_entry_point(tmp_path: Path) -> None:
     _, stages = parse_dockerfile(DOCKERFILE.read_text())
     build = stages[0]

@@ -40,7 +40,7 @@ def hook(tmp_path: Path) -> Iterator[Running]:
     running = Running(server, store, shutdown)
     yield running
     running.channel.close()
-    server.stop(grace=0)
+    server.stop()
 
 
 def test_the_socket_is_a_dot_sock_file_in_the_hook_directory(hook: Running, tmp_path: Path) -> None:

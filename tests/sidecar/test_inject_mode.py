@@ -65,16 +65,19 @@ def test_the_socket_is_read_from_kubevirts_non_root_uri() -> None:
 def test_startup_waits_for_the_socket_to_appear(tmp_path: Path) -> None:
     path = tmp_path / "virtqemud-sock"
     stop = threading.Event()
+    listener = socket.socket(socket.AF_UNIX)
 
     def appear() -> None:
         time.sleep(0.5)
-        listener = socket.socket(socket.AF_UNIX)
         listener.bind(str(path))  # a unix socket file, as virtqemud makes it
 
-    threading.Thread(target=appear).start()
+    appearing = threading.Thread(target=appear)
+    appearing.start()
     started = time.monotonic()
-    assert wait_for_socket(path, stop) is True
-    assert time.monotonic() - started >= 0.5
+    with listener:
+        assert wait_for_socket(path, stop) is True
+        assert time.monotonic() - started >= 0.5
+        appearing.join()
     stop.set()
     assert wait_for_socket(tmp_path / "never", stop) is False  # a stop ends the wait
 

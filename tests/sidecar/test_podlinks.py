@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytestmark = pytest.mark.root  # ip netns add
+
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
