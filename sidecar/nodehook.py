@@ -69,6 +69,12 @@ async def _serve(settings: NodeAgentSettings) -> int:
     except OSError as exc:
         log.error("cannot prepare %s: %s", path, exc)
         return 1
+    # Signals first: whoever sees the socket may stop the agent at once, and a SIGTERM before the
+    # handler is in place would kill it without removing the socket (exit -15, not 0).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     server = Server([NodeHookService(agent)])
     await server.start(path=str(path))
     # Only virt-handler (root) and this agent's user need the socket.
@@ -79,10 +85,6 @@ async def _serve(settings: NodeAgentSettings) -> int:
         settings.kubelet_pods_dir,
         settings.deadline,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("stopping")
     server.close()
