@@ -28,6 +28,7 @@ from typing import Any
 
 from bench.common import RESULTS, write_result
 from kubelab.ports import free_port
+from lab.process import stop, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,15 +113,14 @@ def process_run(*, root: Path, rounds: int, clients: int) -> dict[str, Any]:
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _call(base, "GET", "/healthz")
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the sidecar did not start") from None
-                time.sleep(0.05)
+        wait_for(
+            lambda: _call(base, "GET", "/healthz") > 0,  # any HTTP answer
+            timeout=60,
+            interval=0.05,
+            what=f"the sidecar answering on {base}",
+            proc=proc,
+            ignore=(OSError,),
+        )
         time.sleep(2)
         idle = _status(proc.pid)
         codes: dict[int, int] = {}
@@ -153,8 +153,7 @@ def process_run(*, root: Path, rounds: int, clients: int) -> dict[str, Any]:
             big = type(exc).__name__
         after_big = _status(proc.pid)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop(proc, grace=30)
     return {
         "root": str(root),
         "rest_calls": rounds * clients * 5,

@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.common import RESULTS, rss_kib, write_result
 from kubelab.ports import free_port
+from lab.process import stop, wait_for
 
 
 def one_start(*, idle_s: float) -> dict[str, float]:
@@ -35,25 +36,22 @@ def one_start(*, idle_s: float) -> dict[str, float]:
     ]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    socket_at = healthy_at = None
+    socket_at: float | None = None
+
+    def healthy() -> bool:
+        nonlocal socket_at
+        if socket_at is None and any(hooks.glob("*.sock")):
+            socket_at = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+            return bool(resp.status == 200)
+
     try:
-        deadline = started + 60
-        while healthy_at is None:
-            if proc.poll() is not None or time.perf_counter() > deadline:
-                raise RuntimeError(f"sidecar did not become healthy (rc={proc.returncode})")
-            if socket_at is None and any(hooks.glob("*.sock")):
-                socket_at = time.perf_counter()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        healthy_at = time.perf_counter()
-            except OSError:
-                time.sleep(0.01)
+        wait_for(healthy, timeout=60, interval=0.01, what="the sidecar's /healthz", proc=proc, ignore=(OSError,))
+        healthy_at = time.perf_counter()
         time.sleep(idle_s)
         rss = rss_kib(proc.pid)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc, grace=10)
     return {
         "hook_socket_s": round((socket_at or healthy_at) - started, 3),
         "healthy_s": round(healthy_at - started, 3),

@@ -15,6 +15,7 @@ from typing import Any
 from bench.common import RESULTS, write_result
 from bench.webhook_load import IMAGE, run_hey, tls_and_body, wait_listening
 from kubelab.ports import free_port
+from lab.process import stop
 
 SERVER = r"""
 import sys
@@ -45,8 +46,7 @@ def measure(stack: str, files: Any, body: Path, *, concurrency: int, requests: i
             f"https://127.0.0.1:{port}/mutate/virtualmachineinstances", body, concurrency=concurrency, requests=requests
         )
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc, grace=10)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

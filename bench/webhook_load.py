@@ -23,6 +23,7 @@ from typing import Any
 from bench.common import RESULTS, rss_kib, vmi_with_interfaces, write_result
 from kubelab.ports import free_port
 from kubelab.reviews import make_review
+from lab.process import ProcessExitedError, stop, wait_for
 from webhook.certs import CertFiles, CertificateAuthority
 
 IMAGE = "registry.example/bridge-migration:bench"
@@ -62,15 +63,14 @@ def tls_and_body(prefix: str) -> tuple[CertFiles, Path]:
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("bench server did not start") from None
-            time.sleep(0.1)
+    def listening() -> bool:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+
+    try:
+        wait_for(listening, timeout=timeout_s, what=f"port {port}", proc=proc, ignore=(OSError,))
+    except (TimeoutError, ProcessExitedError) as exc:
+        raise SystemExit(f"bench server did not start: {exc}") from None
 
 
 def run_hey(url: str, body_file: Path, *, concurrency: int, requests: int, qps_per_conn: int = 0) -> dict[str, Any]:
@@ -162,8 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         after_rss = rss_kib(proc.pid)
         print(f"RSS idle {idle_rss / 1024:.1f} MiB, after {total} requests {after_rss / 1024:.1f} MiB")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc, grace=10)
     result = {
         "benchmark": "webhook_load",
         "quick": args.quick,

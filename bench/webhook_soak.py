@@ -19,6 +19,7 @@ from typing import Any
 from bench.common import RESULTS, rss_kib, write_result
 from bench.webhook_load import IMAGE, SERVER, tls_and_body, wait_listening
 from kubelab.ports import free_port
+from lab.process import stop
 
 
 def parse_hey_summary(out: str) -> tuple[dict[str, int], int]:
@@ -57,12 +58,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         wait_listening(port, server)
         started = time.monotonic()
-        stop = threading.Event()
+        sampled_enough = threading.Event()
 
         def sample() -> None:
-            while not stop.is_set():
+            while not sampled_enough.is_set():
                 samples.append((round(time.monotonic() - started, 1), rss_kib(server.pid)))
-                stop.wait(args.sample_s)
+                sampled_enough.wait(args.sample_s)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -73,12 +74,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"https://127.0.0.1:{port}/mutate/virtualmachineinstances"],
             check=True, capture_output=True, text=True,
         ).stdout  # fmt: skip
-        stop.set()
+        sampled_enough.set()
         sampler.join()
         samples.append((round(time.monotonic() - started, 1), rss_kib(server.pid)))
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop(server, grace=10)
     codes, transport_errors = parse_hey_summary(out)
     total = sum(codes.values())
     errors = total - codes.get("200", 0) + transport_errors

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -22,8 +21,9 @@ import yaml
 
 from kubelab.kubectl import Kubectl
 from kubelab.pki import SigningKey, write_signing_key
-from kubelab.ports import LOOPBACK, free_port, wait_until
+from kubelab.ports import LOOPBACK, free_port, log_tail
 from kubelab.tools import Tools, find_tools
+from lab.process import stop, wait_for
 from webhook.certs import CertFiles, CertificateAuthority
 
 # Generous: two shared cores, and the first start of a fresh binary pages in ~100 MB.
@@ -82,23 +82,18 @@ class ControlPlane:
         self.port = free_port()
         self._start_apiserver(etcd_url=etcd_url, serving=serving, sa=sa)
         self._write_kubeconfig(admin)
-        wait_until(
+        wait_for(
             self._ready,
-            proc=self._procs[-1][1],
+            timeout=_START_TIMEOUT_S,
+            interval=0.2,
             what="kube-apiserver",
-            log=self.workdir / "kube-apiserver.log",
-            timeout_s=_START_TIMEOUT_S,
+            proc=self._procs[-1][1],
+            log=lambda: log_tail(self.workdir / "kube-apiserver.log"),
         )
 
     def stop(self) -> None:
         for _name, proc, log in reversed(self._procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc, grace=20)
             log.close()
         self._procs.clear()
         if self._own_workdir:
@@ -140,7 +135,14 @@ class ControlPlane:
             except (urllib.error.URLError, OSError):
                 return False
 
-        wait_until(healthy, proc=proc, what="etcd", log=self.workdir / "etcd.log", timeout_s=_START_TIMEOUT_S)
+        wait_for(
+            healthy,
+            timeout=_START_TIMEOUT_S,
+            interval=0.2,
+            what="etcd",
+            proc=proc,
+            log=lambda: log_tail(self.workdir / "etcd.log"),
+        )
         return client
 
     def _start_apiserver(self, *, etcd_url: str, serving: CertFiles, sa: SigningKey) -> None:

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ import yaml
 
 from kubelab.reviews import make_review
 from kubelab.tools import REPO_ROOT
+from lab.process import ProcessExitedError, stop, wait_for
 from webhook.certs import CertificateAuthority
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -36,17 +36,16 @@ def free_port() -> int:
 
 
 def wait_ready(client: httpx.Client, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"webhook exited with {proc.returncode}")
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("webhook did not become ready")
+    try:
+        wait_for(
+            lambda: client.get("/readyz").status_code == 200,
+            timeout=timeout_s,
+            what="the webhook's /readyz",
+            proc=proc,
+            ignore=(httpx.TransportError,),
+        )
+    except (TimeoutError, ProcessExitedError) as exc:
+        raise SystemExit(f"webhook did not become ready: {exc}") from None
 
 
 def show(title: str, resp: httpx.Response) -> None:
@@ -87,8 +86,7 @@ def main() -> int:
                 ),
             )
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc, grace=10)
     return 0
 
 

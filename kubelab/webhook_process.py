@@ -12,8 +12,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from kubelab.ports import LOOPBACK, free_port, wait_until
+from kubelab.ports import LOOPBACK, free_port, log_tail
 from kubelab.tools import REPO_ROOT
+from lab.process import stop, wait_for
 from webhook.certs import CertFiles, CertificateAuthority
 
 _START_TIMEOUT_S = 60.0
@@ -64,16 +65,18 @@ class WebhookProcess:
         self._proc = subprocess.Popen(
             self.argv(), cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
         )
-        wait_until(self._ready, proc=self._proc, what="webhook", log=self.log_path, timeout_s=_START_TIMEOUT_S)
+        wait_for(
+            self._ready,
+            timeout=_START_TIMEOUT_S,
+            interval=0.2,
+            what="webhook",
+            proc=self._proc,
+            log=lambda: log_tail(self.log_path),
+        )
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            stop(self._proc, grace=20)
             self._proc = None
         if self._log is not None:
             self._log.close()

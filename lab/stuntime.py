@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from lab.process import stop
+
 INTERVAL_S: Final = 0.01
 # "[1795736311.123456] 64 bytes from 10.244.2.11: icmp_seq=5 ttl=63 time=0.512 ms"
 _REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [\d.]+: icmp_seq=(\d+)")
@@ -60,12 +62,7 @@ class EchoStream:
 
     def stop(self) -> list[float]:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            stop(self._proc, grace=5)
         if self._reader is not None:
             self._reader.join(timeout=5)
         if self._proc is not None and self._proc.stdout is not None and not (self._reader and self._reader.is_alive()):

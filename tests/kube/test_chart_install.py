@@ -19,8 +19,9 @@ from kubelab.controlplane import ControlPlane
 from kubelab.crds import install_crds
 from kubelab.kubectl import Kubectl, to_yaml
 from kubelab.lab import KUBEVIRT_NAMESPACE, kubevirt_cr
-from kubelab.ports import LOOPBACK, free_port, wait_until
+from kubelab.ports import LOOPBACK, free_port, log_tail
 from kubelab.tools import find_tools
+from lab.process import stop, wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -191,7 +192,14 @@ def test_the_helm_test_pod_checks_the_webhook_over_tls_and_the_gate_with_its_own
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        wait_until(lambda: _listening(port), proc=webhook, what="webhook", log=log, timeout_s=30)
+        wait_for(
+            lambda: _listening(port),
+            timeout=30,
+            interval=0.2,
+            what=f"the webhook listening on port {port}",
+            proc=webhook,
+            log=lambda: log_tail(log),
+        )
         (container,) = pod["spec"]["containers"]
         args = [a for a in container["args"] if not a.startswith(("--url=", "--ca="))]
         (url,) = [a.removeprefix("--url=") for a in container["args"] if a.startswith("--url=")]
@@ -219,8 +227,7 @@ def test_the_helm_test_pod_checks_the_webhook_over_tls_and_the_gate_with_its_own
         assert "needs the Sidecar feature gate: OFF" in failed.stdout
         assert failed.stdout.splitlines()[-1] == "FAIL"
     finally:
-        webhook.terminate()
-        webhook.wait(timeout=10)
+        stop(webhook, grace=10)
 
 
 def _listening(port: int) -> bool:

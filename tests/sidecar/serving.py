@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import httpx
 
 from kubelab.ports import free_port
+from lab.process import stop, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 class SidecarProcess:
@@ -58,25 +60,22 @@ class SidecarProcess:
         self.client = httpx.Client(base_url=self.url, timeout=120)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                self.client.get("/v1/status")
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise TimeoutError(f"sidecar not listening on {self.url}:\n{self.log()}")
+        def answers() -> bool:
+            self.client.get("/v1/status")  # any answer: it is listening
+            return True
 
-    def wait_for(self, predicate: Any, *, timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.1)
-        raise TimeoutError(f"{what} did not happen within {timeout}s:\n{self.log()}")
+        wait_for(
+            answers,
+            timeout=timeout,
+            what=f"the sidecar listening on {self.url}",
+            proc=self.proc,
+            log=self.log,
+            ignore=(httpx.TransportError,),
+        )
+
+    def wait_for(self, predicate: Callable[[], T], *, timeout: float, what: str) -> T:
+        """lab.process.wait_for with this sidecar's log in the error."""
+        return wait_for(predicate, timeout=timeout, what=what, log=self.log)
 
     def log(self) -> str:
         self._log.flush()
@@ -84,12 +83,6 @@ class SidecarProcess:
 
     def stop(self) -> int:
         self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        code = stop(self.proc, grace=10)
         self._log.close()
-        return int(self.proc.returncode)
+        return code

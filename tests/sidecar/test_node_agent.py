@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
+from lab.process import stop, wait_for
 from lab.virt_handler import call_node_hook
 from sidecar.hookapi import node_hook_v1alpha1_pb2, node_hook_v1alpha1_pb2_grpc
 from sidecar.nodeagent import SOCKET_IN_POD, HookError, NotForUs, locate_target, reachable_socket
@@ -76,15 +76,17 @@ class Agent:
             self.proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
             )
-        deadline = time.monotonic() + 30
-        while not self.socket.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"agent did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
+        wait_for(
+            self.socket.exists,
+            timeout=30,
+            interval=0.05,
+            what=f"the agent's socket {self.socket}",
+            proc=self.proc,
+            log=self.log.read_text,
+        )
 
     def stop(self) -> int:
-        self.proc.terminate()
-        return self.proc.wait(timeout=30)
+        return stop(self.proc, grace=30)
 
 
 @pytest.fixture
@@ -150,9 +152,7 @@ def test_a_launcher_whose_libvirt_hangs_is_answered_ok_before_the_callers_timeou
         assert again.seconds < 3
     finally:
         hung.close()  # the launcher's libvirt goes away: the one fixup ends, reported in the log
-    deadline = time.monotonic() + 10
-    while "late fixup" not in agent.log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: "late fixup" in agent.log.read_text(), timeout=10, what="the late fixup in the agent's log")
     assert agent.log.read_text().count("late fixup of default_client: failed") == 1
 
 
@@ -226,13 +226,11 @@ def test_every_node_agent_flag_has_an_environment_twin(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO), "BM_SIDECAR_SOCKET": str(sock)},
     )
     try:
-        deadline = time.monotonic() + 30
-        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert sock.exists()
+        wait_for(
+            sock.exists, timeout=30, interval=0.05, what=f"the agent's socket at $BM_SIDECAR_SOCKET {sock}", proc=proc
+        )
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=30) == 0
+        assert stop(proc, grace=30) == 0
 
 
 @pytest.mark.parametrize(

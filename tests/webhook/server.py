@@ -5,7 +5,6 @@ from __future__ import annotations
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from kubelab.ports import free_port
+from lab.process import stop, wait_for
 from webhook.certs import CertFiles, CertificateAuthority
 
 
@@ -42,22 +42,15 @@ def running_webhook(tmp: Path, *args: str) -> Iterator[RunningWebhook]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
     hook = RunningWebhook(url=f"https://localhost:{port}", ca=ca, files=files, proc=proc, log=log)
     try:
-        deadline = time.monotonic() + 30
         with hook.client() as client:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"webhook exited {proc.returncode}: {log.read_text()}")
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise
-                time.sleep(0.1)
+            wait_for(
+                lambda: client.get("/readyz").status_code == 200,
+                timeout=30,
+                what="the webhook's /readyz",
+                proc=proc,
+                log=log.read_text,
+                ignore=(httpx.TransportError,),
+            )
         yield hook
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, grace=10)

@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 
 from kubelab.reviews import make_review
+from lab.process import wait_for
 from tests.webhook.server import RunningWebhook, running_webhook
 from tests.webhook.vmis import masquerade_vmi, vmi
 
@@ -193,10 +194,7 @@ def test_certificate_rotation_under_load_loses_no_request_and_a_bad_file_keeps_t
         try:
             time.sleep(1)
             hook.ca.issue(hosts=("localhost", "127.0.0.1"))  # same file names: a rotation on disk
-            deadline = time.monotonic() + 30
-            while served_serial(hook) == before:
-                assert time.monotonic() < deadline, "new certificate never served"
-                time.sleep(0.5)
+            wait_for(lambda: served_serial(hook) != before, timeout=30, interval=0.5, what="the new certificate served")
             rotated = served_serial(hook)
             time.sleep(1)
         finally:
@@ -207,10 +205,9 @@ def test_certificate_rotation_under_load_loses_no_request_and_a_bad_file_keeps_t
         reloaded, rejected = tls_reloads(hook, "reloaded"), tls_reloads(hook, "rejected")
 
         hook.files.cert.write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
-        deadline = time.monotonic() + 30
-        while "rejected" not in hook.log.read_text():
-            assert time.monotonic() < deadline, "bad certificate never noticed"
-            time.sleep(0.5)
+        wait_for(
+            lambda: "rejected" in hook.log.read_text(), timeout=30, interval=0.5, what="the bad certificate noticed"
+        )
         assert served_serial(hook) == rotated
         assert tls_reloads(hook, "rejected") > rejected  # and the refused pair
         assert tls_reloads(hook, "reloaded") == reloaded
