@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,14 @@ from sidecar.hookapi import (
 from sidecar.vmistore import VmiStore
 from tests.sidecar.samples import THREE_NIC_VMI, domain_xml
 
+# grpclib's Server.close() cancels requests but leaves an idle client connection open until the
+# client goes, and Python 3.11's asyncio cannot close a server's clients. With grpcio's client and
+# our server in one process, the server's end of a connection the client has just closed can be
+# collected unclosed after the hook loop stops. The sidecar process exits right after stopping
+# its hook server, so only these tests see it: the fixture collects it here, where it is ignored,
+# instead of in whichever later test the garbage collector happens to run.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 class Running:
     def __init__(self, server: HookServer, store: VmiStore, shutdown: threading.Event) -> None:
@@ -41,6 +50,8 @@ def hook(tmp_path: Path) -> Iterator[Running]:
     yield running
     running.channel.close()
     server.stop()
+    del running, server
+    gc.collect()
 
 
 def test_the_socket_is_a_dot_sock_file_in_the_hook_directory(hook: Running, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from bridge_migration_contract import MAC_POLICIES, managed_interfaces
 from sidecar.plan import make_plan
+from tests.examples import examples
 
 macs = st.lists(st.integers(0, 255), min_size=5, max_size=5).map(lambda b: "02:" + ":".join(f"{x:02x}" for x in b))
 bindings = st.sampled_from([{"bridge": {}}, {"macvtap": {}}, {"binding": {"name": "macvtap"}}, {"masquerade": {}}])
@@ -41,7 +42,7 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(cases())
 def test_plans_cover_exactly_the_managed_interfaces_present_in_the_domain(case: dict[str, Any]) -> None:
     plans = make_plan(

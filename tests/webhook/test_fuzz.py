@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubelab.reviews import make_review
+from tests.examples import examples
 from tests.webhook.launcher_pods import launcher_pod
 from tests.webhook.server import running_webhook
 from tests.webhook.test_properties import json_values, vmis
@@ -47,7 +48,7 @@ RANDOM = os.environ.get("BM_FUZZ_RANDOM") == "1"
 
 def fuzz(n: int) -> settings:
     return settings(
-        max_examples=n,
+        max_examples=examples(n),
         deadline=None,
         suppress_health_check=list(HealthCheck),
         database=None,

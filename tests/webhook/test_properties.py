@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubelab.reviews import make_review
+from tests.examples import examples
 from webhook.app import create_app
 from webhook.config import DeliveryMode, WebhookConfig
 from webhook.kube import SidecarGateCache
@@ -75,7 +76,7 @@ def vmis(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(vmis(), st.sampled_from([True, False, None]), st.sampled_from(["auto", "hook", "inject", "node"]))
 def test_every_patch_applies_and_readmission_is_a_no_op(
     vmi: dict[str, Any], gate: bool | None, delivery: DeliveryMode
@@ -140,7 +141,7 @@ def bodies(draw: st.DrawFn) -> bytes:
     return json.dumps(review).encode()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bodies())
 def test_no_body_makes_the_webhook_fail_with_a_5xx(body: bytes) -> None:
     async def go() -> httpx.Response:

@@ -9,6 +9,7 @@ from pathlib import Path
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from tests.examples import examples
 from webhook.app import create_app
 from webhook.certs import CertificateAuthority
 from webhook.config import WebhookConfig
@@ -30,6 +31,6 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 @schema.parametrize()
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_webhook_answers_as_its_schema_says(case: schemathesis.Case) -> None:
     case.call_and_validate()
