@@ -78,3 +78,19 @@ def test_kubevirts_own_migrations_are_never_refused_even_in_strict_mode() -> Non
         assert decision.allowed and "Admitted even in strict mode" in decision.warnings[0]
     plain = {"metadata": {"name": "m"}, "spec": {"vmiName": "web-1"}}
     assert not validate_migration(plain, old_vmi, namespace="demo", config=strict).allowed
+
+
+def test_a_malformed_hook_sidecars_annotation_naming_our_image_is_not_our_sidecar() -> None:
+    # Whatever the annotation mentions, virt-launcher cannot start a sidecar from it: the guest
+    # would keep its stale IP, so strict mode refuses the move as for a VMI without one.
+    ours = {"image": IMAGE}
+    for raw in (
+        json.dumps([ours])[:-1],  # cut short: not JSON
+        json.dumps(ours),  # an object, not a list
+        json.dumps([IMAGE]),  # a list of strings
+        json.dumps([ours, "extra"]),  # our entry beside something that is no object
+    ):
+        broken = vmi(annotations={HOOK_SIDECARS: raw})
+        decision = validate_migration(migration(), broken, namespace="demo", config=STRICT)
+        assert not decision.allowed, raw
+        assert decision.message is not None and "no bridge-migration sidecar" in decision.message
