@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from sidecar.domxml import parse_interfaces, with_link_state, with_mac
+from sidecar.domxml import domain_name, parse_interfaces, with_link_state, with_mac
 from tests.sidecar.samples import GUEST_MAC, NO_ALIAS_IFACE, domain_xml
 
 
@@ -46,3 +46,26 @@ def test_a_new_mac_drops_a_libvirt_managed_target_name() -> None:
     new = ET.fromstring(with_mac(xml, "52:54:00:00:00:02"))
     assert new.find("target") is None
     assert new.find("source").get("bridge") == "br0"  # type: ignore[union-attr]
+
+
+# --- found by mutation testing (docs/testing.md, "Mutation testing") --------------------------------
+
+
+def test_the_xml_handed_to_libvirt_is_text() -> None:
+    [iface] = parse_interfaces(domain_xml())
+    assert isinstance(iface.xml, str) and iface.xml.startswith('<interface type="ethernet">')
+    rewritten = with_mac(iface.xml, "02:aa:bb:cc:dd:ee")
+    assert isinstance(rewritten, str) and rewritten.startswith("<interface")
+
+
+def test_an_interface_without_a_mac_gets_the_new_one() -> None:
+    xml = "<interface type='ethernet'><target dev='tap0' managed='no'/><alias name='ua-default'/></interface>"
+    new = ET.fromstring(with_mac(xml, "02:AA:BB:CC:DD:EE"))
+    assert [m.get("address") for m in new.findall("mac")] == ["02:aa:bb:cc:dd:ee"]
+
+
+def test_the_domain_name_is_read_trimmed_and_none_without_one() -> None:
+    assert domain_name(domain_xml()) == "default_vmi-bridge"
+    assert domain_name("<domain><name>\n  default_web-1 \n</name></domain>") == "default_web-1"
+    assert domain_name("<domain><devices/></domain>") is None
+    assert domain_name("<domain><name></name></domain>") is None
