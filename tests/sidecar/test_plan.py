@@ -393,3 +393,19 @@ def test_the_names_a_caller_may_ask_a_fixup_for_are_the_looked_after_nics_in_the
     assert known_interface_names(THREE_NIC_VMI, xml, skip="*") == ["default", "fast"]  # * is Multus bridges only
     assert known_interface_names(VLAN_VMI, domain_xml(extra=VLAN_IFACE), skip="*") == ["default"]
     assert known_interface_names(None, xml) == ["default", "fast", "masq"]  # guessed: every ua- NIC
+
+
+def test_without_a_vmi_an_ethernet_nic_without_an_alias_is_not_guessed() -> None:
+    unnamed = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/><target dev='tap9'/></interface>"
+    plans = make_plan(domain_xml=domain_xml(extra=unnamed), vmi=None, policy="pin", macs={}, pod_macs={})
+    assert [p.alias for p in plans] == ["ua-default"]
+
+
+def test_on_v1_8_the_keep_reason_names_the_rule_that_forbids_it() -> None:
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="keep", macs={}, pod_macs={"eth0": POD_MAC}, family=OLD
+    )
+    assert plan.reason == (
+        f"MAC {GUEST_MAC} -> {POD_MAC} (pod); "
+        "keep is not possible: KubeVirt v1.5-v1.8 serves DHCP to the pod's MAC only"
+    )

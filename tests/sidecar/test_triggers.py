@@ -258,6 +258,7 @@ def test_the_sidecar_log_says_what_happened_to_which_domain(caplog: pytest.LogCa
     at(dispatcher, "default_web-2", STARTED_MIGRATED, 4.0)
     at(dispatcher, "default_web-2", SUSPENDED_PAUSED, 5.0)
     at(dispatcher, "default_web-2", RESUMED_UNPAUSED, 6.0)
+    dispatcher.catch_up("default_web-3", 7.0)
     dispatcher.stop()
     said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "sidecar.triggers"]
     assert said == [
@@ -267,6 +268,7 @@ def test_the_sidecar_log_says_what_happened_to_which_domain(caplog: pytest.LogCa
         ("INFO", "incoming migration of default_web-2 announced"),
         ("INFO", "default_web-2 arrived paused and is unpaused now: fixing up"),
         ("ERROR", "automatic fixup of default_web-2 crashed"),
+        ("ERROR", "automatic fixup of default_web-3 crashed"),
     ]
 
 

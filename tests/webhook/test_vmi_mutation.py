@@ -381,3 +381,16 @@ def test_an_update_of_objects_without_metadata_or_interfaces_puts_nothing_back()
     for new in shapes:
         assert restore_dropped_macs(new, stored, config=CONFIG) == Decision()
     assert restore_dropped_macs(vmi(), {"spec": stored["spec"]}, config=CONFIG) == Decision()
+
+
+def test_a_vmi_with_neither_name_nor_generate_name_is_still_answered() -> None:
+    # The apiserver refuses it after admission; until then the warning names what it can.
+    nameless = {**vmi(), "metadata": {"namespace": "demo"}}
+    decision = mutate_vmi(
+        nameless,
+        namespace="demo",
+        config=WebhookConfig(sidecar_image=IMAGE, delivery="hook"),
+        sidecar_gate_on=False,
+        fallback_name="uid-1",
+    )
+    assert "VMI demo/* (interfaces default)" in decision.warnings[0]
