@@ -8,7 +8,7 @@
 # checkout stays clean. Writes per-module killed/survived/total/score to bench/results/mutation.json
 # (or the file given as $1) and prints the table.
 #
-#   scripts/mutation.sh                       # about 20-30 minutes on 2 CPUs, always under nice
+#   scripts/mutation.sh                         # 5-15 minutes on 2 CPUs, always under nice
 #   BM_MUTATION_CHILDREN=1 scripts/mutation.sh  # one test process at a time
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
