@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from sidecar.domxml import domain_name, parse_interfaces, with_link_state, with_mac
+from sidecar.domxml import parse_interfaces, with_link_state, with_mac
 from tests.sidecar.samples import GUEST_MAC, NO_ALIAS_IFACE, domain_xml
 
 
@@ -62,10 +62,3 @@ def test_an_interface_without_a_mac_gets_the_new_one() -> None:
     xml = "<interface type='ethernet'><target dev='tap0' managed='no'/><alias name='ua-default'/></interface>"
     new = ET.fromstring(with_mac(xml, "02:AA:BB:CC:DD:EE"))
     assert [m.get("address") for m in new.findall("mac")] == ["02:aa:bb:cc:dd:ee"]
-
-
-def test_the_domain_name_is_read_trimmed_and_none_without_one() -> None:
-    assert domain_name(domain_xml()) == "default_vmi-bridge"
-    assert domain_name("<domain><name>\n  default_web-1 \n</name></domain>") == "default_web-1"
-    assert domain_name("<domain><devices/></domain>") is None
-    assert domain_name("<domain><name></name></domain>") is None

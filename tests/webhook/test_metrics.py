@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubelab.reviews import make_review
 from tests.webhook.vmis import masquerade_vmi, vmi
-from webhook.admission import make_review
 from webhook.app import Runtime, create_app
 from webhook.config import WebhookConfig
 from webhook.kube import SidecarGateCache

@@ -16,8 +16,8 @@ import httpx
 import jsonpatch
 
 from bridge_migration_contract import dump_macs
+from kubelab.reviews import make_review
 from tests.webhook.vmis import vmi
-from webhook.admission import make_review
 from webhook.app import Runtime, create_app
 from webhook.config import WebhookConfig
 from webhook.kube import SidecarGateCache
