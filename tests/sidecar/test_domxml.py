@@ -46,3 +46,19 @@ def test_a_new_mac_drops_a_libvirt_managed_target_name() -> None:
     new = ET.fromstring(with_mac(xml, "52:54:00:00:00:02"))
     assert new.find("target") is None
     assert new.find("source").get("bridge") == "br0"  # type: ignore[union-attr]
+
+
+# --- found by mutation testing (docs/testing.md, "Mutation testing") --------------------------------
+
+
+def test_the_xml_handed_to_libvirt_is_text() -> None:
+    [iface] = parse_interfaces(domain_xml())
+    assert isinstance(iface.xml, str) and iface.xml.startswith('<interface type="ethernet">')
+    rewritten = with_mac(iface.xml, "02:aa:bb:cc:dd:ee")
+    assert isinstance(rewritten, str) and rewritten.startswith("<interface")
+
+
+def test_an_interface_without_a_mac_gets_the_new_one() -> None:
+    xml = "<interface type='ethernet'><target dev='tap0' managed='no'/><alias name='ua-default'/></interface>"
+    new = ET.fromstring(with_mac(xml, "02:AA:BB:CC:DD:EE"))
+    assert [m.get("address") for m in new.findall("mac")] == ["02:aa:bb:cc:dd:ee"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.plan import hashed_pod_interface_name, make_plan, pod_link_names, targets_from_vmi
+from sidecar.plan import hashed_pod_interface_name, known_interface_names, make_plan, pod_link_names, targets_from_vmi
 from tests.sidecar.samples import (
     GUEST_MAC,
     MACVTAP_IFACE,
@@ -256,3 +256,156 @@ def test_without_a_vmi_the_opt_out_still_applies_by_name_or_keeps_only_the_first
     ]
     named = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs={}, skip=frozenset({"vlan7"}))
     assert [p.name for p in named] == ["default"]
+
+
+# --- found by mutation testing (docs/testing.md, "Mutation testing") --------------------------------
+
+
+def test_the_pod_network_is_served_by_kubevirts_dhcp_even_without_a_pod_ipv4() -> None:
+    """Only a bridge on a Multus network has the network's own DHCP server; the pod network always
+    has virt-launcher's, so on v1.8 without a spec MAC its NIC takes the target pod's MAC."""
+    [plan] = make_plan(
+        domain_xml=domain_xml(),
+        vmi=vmi(),
+        policy="follow-pod",
+        macs={},
+        pod_macs={"eth0": POD_MAC},
+        family="v1.5-v1.8",
+        ipv4_less={"eth0"},
+    )
+    assert (plan.action, plan.expected_mac, plan.mac_source) == ("reattach", POD_MAC, "pod")
+    assert plan.reason == f"MAC {GUEST_MAC} -> {POD_MAC} (pod)"
+
+
+def test_a_macvtap_nic_follows_kubevirts_dhcp_rule_even_without_a_pod_ipv4() -> None:
+    fast_link = hashed_pod_interface_name("fast")
+    xml = domain_xml(extra=MACVTAP_IFACE + MASQ_IFACE)
+    plans = make_plan(
+        domain_xml=xml,
+        vmi=THREE_NIC_VMI,
+        policy="follow-pod",
+        macs={},
+        pod_macs={"eth0": POD_MAC, fast_link: TARGET_POD_MAC},
+        family="v1.5-v1.8",
+        ipv4_less={fast_link},
+    )
+    fast = next(p for p in plans if p.name == "fast")
+    assert (fast.pod_link, fast.action, fast.expected_mac, fast.mac_source) == (
+        fast_link,
+        "reattach",
+        TARGET_POD_MAC,
+        "pod",
+    )
+
+
+def test_with_a_vmi_a_pod_that_only_has_the_legacy_ordinal_name_is_planned_on_it() -> None:
+    xml = domain_xml(extra=VLAN_IFACE)
+    plans = make_plan(
+        domain_xml=xml, vmi=VLAN_VMI, policy="pin", macs={}, pod_macs={"eth0": POD_MAC, "net1": TARGET_POD_MAC}
+    )
+    assert [(p.name, p.pod_link) for p in plans] == [("default", "eth0"), ("vlan7", "net1")]
+
+
+def test_networks_of_other_kinds_or_without_a_name_do_not_hide_the_ones_after_them() -> None:
+    odd = vmi(
+        networks=[
+            "not-an-object",  # type: ignore[list-item]
+            {"pod": {}},
+            {"name": "gpu", "hostDevice": {}},
+            {"name": "default", "pod": {}},
+            {"name": "vlan7", "multus": {"networkName": "default/vlan7"}},
+        ]
+    )
+    assert pod_link_names(odd) == {"default": "eth0", "vlan7": VLAN_LINK}
+    assert pod_link_names({"spec": None}) == {}
+
+
+def test_a_vmi_with_a_spec_that_is_no_object_falls_back_to_the_domain_guess() -> None:
+    assert [(t.name, t.pod_link) for t in targets_from_vmi({"spec": "garbage"}, domain_xml())] == [("default", "eth0")]
+
+
+def test_without_a_vmi_a_nic_libvirt_named_itself_is_not_guessed_as_ours() -> None:
+    libvirts_own = """<interface type='bridge'>
+      <mac address='52:54:00:00:00:0a'/>
+      <source bridge='virbr0'/>
+      <alias name='net0'/>
+    </interface>"""
+    plans = make_plan(domain_xml=domain_xml(extra=libvirts_own), vmi=None, policy="pin", macs={}, pod_macs={})
+    assert [p.alias for p in plans] == ["ua-default"]
+
+
+def test_a_bad_spec_mac_on_one_interface_does_not_hide_the_next_ones() -> None:
+    wanted = "02:11:22:33:44:66"
+    spec = {
+        **VLAN_VMI,
+        "spec": {
+            **VLAN_VMI["spec"],
+            "domain": {
+                "devices": {
+                    "interfaces": [
+                        {"name": "default", "bridge": {}, "macAddress": "zz:zz"},
+                        {"name": "vlan7", "bridge": {}, "macAddress": wanted},
+                    ]
+                }
+            },
+        },
+    }
+    plans = make_plan(domain_xml=domain_xml(extra=VLAN_IFACE), vmi=spec, policy="pin", macs={}, pod_macs={})
+    assert [(p.name, p.expected_mac, p.mac_source) for p in plans] == [
+        ("default", GUEST_MAC, "domain"),
+        ("vlan7", wanted, "spec"),
+    ]
+
+
+def test_status_entries_that_are_not_strings_are_ignored() -> None:
+    status = {**vmi(), "status": {"interfaces": [{"name": "default", "mac": 5}, {"name": None, "mac": POD_MAC}]}}
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=status, policy="pin", macs={}, pod_macs={}, family=NEW)
+    assert (plan.expected_mac, plan.mac_source) == (GUEST_MAC, "domain")
+
+
+def test_the_reason_says_only_what_the_policy_could_not_do() -> None:
+    # pin on v1.9 from the domain MAC: nothing to excuse; follow-pod there: it says why it could not.
+    [pinned] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="pin", macs={}, pod_macs={}, family=NEW)
+    assert pinned.reason == "MAC unchanged (domain)"
+    [follow] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="follow-pod", macs={}, pod_macs={}, family=NEW)
+    assert follow.reason == (
+        "MAC unchanged (domain); follow-pod is not possible: KubeVirt v1.9+ serves DHCP to the VMI status MAC"
+    )
+
+
+def test_an_interface_the_vmi_wants_down_says_so() -> None:
+    down = vmi(interfaces=[{"name": "default", "bridge": {}, "state": "down"}])
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=down, policy="pin", macs={}, pod_macs={})
+    assert (plan.action, plan.reason) == ("none", "the VMI asks for this link to be down")
+
+
+def test_a_domain_interface_without_a_mac_is_left_alone_and_the_reason_says_why() -> None:
+    no_mac = domain_xml().replace(f"<mac address='{GUEST_MAC}'/>", "")
+    [plan] = make_plan(domain_xml=no_mac, vmi=vmi(), policy="pin", macs={}, pod_macs={})
+    assert (plan.action, plan.current_mac, plan.expected_mac) == ("none", None, None)
+    assert plan.reason == "the domain interface has no MAC"
+
+
+def test_the_names_a_caller_may_ask_a_fixup_for_are_the_looked_after_nics_in_the_domain() -> None:
+    xml = domain_xml(extra=MACVTAP_IFACE + MASQ_IFACE)
+    assert known_interface_names(THREE_NIC_VMI, xml) == ["default", "fast"]
+    assert known_interface_names(THREE_NIC_VMI, domain_xml()) == ["default"]  # fast is not in the domain
+    assert known_interface_names(THREE_NIC_VMI, xml, skip="*") == ["default", "fast"]  # * is Multus bridges only
+    assert known_interface_names(VLAN_VMI, domain_xml(extra=VLAN_IFACE), skip="*") == ["default"]
+    assert known_interface_names(None, xml) == ["default", "fast", "masq"]  # guessed: every ua- NIC
+
+
+def test_without_a_vmi_an_ethernet_nic_without_an_alias_is_not_guessed() -> None:
+    unnamed = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/><target dev='tap9'/></interface>"
+    plans = make_plan(domain_xml=domain_xml(extra=unnamed), vmi=None, policy="pin", macs={}, pod_macs={})
+    assert [p.alias for p in plans] == ["ua-default"]
+
+
+def test_on_v1_8_the_keep_reason_names_the_rule_that_forbids_it() -> None:
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="keep", macs={}, pod_macs={"eth0": POD_MAC}, family=OLD
+    )
+    assert plan.reason == (
+        f"MAC {GUEST_MAC} -> {POD_MAC} (pod); "
+        "keep is not possible: KubeVirt v1.5-v1.8 serves DHCP to the pod's MAC only"
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge_migration_contract import HOOK_SIDECARS
+from bridge_migration_contract import HOOK_SIDECARS, AnnotationKeys
 from tests.webhook.vmis import masquerade_vmi, vmi
 from webhook.config import WebhookConfig
 from webhook.migration_validation import KUBEVIRT_INITIATED, validate_migration
@@ -78,3 +78,45 @@ def test_kubevirts_own_migrations_are_never_refused_even_in_strict_mode() -> Non
         assert decision.allowed and "Admitted even in strict mode" in decision.warnings[0]
     plain = {"metadata": {"name": "m"}, "spec": {"vmiName": "web-1"}}
     assert not validate_migration(plain, old_vmi, namespace="demo", config=strict).allowed
+
+
+def test_a_malformed_hook_sidecars_annotation_naming_our_image_is_not_our_sidecar() -> None:
+    # Whatever the annotation mentions, virt-launcher cannot start a sidecar from it: the guest
+    # would keep its stale IP, so strict mode refuses the move as for a VMI without one.
+    ours = {"image": IMAGE}
+    for raw in (
+        json.dumps([ours])[:-1],  # cut short: not JSON
+        json.dumps(ours),  # an object, not a list
+        json.dumps([IMAGE]),  # a list of strings
+        json.dumps([ours, "extra"]),  # our entry beside something that is no object
+    ):
+        broken = vmi(annotations={HOOK_SIDECARS: raw})
+        decision = validate_migration(migration(), broken, namespace="demo", config=STRICT)
+        assert not decision.allowed, raw
+        assert decision.message is not None and "no bridge-migration sidecar" in decision.message
+
+
+def test_the_warning_names_every_interface_that_would_keep_its_old_ip() -> None:
+    two = vmi(
+        interfaces=[{"name": "default", "bridge": {}}, {"name": "lan", "bridge": {}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "lan", "multus": {"networkName": "demo/lan"}}],
+    )
+    (warning,) = validate_migration(migration(), two, namespace="demo", config=WARN).warnings
+    assert "VMI demo/web-1 has bridge/macvtap interfaces (default, lan) but no bridge-migration sidecar" in warning
+    opted_out = {
+        **two,
+        "metadata": {**two["metadata"], "annotations": {"bridge-migration.kubevirt.io/enabled": "false"}},
+    }
+    (reminder,) = validate_migration(migration(), opted_out, namespace="demo", config=STRICT).warnings
+    assert "interfaces default, lan will keep their old IP" in reminder
+
+
+def test_a_prefixed_opt_out_of_the_only_bridge_is_read_under_that_prefix() -> None:
+    config = WebhookConfig(sidecar_image=IMAGE, validation="strict", keys=AnnotationKeys("acme.io/"))
+    skipped = vmi(
+        interfaces=[{"name": "default", "masquerade": {}}, {"name": "lan", "bridge": {}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "lan", "multus": {"networkName": "demo/lan"}}],
+        annotations={"acme.io/skip-multus-bridges": "lan"},
+    )
+    decision = validate_migration(migration(), skipped, namespace="demo", config=config)
+    assert decision.allowed and decision.warnings == []

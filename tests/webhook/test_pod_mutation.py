@@ -134,3 +134,43 @@ def test_the_observed_version_is_read_from_the_kubevirt_cr_status_and_only_when_
     assert observed_kubevirt_version_in({"items": [{"spec": {}}]}) is None
     assert observed_kubevirt_version_in({"items": [cr(17)]}) is None
     assert observed_kubevirt_version_in({}) is None
+
+
+# --- found by mutation testing (docs/testing.md, "Mutation testing") --------------------------------
+
+
+def test_our_sidecar_container_without_any_mounts_gets_both_of_ours() -> None:
+    pod = launcher_pod()
+    del pod["spec"]["containers"][1]["volumeMounts"]
+    stored, decision = admit(pod)
+    assert mounts(stored, "hook-sidecar-0") == {
+        "libvirt-runtime": "/var/run/libvirt",
+        "bridge-migration-podinfo": "/etc/bridge-migration/podinfo",
+    }
+    assert decision.warnings == []
+
+
+def test_a_pod_without_any_volumes_is_left_alone_with_a_warning() -> None:
+    pod = launcher_pod()
+    del pod["spec"]["volumes"]
+    _, decision = admit(pod)
+    assert decision.patch == []
+    assert decision.warnings == [
+        "bridge-migration: pod has no libvirt-runtime volume; the sidecar cannot reach libvirt"
+    ]
+
+
+def test_a_target_pod_keeps_its_own_annotations_when_ours_are_added() -> None:
+    pod = launcher_pod(target=True, annotations={MACS: '{"default":"02:00:00:00:00:01"}'})
+    stored, _ = admit(pod, kubevirt_version="v1.9.0")
+    assert stored["metadata"]["annotations"] == {
+        **pod["metadata"]["annotations"],
+        HINT: "02:00:00:00:00:01",
+        "bridge-migration.kubevirt.io/kubevirt-version": "v1.9.0",
+    }
+
+
+def test_a_target_pod_with_a_malformed_macs_annotation_says_so_and_sets_no_hint() -> None:
+    stored, decision = admit(launcher_pod(target=True, annotations={MACS: "default=02:00:00:00:00:01"}))
+    assert HINT not in stored["metadata"]["annotations"]
+    assert decision.warnings[0].startswith(f"bridge-migration: annotation {MACS} on the pod ignored: ")

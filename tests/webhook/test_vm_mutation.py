@@ -108,3 +108,18 @@ def test_malformed_template_annotations_leave_the_vm_unchanged() -> None:
     bad = vm(template_metadata={"annotations": {"x": 1}})
     stored, warnings = admit(bad)
     assert stored == bad and "must be strings" in warnings[0]
+
+
+def test_a_vm_without_a_template_to_change_is_none_of_our_business() -> None:
+    specs: list[dict[str, Any] | None] = [
+        None,
+        {"runStrategy": "Always"},
+        {"template": None},
+        {"template": {"metadata": {}}},
+    ]
+    for spec in specs:
+        bare: dict[str, Any] = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "v"}}
+        if spec is not None:
+            bare["spec"] = spec
+        decision = mutate_vm(bare, namespace="demo", config=CONFIG, sidecar_gate_on=True)
+        assert decision.patch == [] and decision.warnings == [], spec

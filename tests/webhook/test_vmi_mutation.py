@@ -244,3 +244,153 @@ def test_an_opt_out_naming_no_multus_bridge_says_so_and_skips_nothing() -> None:
     assert "macAddress" in stored["spec"]["domain"]["devices"]["interfaces"][1]
     assert len(decision.warnings) == 1
     assert "default, vlan8" in decision.warnings[0] and SKIP in decision.warnings[0]
+
+
+# --- found by mutation testing (docs/testing.md, "Mutation testing") --------------------------------
+
+
+def _two_nic_vmi(**kw: Any) -> dict[str, Any]:
+    return vmi(
+        interfaces=[{"name": "default", "bridge": {}}, {"name": "lan", "bridge": {}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "lan", "multus": {"networkName": "demo/lan"}}],
+        **kw,
+    )
+
+
+def test_the_gate_warning_names_every_interface_left_non_migratable() -> None:
+    config = WebhookConfig(sidecar_image=IMAGE, delivery="hook")
+    _, off = admit(_two_nic_vmi(), config=config, gate=False)
+    assert off.warnings == [
+        "bridge-migration: KubeVirt's Sidecar feature gate is off; VMI demo/web-1 (interfaces default, lan) "
+        "stays non-migratable. Enable the gate, recreate the VMI."
+    ]
+    _, unknown = admit(_two_nic_vmi(), config=config, gate=None)
+    assert (
+        "KubeVirt's Sidecar feature gate could not be read; VMI demo/web-1 (interfaces default, lan)"
+        in (unknown.warnings[0])
+    )
+
+
+def test_in_auto_with_the_gate_unread_the_inject_warning_says_it_could_not_be_read() -> None:
+    _, decision = admit(_two_nic_vmi(), gate=None)
+    (warning,) = decision.warnings
+    assert "Sidecar feature gate could not be read; VMI demo/web-1 (interfaces default, lan) is made migratable" in (
+        warning
+    )
+    _, off = admit(_two_nic_vmi(), gate=False)
+    assert "Sidecar feature gate is off;" in off.warnings[0]
+
+
+def test_a_vmi_that_asks_for_inject_itself_gets_no_warning_about_the_gate() -> None:
+    stored, decision = admit(vmi(annotations={"bridge-migration.kubevirt.io/delivery": "inject"}), gate=False)
+    assert decision.warnings == []
+    assert "macAddress" in stored["spec"]["domain"]["devices"]["interfaces"][0]
+
+
+def test_a_vmi_made_from_generate_name_is_named_as_such_and_seeded_by_its_request() -> None:
+    def nameless(uid: str, config: WebhookConfig = CONFIG, gate: bool | None = True) -> Decision:
+        obj = {**vmi(), "metadata": {"generateName": "web-", "namespace": "demo"}}
+        return mutate_vmi(obj, namespace="demo", config=config, sidecar_gate_on=gate, fallback_name=uid)
+
+    first, second = nameless("uid-1"), nameless("uid-2")
+    assert first.patch[0]["value"] == pinned_mac(namespace="demo", vmi_name="uid-1", interface="default")
+    assert first.patch[0]["value"] != second.patch[0]["value"]  # two such VMIs never share a MAC
+    gated = nameless("uid-1", WebhookConfig(sidecar_image=IMAGE, delivery="hook"), gate=False)
+    assert "VMI demo/web-* (interfaces default)" in gated.warnings[0]
+
+
+def test_an_invalid_mac_on_one_interface_does_not_stop_the_others_being_pinned() -> None:
+    obj = _two_nic_vmi()
+    obj["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] = "not-a-mac"
+    stored, decision = admit(obj)
+    ifaces = stored["spec"]["domain"]["devices"]["interfaces"]
+    assert ifaces[0]["macAddress"] == "not-a-mac"  # the user's, for virt-api to refuse
+    assert ifaces[1]["macAddress"] == pinned_mac(namespace="demo", vmi_name="web-1", interface="lan")
+    assert decision.warnings == ["bridge-migration: interface default has an invalid macAddress; not pinned"]
+
+
+def test_an_opt_out_of_every_multus_bridge_says_nothing() -> None:
+    _, decision = admit(_vlan_vmi({SKIP: "*"}))
+    assert decision.warnings == []
+
+
+def test_the_opt_out_warning_names_the_vmi_and_the_multus_networks() -> None:
+    _, decision = admit(_vlan_vmi({SKIP: "vlan8"}))
+    assert decision.warnings == [
+        f"bridge-migration: annotation {SKIP} names vlan8, which VMI demo/web-1 has no bridge interface"
+        " on a Multus network for; nothing skipped for them"
+    ]
+
+
+def test_a_prefixed_opt_out_annotation_is_read_under_that_prefix() -> None:
+    config = WebhookConfig(sidecar_image=IMAGE, keys=AnnotationKeys("acme.io/"))
+    stored, _ = admit(_vlan_vmi({"acme.io/skip-multus-bridges": "vlan7"}), config=config)
+    assert "macAddress" not in stored["spec"]["domain"]["devices"]["interfaces"][1]
+    assert list(json.loads(stored["metadata"]["annotations"]["acme.io/macs"])) == ["default"]
+
+
+def test_our_sidecar_entry_uses_the_configured_pull_policy() -> None:
+    stored, _ = admit(vmi(), config=WebhookConfig(sidecar_image=IMAGE, sidecar_pull_policy="Always"))
+    [ours] = sidecars(stored)
+    assert ours["imagePullPolicy"] == "Always"
+
+
+def test_with_the_hook_the_vmi_gets_exactly_the_sidecar_the_pin_the_allow_annotation_and_the_record() -> None:
+    stored, _ = admit(vmi())
+    assert sorted(stored["metadata"]["annotations"]) == sorted(
+        [HOOK_SIDECARS, ALLOW_POD_BRIDGE_MIGRATION, MACS, POLICY]
+    )
+
+
+def test_a_bridge_on_a_multus_network_alone_gets_no_pod_network_allow_annotation() -> None:
+    only_multus = vmi(
+        interfaces=[{"name": "default", "masquerade": {}}, {"name": "vlan7", "bridge": {}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "vlan7", "multus": {"networkName": "default/vlan7"}}],
+    )
+    stored, _ = admit(only_multus)
+    assert ALLOW_POD_BRIDGE_MIGRATION not in stored["metadata"]["annotations"]
+    assert "macAddress" in stored["spec"]["domain"]["devices"]["interfaces"][1]
+
+
+def test_a_macs_record_the_user_started_keeps_their_entries_and_gets_the_missing_ones() -> None:
+    mine = "02:00:00:00:00:aa"
+    stored, _ = admit(_two_nic_vmi(annotations={MACS: json.dumps({"default": mine})}))
+    pinned_lan = pinned_mac(namespace="demo", vmi_name="web-1", interface="lan")
+    assert json.loads(stored["metadata"]["annotations"][MACS]) == {"default": mine, "lan": pinned_lan}
+    assert stored["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] == mine
+
+
+def test_an_update_keeps_a_mac_the_user_changed_while_ours_was_recorded() -> None:
+    stored, _ = admit(vmi())
+    changed = json.loads(json.dumps(stored))
+    changed["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] = "02:00:00:00:00:01"
+    assert restore_dropped_macs(changed, stored, config=CONFIG).patch == []
+
+
+def test_an_update_puts_back_a_dropped_mac_on_a_later_interface_too() -> None:
+    stored, _ = admit(_two_nic_vmi())
+    dropped = json.loads(json.dumps(stored))
+    del dropped["spec"]["domain"]["devices"]["interfaces"][1]["macAddress"]  # the first one is still there
+    decision = restore_dropped_macs(dropped, stored, config=CONFIG)
+    assert jsonpatch.apply_patch(dropped, decision.patch) == stored
+
+
+def test_an_update_of_objects_without_metadata_or_interfaces_puts_nothing_back() -> None:
+    stored, _ = admit(vmi())
+    shapes: list[dict[str, Any]] = [{"spec": {}}, {"spec": {"domain": {}}}, {"spec": {"domain": {"devices": {}}}}]
+    for new in shapes:
+        assert restore_dropped_macs(new, stored, config=CONFIG) == Decision()
+    assert restore_dropped_macs(vmi(), {"spec": stored["spec"]}, config=CONFIG) == Decision()
+
+
+def test_a_vmi_with_neither_name_nor_generate_name_is_still_answered() -> None:
+    # The apiserver refuses it after admission; until then the warning names what it can.
+    nameless = {**vmi(), "metadata": {"namespace": "demo"}}
+    decision = mutate_vmi(
+        nameless,
+        namespace="demo",
+        config=WebhookConfig(sidecar_image=IMAGE, delivery="hook"),
+        sidecar_gate_on=False,
+        fallback_name="uid-1",
+    )
+    assert "VMI demo/* (interfaces default)" in decision.warnings[0]
