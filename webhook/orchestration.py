@@ -67,7 +67,11 @@ async def decide_vm(review: Review, rt: Runtime) -> Decision:
     if review.operation not in ("CREATE", "UPDATE"):
         return Decision()
     decision = mutate_vm(
-        review.obj, namespace=review.namespace, config=rt.config, sidecar_gate_on=await rt.gate.current()
+        review.obj,
+        namespace=review.namespace,
+        config=rt.config,
+        sidecar_gate_on=await rt.gate.current(),
+        fallback_name=review.uid,
     )
     if review.operation == "UPDATE" and not decision.patch:
         decision.warnings = []  # said at CREATE; not on every edit

@@ -26,9 +26,11 @@ def mutate_vm(
     namespace: str,
     config: WebhookConfig,
     sidecar_gate_on: bool | None,
+    fallback_name: str = "",
 ) -> Decision:
     """Decide the patch for a VM being created or updated (idempotent: an applied decision
-    admitted again gives no patch)."""
+    admitted again gives no patch). ``fallback_name`` (the request's uid) seeds pinned MACs when
+    the VM has no name yet (generateName): its VMIs keep the template's MAC whatever their name."""
     spec = vm.get("spec")
     template = spec.get("template") if isinstance(spec, Mapping) else None
     if not isinstance(template, Mapping) or not isinstance(template.get("spec"), Mapping):
@@ -48,7 +50,9 @@ def mutate_vm(
         "metadata": {"name": name, "namespace": namespace, **({"annotations": annotations} if annotations else {})},
         "spec": template["spec"],
     }
-    decision = mutate_vmi(as_vmi, namespace=namespace, config=config, sidecar_gate_on=sidecar_gate_on)
+    decision = mutate_vmi(
+        as_vmi, namespace=namespace, config=config, sidecar_gate_on=sidecar_gate_on, fallback_name=fallback_name
+    )
     decision.warnings = [w.replace(f"VMI {namespace}/", f"VM {namespace}/") for w in decision.warnings]
     if not decision.patch:
         return decision

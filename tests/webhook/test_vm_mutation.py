@@ -123,3 +123,21 @@ def test_a_vm_without_a_template_to_change_is_none_of_our_business() -> None:
             bare["spec"] = spec
         decision = mutate_vm(bare, namespace="demo", config=CONFIG, sidecar_gate_on=True)
         assert decision.patch == [] and decision.warnings == [], spec
+
+
+def _pinned_macs(obj: dict[str, Any]) -> list[str]:
+    return [i.get("macAddress") for i in obj["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]]
+
+
+def test_two_vms_made_with_generate_name_get_different_macs() -> None:
+    # A VM created with generateName reaches admission without a name: each review's uid seeds
+    # its MACs, so two such VMs in one namespace do not share one.
+    macs = []
+    for uid in ("3f0c1b5e-0000-4000-8000-000000000001", "3f0c1b5e-0000-4000-8000-000000000002"):
+        obj = vm()
+        obj["metadata"] = {"generateName": "web-", "namespace": "demo"}
+        decision = mutate_vm(obj, namespace="demo", config=CONFIG, sidecar_gate_on=True, fallback_name=uid)
+        patched = jsonpatch.apply_patch(obj, decision.patch)
+        macs.append(_pinned_macs(patched))
+    assert all(m is not None for pair in macs for m in pair)
+    assert macs[0] != macs[1]
