@@ -70,8 +70,9 @@ bud() {
 }
 say "buildah bud --target webhook $webhook_image (base $base)"
 bud "${first_build[@]}" --target webhook --tag "$webhook_image"
-# The build stage and the shared user layer come from the first build's layers.
+# No layer cache under --from-scratch for this one either: with --layers buildah reused the
+# sidecar's cached LABEL layer of an earlier commit although REVISION had changed (CI, 2026-12-02).
 say "buildah bud --target sidecar $sidecar_image"
-bud --layers --target sidecar --tag "$sidecar_image"
+bud "${first_build[@]:---layers}" --target sidecar --tag "$sidecar_image"
 echo "$webhook_image"
 echo "$sidecar_image"
