@@ -64,6 +64,17 @@ def _add(parser: argparse.ArgumentParser, flag: str, *, help: str, **kwargs: obj
     parser.add_argument(flag, default=default, help=f"{help} [env {env}; default: %(default)s]", **kwargs)  # type: ignore[arg-type]
 
 
+def _add_link_timing(parser: argparse.ArgumentParser) -> None:
+    """The link-refresh timing flags, the same for `serve` and `node-agent`."""
+    _add(parser, "--link-pause-ms", default="100", help="pause between link down and link up, in ms")
+    _add(
+        parser,
+        "--resume-settle-ms",
+        default="1000",
+        help="after a migration, no link comes back up before this long after the resume, in ms",
+    )
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--libvirt-uri", default=DEFAULT_LIBVIRT_URI, help="libvirt connection URI of the launcher")
     _add(parser, "--listen", default=DEFAULT_LISTEN, help="host:port of the REST API (loopback only by default)")
@@ -85,13 +96,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=f"{PODINFO_DIR}/{PODINFO_ANNOTATIONS_FILE}",
         help="downward-API file with the pod's annotations",
     )
-    _add(parser, "--link-pause-ms", default="100", help="pause between link down and link up, in ms")
-    _add(
-        parser,
-        "--resume-settle-ms",
-        default="1000",
-        help="after a migration, no link comes back up before this long after the resume, in ms",
-    )
+    _add_link_timing(parser)
     _add(parser, "--domain", default=None, help="libvirt domain to look after (default: the only domain)")
     _add(parser, "--detach-timeout", default="30", help="seconds to wait for the guest to release a NIC")
     _add(parser, "--history-size", default="100", help="fixup records kept for GET /v1/fixups")
@@ -255,13 +260,7 @@ def add_node_agent_arguments(parser: argparse.ArgumentParser) -> None:
         default="20",
         help="seconds a call may take before it is answered (virt-handler waits 30 s by default)",
     )
-    _add(parser, "--link-pause-ms", default="100", help="pause between link down and link up, in ms")
-    _add(
-        parser,
-        "--resume-settle-ms",
-        default="1000",
-        help="after a migration, no link comes back up before this long after the resume, in ms",
-    )
+    _add_link_timing(parser)
     _add(parser, "--detach-timeout", default="15", help="seconds to wait for the guest to release a NIC")
     _add(parser, "--log-level", default="info", help="debug, info, warning or error")
     _add(parser, "--annotation-prefix", default=DEFAULT_PREFIX, help="prefix of our annotation keys on the VMI")
