@@ -115,9 +115,14 @@ def target_in_cluster() -> ApiTarget:
 
 
 class KubeClient:
-    def __init__(self, target: ApiTarget, *, timeout_s: float) -> None:
+    def __init__(
+        self, target: ApiTarget, *, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        """``transport`` replaces the network (tests hand in an ``httpx.MockTransport``)."""
         self._target = target
-        self._client = httpx.AsyncClient(base_url=target.server, verify=target.ssl_context, timeout=timeout_s)
+        self._client = httpx.AsyncClient(
+            base_url=target.server, verify=target.ssl_context, timeout=timeout_s, transport=transport
+        )
 
     def _headers(self) -> dict[str, str]:
         token = self._target.token
