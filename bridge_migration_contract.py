@@ -1,9 +1,10 @@
 """The contract shared by the webhook and the sidecar.
 
-Annotation keys, MAC policies, fixup actions and the rule for which VMI interfaces
-this project looks after. Both services import this module; it imports nothing but
-the standard library so the sidecar never pulls in a web framework through it, and
-the webhook never pulls in libvirt.
+Annotation keys, MAC policies (``keep`` and ``follow-pod`` are aliases: see ``MacPolicy``),
+delivery modes and their parser, the fixer's command line as the webhook writes it, fixup
+actions and the rule for which VMI interfaces this project looks after. Both services import
+this module; it imports nothing but the standard library so the sidecar never pulls in a web
+framework through it, and the webhook never pulls in libvirt.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ PODINFO_DIR: Final = "/etc/bridge-migration/podinfo"
 PODINFO_ANNOTATIONS_FILE: Final = "annotations"
 SIDECAR_DEFAULT_PORT: Final = 8186
 
+# `pin` (the default) has the webhook write a MAC into the spec of each interface without one.
+# `keep` and `follow-pod` are aliases: under both the webhook pins nothing and the sidecar moves
+# the NIC to the one MAC KubeVirt's DHCP server answers, which that server's own rule picks
+# whatever the name says (docs/kubevirt-facts.md D2): a spec MAC stays; without one, v1.5-v1.8
+# answers the target pod's MAC (a reattach: the MAC follows the pod), v1.9+ the VMI status MAC,
+# the guest's own (a link refresh: the MAC is kept). The name only words the note the sidecar
+# adds to the fixup's reason when the rule went against it ("keep is not possible", "follow-pod
+# is not possible"). Both names stay accepted: VMIs and VM templates carry them.
 MacPolicy = Literal["pin", "keep", "follow-pod"]
 MAC_POLICIES: Final[tuple[MacPolicy, ...]] = get_args(MacPolicy)
 DEFAULT_MAC_POLICY: Final[MacPolicy] = "pin"
@@ -54,9 +63,51 @@ def kubevirt_family(version: str) -> KubevirtFamily:
 
 
 # How the fixer reaches a VMI's launcher pod: a KubeVirt hook sidecar (needs the Sidecar gate),
-# a container the pod webhook adds itself, or a node agent (no per-VM container).
-Delivery = Literal["hook", "inject", "node"]
+# a container the pod webhook adds itself, or a node agent (no per-VM container). One family of
+# names, each written once: the per-VM fixer process runs in the first two (its own --delivery),
+# the webhook's --delivery also takes "auto" (resolved per admission from the Sidecar gate).
+FixerDelivery = Literal["hook", "inject"]
+FIXER_DELIVERIES: Final[tuple[FixerDelivery, ...]] = get_args(FixerDelivery)
+# The fixer's own --delivery when none is given: the command lines the webhook writes rely on it.
+DEFAULT_FIXER_DELIVERY: Final[FixerDelivery] = "hook"
+Delivery = Literal[FixerDelivery, "node"]
 DELIVERIES: Final[tuple[Delivery, ...]] = get_args(Delivery)
+DeliveryChoice = Literal["auto", Delivery]
+DELIVERY_CHOICES: Final[tuple[DeliveryChoice, ...]] = get_args(DeliveryChoice)
+
+
+def parse_delivery(value: object) -> Delivery | None:
+    """A ``<prefix>delivery`` annotation's value, surrounding blanks ignored; None for anything
+    else, absent included. Never raises: admission must not fail on it, and what None means
+    (resolve from the flag, warn, or "no inject/node record") is each reader's to say."""
+    text = value.strip() if isinstance(value, str) else None
+    return next((d for d in DELIVERIES if d == text), None)
+
+
+# The per-VM fixer's command line is a contract too: the webhook writes it (the hook sidecar entry
+# and the injected container) and the sidecar's argument parser reads it; tests/webhook/
+# test_fixer_command.py parses what fixer_args builds with that parser.
+SERVE_SUBCOMMAND: Final = "serve"
+FIXER_COMMAND: Final[tuple[str, ...]] = ("python", "-m", "sidecar", SERVE_SUBCOMMAND)
+DELIVERY_FLAG: Final = "--delivery"
+ANNOTATION_PREFIX_FLAG: Final = "--annotation-prefix"
+
+
+def fixer_args(*, delivery: FixerDelivery, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """The arguments after :data:`FIXER_COMMAND` that start the fixer for ``delivery`` and ``prefix``.
+
+    A flag whose value is the fixer's own default is left out: the hook sidecar entry is compared
+    with what a VMI already carries (webhook/hook_sidecars.py), and a longer spelling of the same
+    command would make every VMI admitted by an earlier release look out of date."""
+    args: list[str] = []
+    if delivery != DEFAULT_FIXER_DELIVERY:
+        args += [DELIVERY_FLAG, delivery]
+    if prefix != DEFAULT_PREFIX:
+        # The fixer reads our keys from the pod's annotations: it must use the webhook's prefix.
+        args += [ANNOTATION_PREFIX_FLAG, prefix]
+    return args
+
+
 # The name of the container the pod webhook adds in inject mode.
 INJECTED_CONTAINER: Final = "bridge-migration"
 

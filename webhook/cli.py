@@ -1,4 +1,8 @@
-"""``python -m webhook``: flags (each with a BM_WEBHOOK_* environment twin) and start-up."""
+"""``python -m webhook``: flags (each with a BM_WEBHOOK_* environment twin) and start-up.
+
+Each flag's default and, for a ``Literal`` setting, its ``choices`` come from ``WebhookConfig``
+(webhook/config.py): a default is written once, there.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,14 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Final, Literal, get_args, get_origin, get_type_hints
 
-from bridge_migration_contract import DEFAULT_PREFIX, MAC_POLICIES, AnnotationKeys
-from webhook.config import DEFAULT_SIDECAR_IMAGE, DELIVERY_MODES, WebhookConfig
+from bridge_migration_contract import AnnotationKeys
+from webhook.config import WebhookConfig
 
 ENV_PREFIX = "BM_WEBHOOK_"
+DEFAULTS: Final = WebhookConfig()
+_FIELD_TYPES: Final = get_type_hints(WebhookConfig)
 
 
 def _env_name(flag: str) -> str:
@@ -22,6 +29,106 @@ def _env_name(flag: str) -> str:
 
 def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def field_choices(field: str) -> tuple[str, ...] | None:
+    """The values a ``Literal``-typed ``WebhookConfig`` field takes; None for any other field."""
+    hint = _FIELD_TYPES[field]
+    return get_args(hint) if get_origin(hint) is Literal else None
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, *, field: str, help: str, **kw: Any) -> None:
+    """A flag for the ``WebhookConfig`` field ``field``: its default (unless the environment twin
+    sets one) and, for a ``Literal`` field, its choices, both read from the dataclass."""
+    env = _env_name(flag)
+    default = os.environ.get(env, getattr(DEFAULTS, field))
+    choices = field_choices(field)
+    if choices is not None:
+        kw["choices"] = choices
+    parser.add_argument(flag, default=default, help=f"{help} [{env}]", **kw)
+
+
+def _add_serving_flags(parser: argparse.ArgumentParser) -> None:
+    _add(parser, "--host", field="host", help="address to listen on (default %(default)s)")
+    _add(parser, "--port", field="port", type=int, help="HTTPS port (default %(default)s)")
+    _add(parser, "--tls-cert", field="tls_cert", help="PEM certificate (chain); re-read when it changes on disk")
+    _add(parser, "--tls-key", field="tls_key", help="PEM private key for --tls-cert")
+    dev_env = _env_name("--dev")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        default=_truthy(os.environ[dev_env]) if dev_env in os.environ else DEFAULTS.dev,
+        help=f"without TLS files, serve with a throw-away self-signed certificate [{dev_env}]",
+    )
+
+
+def _add_fixer_flags(parser: argparse.ArgumentParser) -> None:
+    _add(parser, "--sidecar-image", field="sidecar_image", help="image of the NIC-fixup sidecar (default %(default)s)")
+    _add(parser, "--sidecar-pull-policy", field="sidecar_pull_policy", help="imagePullPolicy of the sidecar entry")
+    _add(
+        parser,
+        "--mac-policy",
+        field="mac_policy",
+        help="default MAC policy; per VMI: annotation <prefix>mac-policy (default %(default)s)",
+    )
+    _add(
+        parser,
+        "--sidecar-gate",
+        field="sidecar_gate",
+        help="is KubeVirt's Sidecar feature gate on? auto reads the KubeVirt CR (default %(default)s)",
+    )
+    _add(
+        parser,
+        "--delivery",
+        field="delivery",
+        help=(
+            "how the fixer reaches a VM's pod: hook (a KubeVirt hook sidecar; needs the Sidecar gate), inject "
+            "(the pod webhook adds our container; no gate), node (a node agent does it; no per-VM container), "
+            "auto: hook when the Sidecar gate is on, inject when not (default %(default)s)"
+        ),
+    )
+    _add(
+        parser,
+        "--validation",
+        field="validation",
+        help="migrations that would strand a guest: warn or refuse (default %(default)s)",
+    )
+
+
+def _add_api_flags(parser: argparse.ArgumentParser) -> None:
+    _add(
+        parser,
+        "--kubeconfig",
+        field="kubeconfig",
+        help="kubeconfig for API reads (default: in-cluster service account)",
+    )
+    _add(
+        parser,
+        "--cni-mac-annotation",
+        field="cni_mac_annotation",
+        help="pod annotation key through which the CNI takes a MAC",
+    )
+    prefix_env = _env_name("--annotation-prefix")
+    parser.add_argument(
+        "--annotation-prefix",
+        default=os.environ.get(prefix_env, DEFAULTS.keys.prefix),
+        help=f"prefix of our annotations (default %(default)s) [{prefix_env}]",
+    )
+    _add(
+        parser,
+        "--request-deadline",
+        field="request_deadline_s",
+        type=float,
+        help="seconds to answer one review (default %(default)s)",
+    )
+    _add(
+        parser,
+        "--api-timeout",
+        field="api_timeout_s",
+        type=float,
+        help="seconds for one Kubernetes API read (default %(default)s)",
+    )
+    _add(parser, "--log-level", field="log_level", help="(default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,76 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
             "shown in brackets; a flag given on the command line wins."
         ),
     )
-
-    def add(flag: str, *, default: str | None, help: str, **kw: object) -> None:
-        env = _env_name(flag)
-        parser.add_argument(flag, default=os.environ.get(env, default), help=f"{help} [{env}]", **kw)  # type: ignore[arg-type]
-
-    add("--host", default="0.0.0.0", help="address to listen on (default %(default)s)")
-    add("--port", default="8443", type=int, help="HTTPS port (default %(default)s)")
-    add("--tls-cert", default=None, help="PEM certificate (chain); re-read when it changes on disk")
-    add("--tls-key", default=None, help="PEM private key for --tls-cert")
-    parser.add_argument(
-        "--dev",
-        action="store_true",
-        default=_truthy(os.environ.get(_env_name("--dev"), "")),
-        help=f"without TLS files, serve with a throw-away self-signed certificate [{_env_name('--dev')}]",
-    )
-    add(
-        "--sidecar-image",
-        default=DEFAULT_SIDECAR_IMAGE,
-        help="image of the NIC-fixup sidecar (default %(default)s)",
-    )
-    add("--sidecar-pull-policy", default="IfNotPresent", help="imagePullPolicy of the sidecar entry")
-    add(
-        "--mac-policy",
-        default="pin",
-        choices=MAC_POLICIES,
-        help="default MAC policy; per VMI: annotation <prefix>mac-policy (default %(default)s)",
-    )
-    add(
-        "--sidecar-gate",
-        default="auto",
-        choices=("auto", "on", "off"),
-        help="is KubeVirt's Sidecar feature gate on? auto reads the KubeVirt CR (default %(default)s)",
-    )
-    add(
-        "--delivery",
-        default="auto",
-        choices=DELIVERY_MODES,
-        help=(
-            "how the fixer reaches a VM's pod: hook (a KubeVirt hook sidecar; needs the Sidecar gate), inject "
-            "(the pod webhook adds our container; no gate), node (a node agent does it; no per-VM container), "
-            "auto: hook when the Sidecar gate is on, inject when not (default %(default)s)"
-        ),
-    )
-    add(
-        "--validation",
-        default="warn",
-        choices=("warn", "strict"),
-        help="migrations that would strand a guest: warn or refuse (default %(default)s)",
-    )
-    add("--kubeconfig", default=None, help="kubeconfig for API reads (default: in-cluster service account)")
-    add("--cni-mac-annotation", default=None, help="pod annotation key through which the CNI takes a MAC")
-    add("--annotation-prefix", default=DEFAULT_PREFIX, help="prefix of our annotations (default %(default)s)")
-    add(
-        "--request-deadline",
-        default="4.0",
-        type=float,
-        help="seconds to answer one review (default %(default)s)",
-    )
-    add(
-        "--api-timeout",
-        default="2.0",
-        type=float,
-        help="seconds for one Kubernetes API read (default %(default)s)",
-    )
-    add(
-        "--log-level",
-        default="info",
-        choices=("debug", "info", "warning", "error"),
-        help="(default %(default)s)",
-    )
+    _add_serving_flags(parser)
+    _add_fixer_flags(parser)
+    _add_api_flags(parser)
     return parser
 
 

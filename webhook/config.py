@@ -6,14 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from bridge_migration_contract import DEFAULT_MAC_POLICY, AnnotationKeys, MacPolicy
+from bridge_migration_contract import DEFAULT_MAC_POLICY, AnnotationKeys, DeliveryChoice, MacPolicy
 from webhook import __version__
 
 SidecarGate = Literal["auto", "on", "off"]
-# auto: hook when KubeVirt's Sidecar gate is on, inject when it is off or unknown.
-DeliveryMode = Literal["auto", "hook", "inject", "node"]
-DELIVERY_MODES: tuple[DeliveryMode, ...] = ("auto", "hook", "inject", "node")
 ValidationMode = Literal["warn", "strict"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 # The build tags the sidecar image with the package version (scripts/build-image.sh).
 DEFAULT_SIDECAR_IMAGE = f"ghcr.io/kubevirt-bridge-migration/bridge-migration-sidecar:{__version__}"
@@ -32,7 +30,8 @@ class WebhookConfig:
     sidecar_pull_policy: str = "IfNotPresent"
     mac_policy: MacPolicy = DEFAULT_MAC_POLICY
     sidecar_gate: SidecarGate = "auto"
-    delivery: DeliveryMode = "auto"
+    # auto: hook when KubeVirt's Sidecar gate is on, inject when it is off or unknown.
+    delivery: DeliveryChoice = "auto"
     validation: ValidationMode = "warn"
     kubeconfig: Path | None = None
     cni_mac_annotation: str | None = None
@@ -43,4 +42,4 @@ class WebhookConfig:
     gate_refresh_s: float = 30.0
     tls_reload_s: float = 5.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    log_level: str = "info"
+    log_level: LogLevel = "info"

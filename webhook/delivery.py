@@ -12,22 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bridge_migration_contract import AnnotationKeys, Delivery
-from webhook.config import DeliveryMode
+from bridge_migration_contract import AnnotationKeys, Delivery, DeliveryChoice, parse_delivery
 
 
-def resolve_delivery(mode: DeliveryMode, *, sidecar_gate_on: bool | None) -> Delivery:
+def resolve_delivery(mode: DeliveryChoice, *, sidecar_gate_on: bool | None) -> Delivery:
     if mode == "auto":
         return "hook" if sidecar_gate_on is True else "inject"
     return mode
 
 
 def recorded_delivery(annotations: Mapping[str, object], keys: AnnotationKeys) -> Delivery | None:
-    """``inject`` or ``node`` when the VMI (or its pod) carries that record; None otherwise."""
-    raw = annotations.get(keys.delivery)
-    value = raw.strip() if isinstance(raw, str) else None
-    if value == "inject":
-        return "inject"
-    if value == "node":
-        return "node"
-    return None
+    """``inject`` or ``node`` when the VMI (or its pod) carries that record; None otherwise.
+
+    ``hook`` is never recorded (a hook VMI carries our hookSidecars entry instead), so a ``hook``
+    written there by hand says no more than its absence: None too."""
+    delivery = parse_delivery(annotations.get(keys.delivery))
+    return None if delivery == "hook" else delivery

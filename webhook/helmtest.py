@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import httpx
 
-from webhook.config import DELIVERY_MODES, DeliveryMode
+from bridge_migration_contract import DELIVERY_CHOICES, DeliveryChoice
 from webhook.delivery import resolve_delivery
 from webhook.kube import KubeClient, KubeError, target_from_kubeconfig, target_in_cluster
 
@@ -39,7 +39,7 @@ def gates_on(kubevirts: dict[str, Any]) -> set[str]:
     return on
 
 
-def check_gates(delivery: DeliveryMode, sidecar_gate: str, kubevirts: dict[str, Any]) -> tuple[bool, list[str]]:
+def check_gates(delivery: DeliveryChoice, sidecar_gate: str, kubevirts: dict[str, Any]) -> tuple[bool, list[str]]:
     """Whether the delivery mode has the gate it needs, and what was found."""
     items = kubevirts.get("items") or []
     if not items:
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", required=True, help="the webhook's base URL, https://<service>.<namespace>.svc:443")
     parser.add_argument("--ca", required=True, type=Path, help="PEM CA the webhook's certificate must chain to")
     parser.add_argument("--server-name", default=None, help="TLS name to verify, when not the URL's host")
-    parser.add_argument("--delivery", required=True, choices=DELIVERY_MODES)
+    parser.add_argument("--delivery", required=True, choices=DELIVERY_CHOICES)
     parser.add_argument("--sidecar-gate", default="auto", choices=("auto", "on", "off"))
     parser.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster service account")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KubeError as exc:
         gates_ok, gate_lines = False, [f"kubevirt: cannot list KubeVirt CRs: {exc}"]
     else:
-        gates_ok, gate_lines = check_gates(cast(DeliveryMode, args.delivery), args.sidecar_gate, kubevirts)
+        gates_ok, gate_lines = check_gates(cast(DeliveryChoice, args.delivery), args.sidecar_gate, kubevirts)
     for line in lines + gate_lines:
         print(line)
     passed = ok and gates_ok

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypedDict
 
-from bridge_migration_contract import DEFAULT_PREFIX
+from bridge_migration_contract import DEFAULT_PREFIX, FIXER_COMMAND, fixer_args
 
 
 class SidecarEntry(TypedDict, total=False):
@@ -32,11 +32,11 @@ def our_entry(*, image: str, pull_policy: str, prefix: str = DEFAULT_PREFIX) -> 
     entry: SidecarEntry = {
         "image": image,
         "imagePullPolicy": pull_policy,
-        "command": ["python", "-m", "sidecar", "serve"],
+        "command": list(FIXER_COMMAND),
     }
-    if prefix != DEFAULT_PREFIX:
-        # The sidecar reads our keys from the pod's annotations: it must use the same prefix.
-        entry["args"] = ["--annotation-prefix", prefix]
+    # No "args" key at all when there are none: the entry is compared whole (merged_sidecars).
+    if args := fixer_args(delivery="hook", prefix=prefix):
+        entry["args"] = args
     return entry
 
 

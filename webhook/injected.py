@@ -19,7 +19,7 @@ sidecars (facts H5) and keeps the pod's QoS class (facts I4):
 
 No readiness probe: virt-controller hands a pod to virt-handler only once every container but
 ``compute`` and ``istio-proxy`` reports Ready (facts I3), and a container without a probe is Ready
-as soon as it runs. The process never exits before the VM has ended (sidecar/endwatch.py).
+as soon as it runs. The process never exits before the VM has ended (sidecar/pod/endwatch.py).
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from bridge_migration_contract import (
-    DEFAULT_PREFIX,
+    FIXER_COMMAND,
     INJECTED_CONTAINER,
     LIBVIRT_RUNTIME_PATH,
     LIBVIRT_RUNTIME_VOLUME,
     PODINFO_DIR,
     PODINFO_VOLUME,
+    fixer_args,
 )
 from webhook.config import WebhookConfig
 
@@ -133,9 +134,7 @@ def fixer_mounts() -> list[dict[str, Any]]:
 
 def injected_container(spec: Mapping[str, Any], *, config: WebhookConfig) -> dict[str, Any]:
     """Our container for a non-root launcher pod ``spec``, as it is before we add it."""
-    command = ["python", "-m", "sidecar", "serve", "--delivery", "inject"]
-    if config.keys.prefix != DEFAULT_PREFIX:
-        command += ["--annotation-prefix", config.keys.prefix]
+    command = [*FIXER_COMMAND, *fixer_args(delivery="inject", prefix=config.keys.prefix)]
     return {
         "name": INJECTED_CONTAINER,
         "image": config.sidecar_image,

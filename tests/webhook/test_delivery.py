@@ -12,12 +12,12 @@ import httpx
 import jsonpatch
 import pytest
 
-from bridge_migration_contract import ALLOW_POD_BRIDGE_MIGRATION, HOOK_SIDECARS
+from bridge_migration_contract import ALLOW_POD_BRIDGE_MIGRATION, HOOK_SIDECARS, DeliveryChoice
 from tests.webhook.launcher_pods import IMAGE, launcher_pod
 from tests.webhook.vmis import vmi
 from webhook.app import create_app
 from webhook.cli import config_from_args
-from webhook.config import DeliveryMode, WebhookConfig
+from webhook.config import WebhookConfig
 from webhook.delivery import recorded_delivery, resolve_delivery
 from webhook.injected import pod_qos_class
 from webhook.kube import SidecarGateCache
@@ -30,11 +30,13 @@ DELIVERY = "bridge-migration.kubevirt.io/delivery"
 MACS = "bridge-migration.kubevirt.io/macs"
 
 
-def config(delivery: DeliveryMode = "auto", **kw: Any) -> WebhookConfig:
+def config(delivery: DeliveryChoice = "auto", **kw: Any) -> WebhookConfig:
     return WebhookConfig(sidecar_image=IMAGE, delivery=delivery, **kw)
 
 
-def admit_vmi(obj: dict[str, Any], *, delivery: DeliveryMode = "auto", gate: bool | None) -> tuple[dict[str, Any], Any]:
+def admit_vmi(
+    obj: dict[str, Any], *, delivery: DeliveryChoice = "auto", gate: bool | None
+) -> tuple[dict[str, Any], Any]:
     decision = mutate_vmi(obj, namespace="demo", config=config(delivery), sidecar_gate_on=gate)
     return jsonpatch.apply_patch(obj, decision.patch), decision
 
@@ -52,7 +54,7 @@ def admit_vmi(obj: dict[str, Any], *, delivery: DeliveryMode = "auto", gate: boo
     ],
 )
 def test_auto_is_hook_with_the_gate_on_and_inject_otherwise(
-    mode: DeliveryMode, gate: bool | None, expected: str
+    mode: DeliveryChoice, gate: bool | None, expected: str
 ) -> None:
     assert resolve_delivery(mode, sidecar_gate_on=gate) == expected
 
@@ -256,7 +258,7 @@ def test_the_flag_and_its_environment_twin_set_the_delivery(monkeypatch: pytest.
 @pytest.mark.parametrize(
     ("mode", "gate", "shown"), [("auto", False, "inject"), ("auto", True, "hook"), ("node", True, "node")]
 )
-def test_readyz_says_what_a_new_vmi_gets_now(mode: DeliveryMode, gate: bool, shown: str) -> None:
+def test_readyz_says_what_a_new_vmi_gets_now(mode: DeliveryChoice, gate: bool, shown: str) -> None:
     rt = Runtime(config=config(mode, dev=True), gate=SidecarGateCache(None, forced=gate, refresh_s=30))
 
     async def go() -> dict[str, Any]:

@@ -14,10 +14,11 @@ import jsonpatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge_migration_contract import DeliveryChoice
 from kubelab.reviews import make_review
 from tests.examples import examples
 from webhook.app import create_app
-from webhook.config import DeliveryMode, WebhookConfig
+from webhook.config import WebhookConfig
 from webhook.kube import SidecarGateCache
 from webhook.orchestration import Runtime
 from webhook.vmi_mutation import mutate_vmi
@@ -79,7 +80,7 @@ def vmis(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=examples(400), deadline=None)
 @given(vmis(), st.sampled_from([True, False, None]), st.sampled_from(["auto", "hook", "inject", "node"]))
 def test_every_patch_applies_and_readmission_is_a_no_op(
-    vmi: dict[str, Any], gate: bool | None, delivery: DeliveryMode
+    vmi: dict[str, Any], gate: bool | None, delivery: DeliveryChoice
 ) -> None:
     config = replace(CONFIG, delivery=delivery)
     decision = mutate_vmi(vmi, namespace="ns", config=config, sidecar_gate_on=gate, fallback_name="uid-1")
