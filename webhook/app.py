@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,66 +60,101 @@ def _verdict(decision: Decision) -> str:
     return "warned" if decision.warnings else "allowed"
 
 
-def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
-    metrics = rt.metrics or WebhookMetrics()
-    rt.metrics = metrics
+@contextlib.asynccontextmanager
+async def _running(rt: Runtime, metrics: WebhookMetrics, *, background: bool) -> AsyncIterator[None]:
+    """The app's lifespan: the gate's refresh and the TLS files' watch run beside it (unless
+    ``background`` is off, as in tests that drive the app in-process); the API client closes after."""
+    tasks: list[asyncio.Task[None]] = []
+    if background:
+        tasks.append(asyncio.create_task(rt.gate.run()))
+        if rt.tls is not None:
+            reloads = metrics.tls_reloads
+            watch = rt.tls.watch(rt.config.tls_reload_s, lambda result: reloads.labels(result).inc())
+            tasks.append(asyncio.create_task(watch))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        if rt.kube is not None:
+            await rt.kube.aclose()
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks: list[asyncio.Task[None]] = []
-        if background:
-            tasks.append(asyncio.create_task(rt.gate.run()))
-            if rt.tls is not None:
-                reloads = metrics.tls_reloads
-                watch = rt.tls.watch(rt.config.tls_reload_s, lambda result: reloads.labels(result).inc())
-                tasks.append(asyncio.create_task(watch))
+
+def _admission_handler(
+    rt: Runtime, metrics: WebhookMetrics, endpoint: str, expect_kind: str, decide: Decider, *, fail_open: bool
+) -> Callable[[Request], Awaitable[Response]]:
+    """The handler of one admission endpoint: body in, decision by ``decide``, review answer out."""
+
+    async def handler(request: Request) -> Response:
+        started = time.perf_counter()
         try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            if rt.kube is not None:
-                await rt.kube.aclose()
+            body = await _read_body(request, rt.config.max_body_bytes)
+            review = parse_review(body, expect_kind=expect_kind)
+        except BodyTooLargeError:
+            metrics.requests.labels(endpoint, "bad_request").inc()
+            return JSONResponse({"error": f"body larger than {rt.config.max_body_bytes} bytes"}, 413)
+        except BadReviewError as exc:
+            metrics.requests.labels(endpoint, "bad_request").inc()
+            return JSONResponse({"error": str(exc)}, 400)
+        decision, errored = await decide_in_stance(decide, review, rt, endpoint=endpoint, fail_open=fail_open)
+        out = json.dumps(response(review, decision), separators=(",", ":")).encode()
+        metrics.requests.labels(endpoint, "error" if errored else _verdict(decision)).inc()
+        if decision.patch:
+            metrics.patch_ops.labels(endpoint).inc(len(decision.patch))
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return Response(out, media_type="application/json")
 
-    app = FastAPI(title="bridge-migration webhook", version=__version__, lifespan=lifespan)
+    return handler
 
-    def route(endpoint: str, expect_kind: str, decide: Decider, *, fail_open: bool) -> None:
-        async def handler(request: Request) -> Response:
-            started = time.perf_counter()
-            try:
-                body = await _read_body(request, rt.config.max_body_bytes)
-                review = parse_review(body, expect_kind=expect_kind)
-            except BodyTooLargeError:
-                metrics.requests.labels(endpoint, "bad_request").inc()
-                return JSONResponse({"error": f"body larger than {rt.config.max_body_bytes} bytes"}, 413)
-            except BadReviewError as exc:
-                metrics.requests.labels(endpoint, "bad_request").inc()
-                return JSONResponse({"error": str(exc)}, 400)
-            decision, errored = await decide_in_stance(decide, review, rt, endpoint=endpoint, fail_open=fail_open)
-            out = json.dumps(response(review, decision), separators=(",", ":")).encode()
-            metrics.requests.labels(endpoint, "error" if errored else _verdict(decision)).inc()
-            if decision.patch:
-                metrics.patch_ops.labels(endpoint).inc(len(decision.patch))
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-            return Response(out, media_type="application/json")
 
+def _add_admission_routes(app: FastAPI, rt: Runtime, metrics: WebhookMetrics) -> None:
+    """The four admission endpoints; each fails open but the migration validator under strict."""
+    routes: list[tuple[str, str, Decider, bool]] = [
+        ("mutate/virtualmachineinstances", "VirtualMachineInstance", decide_vmi, True),
+        ("mutate/virtualmachines", "VirtualMachine", decide_vm, True),
+        ("mutate/pods", "Pod", decide_pod, True),
+        (
+            "validate/virtualmachineinstancemigrations",
+            "VirtualMachineInstanceMigration",
+            decide_migration,
+            rt.config.validation == "warn",
+        ),
+    ]
+    for endpoint, expect_kind, decide, fail_open in routes:
         app.add_api_route(
             f"/{endpoint}",
-            handler,
+            _admission_handler(rt, metrics, endpoint, expect_kind, decide, fail_open=fail_open),
             methods=["POST"],
             name=endpoint,
             **admission_openapi(expect_kind),
         )
 
-    route("mutate/virtualmachineinstances", "VirtualMachineInstance", decide_vmi, fail_open=True)
-    route("mutate/virtualmachines", "VirtualMachine", decide_vm, fail_open=True)
-    route("mutate/pods", "Pod", decide_pod, fail_open=True)
-    route(
-        "validate/virtualmachineinstancemigrations",
-        "VirtualMachineInstanceMigration",
-        decide_migration,
-        fail_open=rt.config.validation == "warn",
-    )
+
+def readiness(rt: Runtime) -> tuple[int, dict[str, Any]]:
+    """``/readyz``'s status and body: ready once TLS is loaded (or in dev mode)."""
+    if rt.tls is None and not rt.config.dev:
+        return 503, {"ready": False, "reason": "TLS files not loaded"}
+    # Ready to admit even without the API (admission then degrades as documented); the body
+    # says how the API looks, so an admin sees a missing permission or an unreachable server.
+    if rt.kube is None:
+        api = "not configured"
+    elif rt.gate.read_ok is None:
+        api = "not read yet"
+    else:
+        api = "reachable" if rt.gate.read_ok else "failing"
+    return 200, {
+        "ready": True,
+        "api": api,
+        "sidecarGate": rt.gate.value,
+        "sidecarGateSource": rt.config.sidecar_gate,
+        # What a new VMI gets now: auto resolved by the gate as last read.
+        "delivery": resolve_delivery(rt.config.delivery, sidecar_gate_on=rt.gate.value),
+        "gateError": rt.gate.last_error,
+    }
+
+
+def _add_probe_routes(app: FastAPI, rt: Runtime, metrics: WebhookMetrics) -> None:
+    """``/healthz``, ``/readyz`` and ``/metrics`` (the functions' names are the OpenAPI operation ids)."""
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -127,27 +162,8 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
 
     @app.get("/readyz", responses={503: {"description": "not ready: TLS files not loaded"}})
     async def readyz() -> Response:
-        if rt.tls is None and not rt.config.dev:
-            return JSONResponse({"ready": False, "reason": "TLS files not loaded"}, 503)
-        # Ready to admit even without the API (admission then degrades as documented); the body
-        # says how the API looks, so an admin sees a missing permission or an unreachable server.
-        if rt.kube is None:
-            api = "not configured"
-        elif rt.gate.read_ok is None:
-            api = "not read yet"
-        else:
-            api = "reachable" if rt.gate.read_ok else "failing"
-        return JSONResponse(
-            {
-                "ready": True,
-                "api": api,
-                "sidecarGate": rt.gate.value,
-                "sidecarGateSource": rt.config.sidecar_gate,
-                # What a new VMI gets now: auto resolved by the gate as last read.
-                "delivery": resolve_delivery(rt.config.delivery, sidecar_gate_on=rt.gate.value),
-                "gateError": rt.gate.last_error,
-            }
-        )
+        status, body = readiness(rt)
+        return JSONResponse(body, status)
 
     @app.get(
         "/metrics",
@@ -157,4 +173,15 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
     async def prom() -> Response:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
+    metrics = rt.metrics or WebhookMetrics()
+    rt.metrics = metrics
+    app = FastAPI(
+        title="bridge-migration webhook",
+        version=__version__,
+        lifespan=lambda _: _running(rt, metrics, background=background),
+    )
+    _add_admission_routes(app, rt, metrics)
+    _add_probe_routes(app, rt, metrics)
     return app

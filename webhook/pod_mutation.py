@@ -81,6 +81,41 @@ def _fixer_ops(
     return None
 
 
+def _target_pod_macs(
+    ann: Mapping[str, str],
+    *,
+    config: WebhookConfig,
+    vmi_macs: Mapping[str, str] | None,
+    pod_network_interfaces: list[str] | None,
+    warnings: list[str],
+) -> dict[str, str]:
+    """The annotations a migration target pod gets: the expected MACs (from the VMI when the pod
+    lacks them) and, with ``--cni-mac-annotation``, the pod-network MAC for the CNI."""
+    keys = config.keys
+    changes: dict[str, str] = {}
+    macs: dict[str, str] = {}
+    raw = ann.get(keys.macs)
+    if raw is not None:
+        try:
+            macs = parse_macs(raw)
+        except ValueError as exc:
+            warnings.append(f"{WARN_PREFIX}annotation {keys.macs} on the pod ignored: {exc}")
+    elif vmi_macs:
+        macs = dict(vmi_macs)
+        changes[keys.macs] = dump_macs(macs)
+    hint_key = config.cni_mac_annotation
+    if hint_key and hint_key not in ann and macs:
+        if pod_network_interfaces is not None:
+            candidates = [n for n in pod_network_interfaces if n in macs]
+        else:
+            candidates = list(macs) if len(macs) == 1 else []
+        if candidates:
+            changes[hint_key] = macs[candidates[0]]
+        else:
+            warnings.append(f"{WARN_PREFIX}no pod-network MAC known; {hint_key} not set")
+    return changes
+
+
 def mutate_launcher_pod(
     pod: Mapping[str, Any],
     *,
@@ -125,26 +160,14 @@ def mutate_launcher_pod(
     if kubevirt_version and config.keys.kubevirt_version not in ann:
         changes[config.keys.kubevirt_version] = kubevirt_version
     if MIGRATION_JOB_UID_LABEL in labels:
-        keys = config.keys
-        macs: dict[str, str] = {}
-        raw = ann.get(keys.macs)
-        if raw is not None:
-            try:
-                macs = parse_macs(raw)
-            except ValueError as exc:
-                warnings.append(f"{WARN_PREFIX}annotation {keys.macs} on the pod ignored: {exc}")
-        elif vmi_macs:
-            macs = dict(vmi_macs)
-            changes[keys.macs] = dump_macs(macs)
-        hint_key = config.cni_mac_annotation
-        if hint_key and hint_key not in ann and macs:
-            if pod_network_interfaces is not None:
-                candidates = [n for n in pod_network_interfaces if n in macs]
-            else:
-                candidates = list(macs) if len(macs) == 1 else []
-            if candidates:
-                changes[hint_key] = macs[candidates[0]]
-            else:
-                warnings.append(f"{WARN_PREFIX}no pod-network MAC known; {hint_key} not set")
+        changes.update(
+            _target_pod_macs(
+                ann,
+                config=config,
+                vmi_macs=vmi_macs,
+                pod_network_interfaces=pod_network_interfaces,
+                warnings=warnings,
+            )
+        )
     ops.extend(set_annotations(annotations, changes))
     return Decision(patch=ops, warnings=warnings)

@@ -23,11 +23,13 @@ from bridge_migration_contract import (
     ALLOW_POD_BRIDGE_MIGRATION,
     DELIVERIES,
     HOOK_SIDECARS,
+    AnnotationKeys,
     Delivery,
     MacPolicy,
     ManagedInterface,
     dump_macs,
     multus_bridge_names,
+    parse_delivery,
     parse_mac_policy,
     parse_macs,
     parse_nic_refresh,
@@ -65,7 +67,7 @@ def _delivery(ann: Mapping[str, str], *, key: str, config: WebhookConfig, gate_o
     raw = ann.get(key)
     if raw is None:
         return resolve_delivery(config.delivery, sidecar_gate_on=gate_on)
-    return next((d for d in DELIVERIES if raw.strip() == d), None)
+    return parse_delivery(raw)
 
 
 def _policy(ann: Mapping[str, str], *, key: str, default: MacPolicy, warnings: list[str]) -> MacPolicy:
@@ -137,6 +139,87 @@ def _skip_warnings(vmi: Mapping[str, Any], raw: str | None, *, key: str, who: st
     ]
 
 
+def _fixer(
+    ann: Mapping[str, str],
+    *,
+    config: WebhookConfig,
+    gate_on: bool | None,
+    who: str,
+    names: str,
+    warnings: list[str],
+) -> tuple[Delivery, str | None] | str:
+    """The VMI's delivery and, for hook, the new hookSidecars value (None: already right); or, as
+    a plain string, the warning saying why the VMI is left unchanged."""
+    keys = config.keys
+    delivery = _delivery(ann, key=keys.delivery, config=config, gate_on=gate_on)
+    if delivery is None:
+        # The pod webhook could not tell how to deliver the fixer: migratable without it would strand.
+        choices = ", ".join(DELIVERIES)
+        return f"{WARN_PREFIX}annotation {keys.delivery} must be one of {choices}; {who} left unchanged"
+    if delivery != "hook":
+        if config.delivery == "auto" and ann.get(keys.delivery) is None:
+            warnings.append(_inject_warning(gate_on, who, names))
+        return delivery, None
+    if gate_on is not True:
+        return _gate_warning(gate_on, who, names)
+    # The sidecar first: if the user's list cannot be merged, we change nothing at all, since a
+    # migratable VMI without our sidecar is exactly the stranded guest this project prevents.
+    try:
+        sidecars = merged_sidecars(
+            ann.get(HOOK_SIDECARS),
+            image=config.sidecar_image,
+            pull_policy=config.sidecar_pull_policy,
+            prefix=keys.prefix,
+        )
+    except MalformedSidecarsError as exc:
+        return f"{WARN_PREFIX}annotation {HOOK_SIDECARS} {exc}; {who} left unchanged"
+    return delivery, sidecars
+
+
+def _warn_bad_nic_refresh(ann: Mapping[str, str], *, key: str, warnings: list[str]) -> None:
+    if (refresh := ann.get(key)) is not None:
+        try:
+            parse_nic_refresh(refresh.strip())
+        except ValueError as exc:
+            # Left as written (it is the user's); the sidecar reads it the same way and uses link.
+            warnings.append(f"{WARN_PREFIX}annotation {key} ignored: {exc}; using link")
+
+
+def _annotation_changes(
+    ann: Mapping[str, str],
+    *,
+    keys: AnnotationKeys,
+    policy: MacPolicy,
+    delivery: Delivery,
+    sidecars: str | None,
+    managed: list[ManagedInterface],
+    known: Mapping[str, str],
+    recorded: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """The annotations to set on the VMI: each one only where it is absent or ours to update."""
+    changes: dict[str, str] = {}
+    if keys.mac_policy not in ann:
+        changes[keys.mac_policy] = policy
+    if sidecars is not None:
+        changes[HOOK_SIDECARS] = sidecars
+    if delivery != "hook" and ann.get(keys.delivery) is None:
+        # The record the pod webhook and the migration validator read (virt-controller copies it).
+        changes[keys.delivery] = delivery
+    if ALLOW_POD_BRIDGE_MIGRATION not in ann and any(
+        i["binding"] == "bridge" and i["network"] == "pod" for i in managed
+    ):
+        changes[ALLOW_POD_BRIDGE_MIGRATION] = "true"
+    if keys.macs not in ann:
+        if known:
+            changes[keys.macs] = dump_macs(known)
+    elif recorded is not None:
+        # The user's own entries win; we only fill in interfaces they did not list.
+        merged = {**known, **recorded}
+        if merged != recorded:
+            changes[keys.macs] = dump_macs(merged)
+    return changes
+
+
 def mutate_vmi(
     vmi: Mapping[str, Any],
     *,
@@ -164,44 +247,14 @@ def mutate_vmi(
     if not managed:
         return Decision(warnings=warnings)
     names = ", ".join(i["name"] for i in managed)
-    delivery = _delivery(ann, key=keys.delivery, config=config, gate_on=sidecar_gate_on)
-    if delivery is None:
-        # The pod webhook could not tell how to deliver the fixer: migratable without it would strand.
-        choices = ", ".join(DELIVERIES)
-        return Decision(
-            warnings=[
-                *warnings,
-                f"{WARN_PREFIX}annotation {keys.delivery} must be one of {choices}; {who} left unchanged",
-            ]
-        )
-    sidecars: str | None = None
-    if delivery == "hook":
-        if sidecar_gate_on is not True:
-            return Decision(warnings=[*warnings, _gate_warning(sidecar_gate_on, who, names)])
-        # The sidecar first: if the user's list cannot be merged, we change nothing at all, since a
-        # migratable VMI without our sidecar is exactly the stranded guest this project prevents.
-        try:
-            sidecars = merged_sidecars(
-                ann.get(HOOK_SIDECARS),
-                image=config.sidecar_image,
-                pull_policy=config.sidecar_pull_policy,
-                prefix=keys.prefix,
-            )
-        except MalformedSidecarsError as exc:
-            return Decision(
-                warnings=[*warnings, f"{WARN_PREFIX}annotation {HOOK_SIDECARS} {exc}; {who} left unchanged"]
-            )
-    elif config.delivery == "auto" and ann.get(keys.delivery) is None:
-        warnings.append(_inject_warning(sidecar_gate_on, who, names))
+    fixer = _fixer(ann, config=config, gate_on=sidecar_gate_on, who=who, names=names, warnings=warnings)
+    if isinstance(fixer, str):
+        return Decision(warnings=[*warnings, fixer])
+    delivery, sidecars = fixer
 
     policy = _policy(ann, key=keys.mac_policy, default=config.mac_policy, warnings=warnings)
     recorded = _recorded_macs(ann, key=keys.macs, warnings=warnings)
-    if (refresh := ann.get(keys.nic_refresh)) is not None:
-        try:
-            parse_nic_refresh(refresh.strip())
-        except ValueError as exc:
-            # Left as written (it is the user's); the sidecar reads it the same way and uses link.
-            warnings.append(f"{WARN_PREFIX}annotation {keys.nic_refresh} ignored: {exc}; using link")
+    _warn_bad_nic_refresh(ann, key=keys.nic_refresh, warnings=warnings)
     ops, known = _macs(
         vmi,
         managed,
@@ -210,27 +263,16 @@ def mutate_vmi(
         seed=(namespace, name or fallback_name),
         warnings=warnings,
     )
-
-    changes: dict[str, str] = {}
-    if keys.mac_policy not in ann:
-        changes[keys.mac_policy] = policy
-    if sidecars is not None:
-        changes[HOOK_SIDECARS] = sidecars
-    if delivery != "hook" and ann.get(keys.delivery) is None:
-        # The record the pod webhook and the migration validator read (virt-controller copies it).
-        changes[keys.delivery] = delivery
-    if ALLOW_POD_BRIDGE_MIGRATION not in ann and any(
-        i["binding"] == "bridge" and i["network"] == "pod" for i in managed
-    ):
-        changes[ALLOW_POD_BRIDGE_MIGRATION] = "true"
-    if keys.macs not in ann:
-        if known:
-            changes[keys.macs] = dump_macs(known)
-    elif recorded is not None:
-        # The user's own entries win; we only fill in interfaces they did not list.
-        merged = {**known, **recorded}
-        if merged != recorded:
-            changes[keys.macs] = dump_macs(merged)
+    changes = _annotation_changes(
+        ann,
+        keys=keys,
+        policy=policy,
+        delivery=delivery,
+        sidecars=sidecars,
+        managed=managed,
+        known=known,
+        recorded=recorded,
+    )
     ops.extend(set_annotations(annotations, changes))
     return Decision(patch=ops, warnings=warnings)
 
