@@ -10,12 +10,14 @@ import asyncio
 import base64
 import logging
 import os
+import re
 import ssl
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import yaml
@@ -33,6 +35,47 @@ class KubeError(RuntimeError):
 
 class NotFoundError(KubeError):
     pass
+
+
+class InvalidNameError(KubeError):
+    """A name or namespace Kubernetes would never accept: no request was made.
+
+    A KubeError, so a caller that does not tell it apart still treats it as a failed read; the
+    admission callers do tell it apart, since it is the requester's bad input, not the API's fault.
+    """
+
+
+# apimachinery's IsDNS1123Label (namespaces) and IsDNS1123Subdomain (most object names, VMIs
+# included). Nothing else can name an object, so nothing else is put into a URL: a tenant's
+# "../../other/virtualmachineinstances/x" would otherwise be resolved by httpx (and by the
+# apiserver, which routes on the decoded path) into another namespace.
+_DNS1123_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_LABEL_RE = re.compile(_DNS1123_LABEL)
+_SUBDOMAIN_RE = re.compile(rf"{_DNS1123_LABEL}(?:\.{_DNS1123_LABEL})*")
+
+
+def check_namespace(value: str) -> str:
+    """``value`` if it is a valid namespace (DNS-1123 label, at most 63 characters)."""
+    if len(value) > 63 or not _LABEL_RE.fullmatch(value):
+        raise InvalidNameError(
+            f"{value!r} is not a valid namespace (lower-case letters, digits and '-', at most 63 characters)"
+        )
+    return value
+
+
+def check_object_name(value: str, kind: str) -> str:
+    """``value`` if it is a valid name for ``kind`` (DNS-1123 subdomain, at most 253 characters)."""
+    if len(value) > 253 or not _SUBDOMAIN_RE.fullmatch(value):
+        raise InvalidNameError(
+            f"{value!r} is not a valid {kind} name (lower-case letters, digits, '-' and '.', at most 253 characters)"
+        )
+    return value
+
+
+def api_path(*segments: str) -> str:
+    """A path from segments, each percent-quoted whole: a segment can never add or climb a level
+    even if a caller forgot to check it (the checks above are the real guard)."""
+    return "".join("/" + quote(segment, safe="") for segment in segments)
 
 
 @dataclass(frozen=True)
@@ -134,7 +177,7 @@ class KubeClient:
     async def get(self, path: str) -> dict[str, Any]:
         try:
             resp = await self._client.get(path, headers=self._headers())
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             raise KubeError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
         if resp.status_code == 404:
             raise NotFoundError(f"GET {path}: not found")
@@ -144,7 +187,18 @@ class KubeClient:
         return body
 
     async def get_vmi(self, namespace: str, name: str) -> dict[str, Any]:
-        return await self.get(f"/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}")
+        """The VMI ``namespace/name``; InvalidNameError, before any request, when either could
+        not name one (both come from the review, the name from what a tenant wrote)."""
+        path = api_path(
+            "apis",
+            "kubevirt.io",
+            "v1",
+            "namespaces",
+            check_namespace(namespace),
+            "virtualmachineinstances",
+            check_object_name(name, "VirtualMachineInstance"),
+        )
+        return await self.get(path)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -16,7 +16,7 @@ from bridge_migration_contract import DOMAIN_ANNOTATION, MIGRATION_JOB_UID_LABEL
 from webhook.admission import Review
 from webhook.config import WebhookConfig
 from webhook.decision import WARN_PREFIX, Decision
-from webhook.kube import KubeClient, KubeError, NotFoundError, SidecarGateCache
+from webhook.kube import InvalidNameError, KubeClient, KubeError, NotFoundError, SidecarGateCache
 from webhook.metrics import WebhookMetrics
 from webhook.migration_validation import validate_migration
 from webhook.pod_mutation import mutate_launcher_pod
@@ -96,6 +96,9 @@ async def decide_pod(review: Review, rt: Runtime) -> Decision:
     ):
         try:
             vmi = await rt.kube.get_vmi(review.namespace, vmi_name)
+        except InvalidNameError as exc:
+            # Nothing read: a pod is never refused over it (fail-open, as for a failed read).
+            warnings.append(f"{WARN_PREFIX}annotation {DOMAIN_ANNOTATION}: {exc}; VMI not read")
         except KubeError as exc:
             warnings.append(f"{WARN_PREFIX}could not read VMI {vmi_name}: {exc}")
         else:
@@ -125,6 +128,10 @@ async def decide_migration(review: Review, rt: Runtime) -> Decision:
     else:
         try:
             vmi = await rt.kube.get_vmi(review.namespace, vmi_name)
+        except InvalidNameError as exc:
+            # No VMI can have such a name (and none is read): refused in either mode, as a missing
+            # vmiName or a VMI that is not there is.
+            return Decision.deny(f"{WARN_PREFIX}spec.vmiName: {exc}", code=400)
         except NotFoundError:
             return Decision.deny(f"VirtualMachineInstance {review.namespace}/{vmi_name} not found", code=404)
         except KubeError as exc:
