@@ -1,7 +1,8 @@
 """Fuzzing the webhook: over 10,000 generated AdmissionReviews per run.
 
 KubeVirt-shaped VMIs, launcher pods and migrations with wrong types injected at every level,
-raw byte garbage, truncated JSON, deep nesting and huge arrays. Whatever comes in: never a 5xx,
+raw byte garbage, truncated JSON, deep nesting and huge arrays. VirtualMachines too, created and
+updated, since their template is mutated as a VMI is. Whatever comes in: never a 5xx,
 never our "internal error" fallback, every patch applies to its object, the patched object
 admitted again yields no patch, and the real server still answers afterwards.
 """
@@ -35,6 +36,7 @@ IMAGE = "registry.example/bridge-migration:test"
 CONFIG = WebhookConfig(sidecar_image=IMAGE, cni_mac_annotation="cni.projectcalico.org/hwAddr")
 ENDPOINTS = {
     "VirtualMachineInstance": "/mutate/virtualmachineinstances",
+    "VirtualMachine": "/mutate/virtualmachines",
     "Pod": "/mutate/pods",
     "VirtualMachineInstanceMigration": "/validate/virtualmachineinstancemigrations",
 }
@@ -110,6 +112,10 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
                     "[",
                     "",
                     '{"default":"zz"}',
+                    # Not unicast: multicast, broadcast, all zeros; never handed to the CNI.
+                    '{"default":"01:00:5e:00:00:01"}',
+                    '{"default":"ff:ff:ff:ff:ff:ff"}',
+                    '{"default":"00:00:00:00:00:00"}',
                 ]
             ),
         )
@@ -118,6 +124,21 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         pod["spec"]["volumes"] = draw(st.sampled_from([[], pod["spec"]["volumes"][1:], pod["spec"]["volumes"]]))
     return pod
+
+
+@st.composite
+def vms(draw: st.DrawFn) -> dict[str, Any]:
+    """A VM whose template is a generated VMI (its annotations on the template, as users write them)."""
+    vmi = draw(vmis())
+    template: dict[str, Any] = {"spec": vmi["spec"]}
+    if "annotations" in vmi["metadata"]:
+        template["metadata"] = {"annotations": vmi["metadata"]["annotations"]}
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": vmi["metadata"]["name"], "namespace": "ns"},
+        "spec": {"runStrategy": draw(st.sampled_from(["Always", "Halted"])), "template": template},
+    }
 
 
 def migration(vmi_name: Any) -> dict[str, Any]:
@@ -133,6 +154,13 @@ def migration(vmi_name: Any) -> dict[str, Any]:
 @given(vmis())
 def test_generated_vmis(vmi: dict[str, Any]) -> None:
     check(ENDPOINTS["VirtualMachineInstance"], json.dumps(make_review(vmi)).encode())
+
+
+@fuzz(1500)
+@given(vms(), st.one_of(st.none(), vms()))
+def test_generated_vms_created_and_updated(vm: dict[str, Any], old: dict[str, Any] | None) -> None:
+    review = make_review(vm) if old is None else make_review(vm, operation="UPDATE", old=old)
+    check(ENDPOINTS["VirtualMachine"], json.dumps(review).encode())
 
 
 @fuzz(1500)
@@ -152,6 +180,7 @@ def wrong_types(draw: st.DrawFn) -> tuple[str, bytes]:
     kind = draw(st.sampled_from(sorted(ENDPOINTS)))
     obj = {
         "VirtualMachineInstance": lambda: draw(vmis()),
+        "VirtualMachine": lambda: draw(vms()),
         "Pod": lambda: draw(pods()),
         "VirtualMachineInstanceMigration": lambda: migration("web-1"),
     }[kind]()

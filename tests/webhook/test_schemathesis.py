@@ -34,3 +34,11 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 @settings(max_examples=examples(150), deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_webhook_answers_as_its_schema_says(case: schemathesis.Case) -> None:
     case.call_and_validate()
+
+
+def test_every_admission_endpoint_is_in_the_schema_it_generates_from() -> None:
+    """schemathesis only fuzzes what /openapi.json lists: an admission route missing there (as
+    /mutate/virtualmachines once was from the hand-written fuzzers) would go unfuzzed."""
+    admission = {route.path for route in app.routes if getattr(route, "methods", None) == {"POST"}}
+    assert "/mutate/virtualmachines" in admission
+    assert admission <= set(schema.raw_schema["paths"])
