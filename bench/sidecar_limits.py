@@ -27,7 +27,7 @@ from lab.paths import VENV_PYTHON
 from lab.process import wait_for
 from lab.shell import in_netns, run
 from lab.sidecar import LISTEN, Sidecar
-from sidecar.hook_server import SOCKET_NAME
+from sidecar.pod.hook_server import SOCKET_NAME
 
 _MIB = 1024 * 1024
 

@@ -54,13 +54,19 @@ GROUPS = [
         "standard library the sidecar uses",
         ["logging", "json", "argparse", "ipaddress", "threading", "queue", "xml.etree.ElementTree", "dataclasses"],
     ),
-    ("msgspec (wire models)", ["msgspec", "sidecar.models"]),
+    ("msgspec (wire models)", ["msgspec", "sidecar.core.models"]),
     (
         "our core, engine, watcher, triggers, metrics",
-        ["sidecar.plan", "sidecar.executor", "sidecar.engine", "sidecar.metrics", "sidecar.wiring"],
+        [
+            "sidecar.core.plan",
+            "sidecar.fixer.executor",
+            "sidecar.fixer.engine",
+            "sidecar.fixer.metrics",
+            "sidecar.pod.wiring",
+        ],
     ),
-    ("asyncio + h11 + the REST server", ["asyncio", "h11", "sidecar.rest", "sidecar.serve"]),
-    ("grpclib + h2 + protobuf + the hook server", ["sidecar.hook_server"]),
+    ("asyncio + h11 + the REST server", ["asyncio", "h11", "sidecar.pod.rest", "sidecar.pod.serve"]),
+    ("grpclib + h2 + protobuf + the hook server", ["sidecar.pod.hook_server"]),
 ]
 
 

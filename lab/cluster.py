@@ -60,7 +60,7 @@ from lab.paths import PREFIX, RUN_ROOT
 from lab.process import LabProcess
 from lab.sidecar import Sidecar
 from lab.vmi import lab_vmi
-from sidecar.config import SidecarDelivery
+from sidecar.pod.settings import SidecarDelivery
 from webhook.macs import pinned_mac as webhook_pinned_mac
 
 log = logging.getLogger(__name__)

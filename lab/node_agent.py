@@ -31,7 +31,7 @@ from lab.paths import REPO_ROOT
 from lab.process import LabProcess, wait_for
 from lab.scenario import _watch_recovery
 from lab.virt_handler import HookCall, call_node_hook
-from sidecar.nodeagent import SOCKET_IN_POD
+from sidecar.node.target import SOCKET_IN_POD
 
 PLUGIN_SOCKET = "var/run/kubevirt/plugins/bridge-migration.sock"
 # The chart's container: root, one capability, no privilege gain (docs/install.md, "Node agent").

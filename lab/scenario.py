@@ -23,7 +23,7 @@ from lab.l2 import IpamMode
 from lab.manual import lab_link_refresh
 from lab.stuntime import StunProbe
 from lab.timeline import Timeline
-from sidecar.config import SidecarDelivery
+from sidecar.pod.settings import SidecarDelivery
 
 ScenarioKind = Literal[
     "same-mac",

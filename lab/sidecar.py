@@ -28,7 +28,7 @@ from lab.cgroups import LimitedGroup, MemoryCounters
 from lab.paths import VENV_PYTHON
 from lab.process import LabProcess, wait_for
 from lab.shell import in_netns, run
-from sidecar.config import SidecarDelivery
+from sidecar.pod.settings import SidecarDelivery
 
 LISTEN = "127.0.0.1:8186"
 

@@ -12,16 +12,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from sidecar.config import (
-    DEFAULT_LISTEN,
-    ENV_PREFIX,
-    add_node_agent_arguments,
-    add_serve_arguments,
-    env_name,
-    node_agent_settings_from_args,
-    read_token,
-    settings_from_args,
-)
+from sidecar.node.settings import add_node_agent_arguments, node_agent_settings_from_args
+from sidecar.options import ENV_PREFIX, env_name, read_token
+from sidecar.pod.settings import DEFAULT_LISTEN, add_serve_arguments, settings_from_args
 
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 
@@ -146,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from sidecar.serve import serve
+        from sidecar.pod.serve import serve
 
         return serve(settings)
     if args.command == "node-agent":
@@ -155,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         logging.basicConfig(level=node_settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from sidecar.nodehook import serve_node_agent
+        from sidecar.node.service import serve_node_agent
 
         return serve_node_agent(node_settings)
     return _client(args)

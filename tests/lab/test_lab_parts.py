@@ -12,7 +12,7 @@ from lab.domain import Nic, domain_name, domain_xml
 from lab.guests import GUEST_TYPES, GuestImage
 from lab.sidecar import downward_api_file
 from lab.timeline import Timeline
-from sidecar.podinfo import parse_annotations_file
+from sidecar.core.podinfo import parse_annotations_file
 
 
 def test_a_console_line_from_the_guest_becomes_an_event_with_fields() -> None:

@@ -52,15 +52,23 @@ def test_every_import_contract_is_kept() -> None:
 @pytest.mark.parametrize(
     ("module", "planted", "broken"),
     [
-        # What the contracts replaced: triggers reached libvirt through the watcher.
-        ("sidecar/triggers.py", "from sidecar.watcher import LibvirtWatcher", "The sidecar's pure core imports no I/O"),
-        ("sidecar/plan.py", "import libvirt", "The sidecar's pure core imports no I/O"),
-        ("sidecar/executor.py", "from sidecar.engine import Fixer", "The sidecar's layers"),
-        ("sidecar/engine.py", "import libvirt", "Only the watcher and the wiring import libvirt"),
-        ("sidecar/rest.py", "import grpclib", "Only the two hook servers import gRPC"),
+        # What the contracts replaced: the event verdicts reached libvirt through the watcher.
+        (
+            "sidecar/core/verdicts.py",
+            "from sidecar.fixer.watcher import LibvirtWatcher",
+            "The sidecar's pure core imports no I/O",
+        ),
+        ("sidecar/core/plan.py", "import libvirt", "The sidecar's pure core imports no I/O"),
+        ("sidecar/core/models.py", "from sidecar.fixer import engine", "The sidecar's layers"),
+        ("sidecar/pod/rest.py", "from sidecar.node import agent", "The sidecar's layers"),
+        ("sidecar/fixer/executor.py", "from sidecar.fixer.engine import Fixer", "The fixer's layers"),
+        ("sidecar/pod/settings.py", "from sidecar.pod import rest", "The per-VM program's layers"),
+        ("sidecar/node/target.py", "from sidecar.node import fixup", "The node agent's layers"),
+        ("sidecar/fixer/engine.py", "import libvirt", "Only the watcher and the wiring import libvirt"),
+        ("sidecar/pod/rest.py", "import grpclib", "Only the two hook servers import gRPC"),
         ("webhook/vmi_mutation.py", "from webhook.orchestration import Runtime", "The webhook's layers"),
         ("webhook/macs.py", "import fastapi", "The webhook's admission logic imports no web framework"),
-        ("sidecar/models.py", "import webhook.app", "The webhook and the sidecar never import each other"),
+        ("sidecar/core/models.py", "import webhook.app", "The webhook and the sidecar never import each other"),
         ("webhook/app.py", "import kubelab.ports", "Neither service imports lab or kubelab"),
     ],
 )

@@ -1,0 +1,94 @@
+"""Flag plumbing both programs share: every flag has a BM_SIDECAR_<FLAG> environment twin, and
+the fixer's timing flags are derived from `FixerSettings` (defaults and help written once)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from bridge_migration_contract import AnnotationKeys
+from sidecar.fixer.settings import FixerSettings
+
+ENV_PREFIX = "BM_SIDECAR_"
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def add(parser: argparse.ArgumentParser, flag: str, *, help: str, **kwargs: object) -> None:
+    """One flag, its environment twin taking the place of the default when set."""
+    env = env_name(flag)
+    default = os.environ.get(env, kwargs.pop("default", None))
+    parser.add_argument(flag, default=default, help=f"{help} [env {env}; default: %(default)s]", **kwargs)  # type: ignore[arg-type]
+
+
+def _ms(seconds: float) -> str:
+    return str(round(seconds * 1000))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def add_fixer_arguments(parser: argparse.ArgumentParser, defaults: FixerSettings) -> None:
+    """The link timing and detach flags, the same for `serve` and `node-agent`."""
+    add(
+        parser, "--link-pause-ms", default=_ms(defaults.link_pause_s), help="pause between link down and link up, in ms"
+    )
+    add(
+        parser,
+        "--resume-settle-ms",
+        default=_ms(defaults.resume_settle_s),
+        help="after a migration, no link comes back up before this long after the resume, in ms",
+    )
+    add(
+        parser,
+        "--detach-timeout",
+        default=_seconds(defaults.detach_timeout_s),
+        help="seconds to wait for the guest to release a NIC",
+    )
+
+
+def fixer_settings_from_args(args: argparse.Namespace, defaults: FixerSettings) -> FixerSettings:
+    """The fixer's settings from the flags add_fixer_arguments added; ValueError for the user."""
+    try:
+        link_pause_ms = int(args.link_pause_ms)
+        resume_settle_ms = int(args.resume_settle_ms)
+        detach_timeout = float(args.detach_timeout)
+    except ValueError as exc:
+        raise ValueError(f"bad number: {exc}") from exc
+    if link_pause_ms < 0 or resume_settle_ms < 0 or detach_timeout <= 0:
+        raise ValueError("--link-pause-ms and --resume-settle-ms must be >= 0, --detach-timeout > 0")
+    return FixerSettings(
+        link_pause_s=link_pause_ms / 1000,
+        resume_settle_s=resume_settle_ms / 1000,
+        link_down_spacing_s=defaults.link_down_spacing_s,
+        detach_timeout_s=detach_timeout,
+    )
+
+
+def annotation_keys(prefix: object) -> AnnotationKeys:
+    try:
+        return AnnotationKeys(str(prefix))
+    except ValueError as exc:
+        raise ValueError(f"--annotation-prefix: {exc}") from exc
+
+
+def read_token(path: str | None) -> str | None:
+    """The bearer token from --token-file (surrounding whitespace dropped); None without a file.
+
+    Shared by `serve` and the client commands, so both sides read the same file the same way.
+    """
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read --token-file {path}: {exc.strerror or exc}") from exc
+    if not token:
+        raise ValueError(f"--token-file {path} is empty")
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise ValueError(f"--token-file {path}: the token must be one word of printable characters")
+    return token

@@ -1,0 +1,417 @@
+"""The fixup plan, decided from domain XML, VMI and annotations alone."""
+
+from __future__ import annotations
+
+from sidecar.core.plan import (
+    hashed_pod_interface_name,
+    known_interface_names,
+    make_plan,
+    pod_link_names,
+    targets_from_vmi,
+)
+from tests.sidecar.samples import (
+    GUEST_MAC,
+    MACVTAP_IFACE,
+    MASQ_IFACE,
+    NO_ALIAS_IFACE,
+    POD_MAC,
+    THREE_NIC_VMI,
+    domain_xml,
+    vmi,
+)
+
+
+def test_pinned_mac_unchanged_means_a_link_refresh() -> None:
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="pin", macs={}, pod_macs={"eth0": POD_MAC})
+    assert plan.action == "link-refresh"
+    assert plan.alias == "ua-default"
+    assert plan.current_mac == plan.expected_mac == GUEST_MAC
+    assert plan.mac_source == "domain"
+
+
+# KubeVirt's DHCP server answers one MAC (docs/kubevirt-facts.md D2): the spec's, then (v1.9+)
+# the VMI status's, then the pod's. The plan follows it whatever the policy, and says so.
+OLD, NEW = "v1.5-v1.8", "v1.9+"
+
+
+def test_on_v1_8_without_a_spec_mac_the_pod_mac_is_served_so_follow_pod_reattaches() -> None:
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="follow-pod", macs={}, pod_macs={"eth0": POD_MAC}, family=OLD
+    )
+    assert plan.action == "reattach"
+    assert (plan.current_mac, plan.expected_mac, plan.mac_source) == (GUEST_MAC, POD_MAC, "pod")
+    assert "not possible" not in plan.reason
+
+
+def test_on_v1_8_keep_cannot_keep_the_mac_and_the_reason_says_why() -> None:
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="keep", macs={}, pod_macs={"eth0": POD_MAC}, family=OLD
+    )
+    assert (plan.action, plan.expected_mac, plan.mac_source) == ("reattach", POD_MAC, "pod")
+    assert "keep is not possible" in plan.reason
+
+
+def test_on_v1_9_the_status_mac_is_served_so_keep_refreshes_the_link() -> None:
+    status = {**vmi(), "status": {"interfaces": [{"name": "default", "mac": GUEST_MAC.upper()}]}}
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=status, policy="keep", macs={}, pod_macs={"eth0": POD_MAC}, family=NEW
+    )
+    assert (plan.action, plan.expected_mac, plan.mac_source) == ("link-refresh", GUEST_MAC, "status")
+
+
+def test_on_v1_9_follow_pod_keeps_the_status_mac_and_the_reason_says_why() -> None:
+    status = {**vmi(), "status": {"interfaces": [{"name": "default", "mac": GUEST_MAC}]}}
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=status, policy="follow-pod", macs={}, pod_macs={"eth0": POD_MAC}, family=NEW
+    )
+    assert (plan.action, plan.mac_source) == ("link-refresh", "status")
+    assert "follow-pod is not possible" in plan.reason
+
+
+def test_on_v1_9_without_a_vmi_status_the_domain_mac_stands_for_it() -> None:
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="follow-pod", macs={}, pod_macs={"eth0": POD_MAC}, family=NEW
+    )
+    assert (plan.action, plan.expected_mac, plan.mac_source) == ("link-refresh", GUEST_MAC, "domain")
+
+
+def test_without_a_pod_mac_on_v1_8_the_domain_mac_is_kept() -> None:
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="follow-pod", macs={}, pod_macs={}, family=OLD)
+    assert (plan.action, plan.mac_source) == ("link-refresh", "domain")
+
+
+def test_the_spec_mac_is_served_on_both_families() -> None:
+    wanted = "02:11:22:33:44:55"
+    spec = vmi(interfaces=[{"name": "default", "bridge": {}, "macAddress": wanted.upper()}])
+    for family in (OLD, NEW):
+        [plan] = make_plan(
+            domain_xml=domain_xml(), vmi=spec, policy="keep", macs={}, pod_macs={"eth0": POD_MAC}, family=family
+        )
+        assert (plan.action, plan.expected_mac, plan.mac_source) == ("reattach", wanted, "spec")
+
+
+def test_the_macs_annotation_wins_over_the_pod_mac() -> None:
+    wanted = "02:11:22:33:44:55"
+    for family in (OLD, NEW):
+        [plan] = make_plan(
+            domain_xml=domain_xml(),
+            vmi=vmi(),
+            policy="follow-pod",
+            macs={"default": wanted},
+            pod_macs={"eth0": POD_MAC},
+            family=family,
+        )
+        assert (plan.action, plan.expected_mac, plan.mac_source) == ("reattach", wanted, "annotation")
+
+
+def test_the_macs_annotation_equal_to_the_domain_mac_is_a_link_refresh() -> None:
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="pin", macs={"default": GUEST_MAC}, pod_macs={})
+    assert (plan.action, plan.mac_source) == ("link-refresh", "annotation")
+
+
+def test_only_bridge_and_macvtap_interfaces_are_planned() -> None:
+    xml = domain_xml(extra=MACVTAP_IFACE + MASQ_IFACE + NO_ALIAS_IFACE)
+    plans = make_plan(domain_xml=xml, vmi=THREE_NIC_VMI, policy="pin", macs={}, pod_macs={})
+    assert [(p.name, p.action) for p in plans] == [("default", "link-refresh"), ("fast", "link-refresh")]
+    assert [p.pod_link for p in plans] == ["eth0", FAST]
+
+
+def test_a_subset_of_interfaces_can_be_asked_for() -> None:
+    xml = domain_xml(extra=MACVTAP_IFACE)
+    plans = make_plan(domain_xml=xml, vmi=THREE_NIC_VMI, policy="pin", macs={}, pod_macs={}, only={"fast"})
+    assert [p.name for p in plans] == ["fast"]
+
+
+def test_an_interface_the_vmi_wants_down_is_left_alone() -> None:
+    down = vmi(interfaces=[{"name": "default", "bridge": {}, "state": "down"}])
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=down, policy="pin", macs={}, pod_macs={})
+    assert plan.action == "none"
+
+
+def test_without_a_vmi_every_ua_ethernet_bridge_or_direct_interface_is_planned() -> None:
+    xml = domain_xml(extra=MACVTAP_IFACE + NO_ALIAS_IFACE)
+    plans = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs={"eth0": POD_MAC})
+    assert [(p.name, p.pod_link) for p in plans] == [("default", "eth0"), ("fast", FAST)]
+    # A pod made by an older KubeVirt has ordinal names; the plan takes them when it sees them.
+    plans = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs={"eth0": POD_MAC, "net1": POD_MAC})
+    assert [(p.name, p.pod_link) for p in plans] == [("default", "eth0"), ("fast", "net1")]
+
+
+def test_a_vmi_interface_missing_from_the_domain_is_not_planned() -> None:
+    two = vmi(
+        interfaces=[{"name": "default", "bridge": {}}, {"name": "gone", "bridge": {}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "gone", "pod": {}}],
+    )
+    plans = make_plan(domain_xml=domain_xml(), vmi=two, policy="pin", macs={}, pod_macs={})
+    assert [p.name for p in plans] == ["default"]
+
+
+# KubeVirt's naming scheme (docs/kubevirt-facts.md D5): "pod" + sha256(network name)[:11].
+FAST, MASQ = hashed_pod_interface_name("fast"), hashed_pod_interface_name("masq")
+
+
+def test_pod_links_are_eth0_for_the_pod_network_and_kubevirts_hashed_names_for_multus() -> None:
+    assert pod_link_names(THREE_NIC_VMI) == {"default": "eth0", "fast": FAST, "masq": MASQ}
+    # The value KubeVirt's own namescheme tests expect for a network called "network1".
+    assert hashed_pod_interface_name("network1") == "poda7662f44d65"
+
+
+def test_ordinal_names_only_where_the_pod_has_them_and_the_hashed_one_is_absent() -> None:
+    assert pod_link_names(THREE_NIC_VMI, present={"eth0", "net1", "net2"}) == {
+        "default": "eth0",
+        "fast": "net1",
+        "masq": "net2",
+    }
+    assert pod_link_names(THREE_NIC_VMI, present={"eth0", FAST, "net1"})["fast"] == FAST
+
+
+def test_the_pod_interface_name_in_the_vmi_status_wins() -> None:
+    reported = {**THREE_NIC_VMI, "status": {"interfaces": [{"name": "default", "podInterfaceName": "ovn-udn1"}]}}
+    assert pod_link_names(reported)["default"] == "ovn-udn1"
+
+
+def test_a_malformed_vmi_spec_yields_no_targets_rather_than_an_error() -> None:
+    assert targets_from_vmi({"spec": {"domain": "nonsense", "networks": 3}}, domain_xml()) == []
+
+
+def test_a_spec_mac_in_dot_form_is_the_same_mac_so_a_link_refresh() -> None:
+    dotted = GUEST_MAC.replace(":", "")
+    spec = vmi(interfaces=[{"name": "default", "bridge": {}, "macAddress": f"{dotted[:4]}.{dotted[4:8]}.{dotted[8:]}"}])
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=spec, policy="pin", macs={}, pod_macs={"eth0": POD_MAC})
+    assert (plan.action, plan.expected_mac, plan.mac_source) == ("link-refresh", GUEST_MAC, "spec")
+
+
+def test_nic_refresh_reattach_turns_a_link_refresh_into_a_reattach_with_the_same_mac() -> None:
+    """For guests that ignore a short carrier loss (NetworkManager waits 6 s; docs/sidecar.md)."""
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="pin", macs={}, pod_macs={"eth0": POD_MAC}, refresh="reattach"
+    )
+    assert (plan.action, plan.current_mac, plan.expected_mac) == ("reattach", GUEST_MAC, GUEST_MAC)
+    assert "reattach requested (nic-refresh)" in plan.reason
+    # A NIC the user wants down stays down whatever the refresh mode.
+    down = vmi(interfaces=[{"name": "default", "bridge": {}, "state": "down"}])
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=down, policy="pin", macs={}, pod_macs={}, refresh="reattach")
+    assert plan.action == "none"
+
+
+VLAN_IFACE = """<interface type='ethernet'>
+      <mac address='02:00:00:aa:bb:07'/>
+      <target dev='tap1f3e9a0c2b7' managed='no'/>
+      <model type='virtio-non-transitional'/>
+      <alias name='ua-vlan7'/>
+    </interface>"""
+VLAN_VMI = vmi(
+    interfaces=[{"name": "default", "bridge": {}}, {"name": "vlan7", "bridge": {}}],
+    networks=[{"name": "default", "pod": {}}, {"name": "vlan7", "multus": {"networkName": "default/vlan7"}}],
+)
+VLAN_LINK = hashed_pod_interface_name("vlan7")
+TARGET_POD_MAC = "0a:58:0a:f6:02:0b"
+
+
+def test_a_multus_bridge_whose_pod_has_an_ipv4_follows_kubevirts_dhcp_rule_like_the_pod_network() -> None:
+    """The CNI gave the pod an address (flannel-like IPAM): virt-launcher serves DHCP there (M2),
+    and on v1.8 without a spec MAC it answers the target pod's MAC only."""
+    xml = domain_xml(extra=VLAN_IFACE)
+    pods = {"eth0": POD_MAC, VLAN_LINK: TARGET_POD_MAC}
+    plans = make_plan(domain_xml=xml, vmi=VLAN_VMI, policy="follow-pod", macs={}, pod_macs=pods, family="v1.5-v1.8")
+    vlan = plans[1]
+    assert (vlan.name, vlan.pod_link, vlan.action, vlan.expected_mac) == (
+        "vlan7",
+        VLAN_LINK,
+        "reattach",
+        TARGET_POD_MAC,
+    )
+
+
+def test_a_multus_bridge_without_a_pod_ipv4_keeps_the_guests_mac_for_the_networks_own_dhcp_server() -> None:
+    """No pod address, so no virt-launcher DHCP (M2): the network's server answers any MAC, and
+    a new MAC would cost the guest its lease; the plan refreshes the link and keeps the MAC."""
+    xml = domain_xml(extra=VLAN_IFACE)
+    pods = {"eth0": POD_MAC, VLAN_LINK: TARGET_POD_MAC}
+    plans = make_plan(
+        domain_xml=xml,
+        vmi=VLAN_VMI,
+        policy="follow-pod",
+        macs={},
+        pod_macs=pods,
+        family="v1.5-v1.8",
+        ipv4_less={VLAN_LINK},
+    )
+    assert [(p.name, p.action) for p in plans] == [("default", "reattach"), ("vlan7", "link-refresh")]
+    assert plans[1].expected_mac == "02:00:00:aa:bb:07"
+    assert "network's own DHCP server" in plans[1].reason
+
+
+def test_a_pinned_multus_bridge_is_a_link_refresh_and_the_opt_out_drops_it() -> None:
+    xml = domain_xml(extra=VLAN_IFACE)
+    macs = {"default": GUEST_MAC, "vlan7": "02:00:00:aa:bb:07"}
+    plans = make_plan(domain_xml=xml, vmi=VLAN_VMI, policy="pin", macs=macs, pod_macs={}, ipv4_less={VLAN_LINK})
+    assert [(p.name, p.action, p.mac_source) for p in plans] == [
+        ("default", "link-refresh", "annotation"),
+        ("vlan7", "link-refresh", "domain"),
+    ]
+    for skip in ("*", frozenset({"vlan7"})):
+        kept = make_plan(domain_xml=xml, vmi=VLAN_VMI, policy="pin", macs=macs, pod_macs={}, skip=skip)
+        assert [p.name for p in kept] == ["default"]
+
+
+def test_without_a_vmi_the_opt_out_still_applies_by_name_or_keeps_only_the_first_nic() -> None:
+    xml = domain_xml(extra=VLAN_IFACE)
+    assert [p.name for p in make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs={}, skip="*")] == [
+        "default"
+    ]
+    named = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs={}, skip=frozenset({"vlan7"}))
+    assert [p.name for p in named] == ["default"]
+
+
+# --- found by mutation testing (docs/testing.md, "Mutation testing") --------------------------------
+
+
+def test_the_pod_network_is_served_by_kubevirts_dhcp_even_without_a_pod_ipv4() -> None:
+    """Only a bridge on a Multus network has the network's own DHCP server; the pod network always
+    has virt-launcher's, so on v1.8 without a spec MAC its NIC takes the target pod's MAC."""
+    [plan] = make_plan(
+        domain_xml=domain_xml(),
+        vmi=vmi(),
+        policy="follow-pod",
+        macs={},
+        pod_macs={"eth0": POD_MAC},
+        family="v1.5-v1.8",
+        ipv4_less={"eth0"},
+    )
+    assert (plan.action, plan.expected_mac, plan.mac_source) == ("reattach", POD_MAC, "pod")
+    assert plan.reason == f"MAC {GUEST_MAC} -> {POD_MAC} (pod)"
+
+
+def test_a_macvtap_nic_follows_kubevirts_dhcp_rule_even_without_a_pod_ipv4() -> None:
+    fast_link = hashed_pod_interface_name("fast")
+    xml = domain_xml(extra=MACVTAP_IFACE + MASQ_IFACE)
+    plans = make_plan(
+        domain_xml=xml,
+        vmi=THREE_NIC_VMI,
+        policy="follow-pod",
+        macs={},
+        pod_macs={"eth0": POD_MAC, fast_link: TARGET_POD_MAC},
+        family="v1.5-v1.8",
+        ipv4_less={fast_link},
+    )
+    fast = next(p for p in plans if p.name == "fast")
+    assert (fast.pod_link, fast.action, fast.expected_mac, fast.mac_source) == (
+        fast_link,
+        "reattach",
+        TARGET_POD_MAC,
+        "pod",
+    )
+
+
+def test_with_a_vmi_a_pod_that_only_has_the_legacy_ordinal_name_is_planned_on_it() -> None:
+    xml = domain_xml(extra=VLAN_IFACE)
+    plans = make_plan(
+        domain_xml=xml, vmi=VLAN_VMI, policy="pin", macs={}, pod_macs={"eth0": POD_MAC, "net1": TARGET_POD_MAC}
+    )
+    assert [(p.name, p.pod_link) for p in plans] == [("default", "eth0"), ("vlan7", "net1")]
+
+
+def test_networks_of_other_kinds_or_without_a_name_do_not_hide_the_ones_after_them() -> None:
+    odd = vmi(
+        networks=[
+            "not-an-object",  # type: ignore[list-item]
+            {"pod": {}},
+            {"name": "gpu", "hostDevice": {}},
+            {"name": "default", "pod": {}},
+            {"name": "vlan7", "multus": {"networkName": "default/vlan7"}},
+        ]
+    )
+    assert pod_link_names(odd) == {"default": "eth0", "vlan7": VLAN_LINK}
+    assert pod_link_names({"spec": None}) == {}
+
+
+def test_a_vmi_with_a_spec_that_is_no_object_falls_back_to_the_domain_guess() -> None:
+    assert [(t.name, t.pod_link) for t in targets_from_vmi({"spec": "garbage"}, domain_xml())] == [("default", "eth0")]
+
+
+def test_without_a_vmi_a_nic_libvirt_named_itself_is_not_guessed_as_ours() -> None:
+    libvirts_own = """<interface type='bridge'>
+      <mac address='52:54:00:00:00:0a'/>
+      <source bridge='virbr0'/>
+      <alias name='net0'/>
+    </interface>"""
+    plans = make_plan(domain_xml=domain_xml(extra=libvirts_own), vmi=None, policy="pin", macs={}, pod_macs={})
+    assert [p.alias for p in plans] == ["ua-default"]
+
+
+def test_a_bad_spec_mac_on_one_interface_does_not_hide_the_next_ones() -> None:
+    wanted = "02:11:22:33:44:66"
+    spec = {
+        **VLAN_VMI,
+        "spec": {
+            **VLAN_VMI["spec"],
+            "domain": {
+                "devices": {
+                    "interfaces": [
+                        {"name": "default", "bridge": {}, "macAddress": "zz:zz"},
+                        {"name": "vlan7", "bridge": {}, "macAddress": wanted},
+                    ]
+                }
+            },
+        },
+    }
+    plans = make_plan(domain_xml=domain_xml(extra=VLAN_IFACE), vmi=spec, policy="pin", macs={}, pod_macs={})
+    assert [(p.name, p.expected_mac, p.mac_source) for p in plans] == [
+        ("default", GUEST_MAC, "domain"),
+        ("vlan7", wanted, "spec"),
+    ]
+
+
+def test_status_entries_that_are_not_strings_are_ignored() -> None:
+    status = {**vmi(), "status": {"interfaces": [{"name": "default", "mac": 5}, {"name": None, "mac": POD_MAC}]}}
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=status, policy="pin", macs={}, pod_macs={}, family=NEW)
+    assert (plan.expected_mac, plan.mac_source) == (GUEST_MAC, "domain")
+
+
+def test_the_reason_says_only_what_the_policy_could_not_do() -> None:
+    # pin on v1.9 from the domain MAC: nothing to excuse; follow-pod there: it says why it could not.
+    [pinned] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="pin", macs={}, pod_macs={}, family=NEW)
+    assert pinned.reason == "MAC unchanged (domain)"
+    [follow] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="follow-pod", macs={}, pod_macs={}, family=NEW)
+    assert follow.reason == (
+        "MAC unchanged (domain); follow-pod is not possible: KubeVirt v1.9+ serves DHCP to the VMI status MAC"
+    )
+
+
+def test_an_interface_the_vmi_wants_down_says_so() -> None:
+    down = vmi(interfaces=[{"name": "default", "bridge": {}, "state": "down"}])
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=down, policy="pin", macs={}, pod_macs={})
+    assert (plan.action, plan.reason) == ("none", "the VMI asks for this link to be down")
+
+
+def test_a_domain_interface_without_a_mac_is_left_alone_and_the_reason_says_why() -> None:
+    no_mac = domain_xml().replace(f"<mac address='{GUEST_MAC}'/>", "")
+    [plan] = make_plan(domain_xml=no_mac, vmi=vmi(), policy="pin", macs={}, pod_macs={})
+    assert (plan.action, plan.current_mac, plan.expected_mac) == ("none", None, None)
+    assert plan.reason == "the domain interface has no MAC"
+
+
+def test_the_names_a_caller_may_ask_a_fixup_for_are_the_looked_after_nics_in_the_domain() -> None:
+    xml = domain_xml(extra=MACVTAP_IFACE + MASQ_IFACE)
+    assert known_interface_names(THREE_NIC_VMI, xml) == ["default", "fast"]
+    assert known_interface_names(THREE_NIC_VMI, domain_xml()) == ["default"]  # fast is not in the domain
+    assert known_interface_names(THREE_NIC_VMI, xml, skip="*") == ["default", "fast"]  # * is Multus bridges only
+    assert known_interface_names(VLAN_VMI, domain_xml(extra=VLAN_IFACE), skip="*") == ["default"]
+    assert known_interface_names(None, xml) == ["default", "fast", "masq"]  # guessed: every ua- NIC
+
+
+def test_without_a_vmi_an_ethernet_nic_without_an_alias_is_not_guessed() -> None:
+    unnamed = "<interface type='ethernet'><mac address='52:54:00:00:00:0b'/><target dev='tap9'/></interface>"
+    plans = make_plan(domain_xml=domain_xml(extra=unnamed), vmi=None, policy="pin", macs={}, pod_macs={})
+    assert [p.alias for p in plans] == ["ua-default"]
+
+
+def test_on_v1_8_the_keep_reason_names_the_rule_that_forbids_it() -> None:
+    [plan] = make_plan(
+        domain_xml=domain_xml(), vmi=vmi(), policy="keep", macs={}, pod_macs={"eth0": POD_MAC}, family=OLD
+    )
+    assert plan.reason == (
+        f"MAC {GUEST_MAC} -> {POD_MAC} (pod); "
+        "keep is not possible: KubeVirt v1.5-v1.8 serves DHCP to the pod's MAC only"
+    )
