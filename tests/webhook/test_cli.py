@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 import pytest
 
-from webhook.cli import config_from_args
+from webhook.cli import ENV_PREFIX, build_parser, config_from_args
+from webhook.config import WebhookConfig
 
 
 def refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -39,3 +43,43 @@ def test_the_pair_together_is_taken_as_given() -> None:
 def test_without_any_certificate_the_webhook_says_how_to_get_one(capsys: pytest.CaptureFixture[str]) -> None:
     err = refusal([], capsys)
     assert "the apiserver only calls webhooks over HTTPS" in err and "--dev" in err
+
+
+@pytest.fixture
+def no_webhook_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every flag defaults from its BM_WEBHOOK_* twin first: one set here would stand in for the default.
+    for name in os.environ:
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+
+
+# The flags whose setting has another name in WebhookConfig (the unit is in the field's name).
+FIELD_OF = {"request_deadline": "request_deadline_s", "api_timeout": "api_timeout_s"}
+
+
+@pytest.mark.usefixtures("no_webhook_environment")
+def test_without_flags_the_webhook_runs_with_webhook_configs_defaults() -> None:
+    # --dev only because the webhook refuses to start without a certificate otherwise.
+    assert config_from_args(["--dev"]) == replace(WebhookConfig(), dev=True)
+
+
+@pytest.mark.usefixtures("no_webhook_environment")
+def test_each_flags_default_is_webhook_configs() -> None:
+    parser = build_parser()
+    defaults = WebhookConfig()
+    for action in (a for a in parser._actions if a.option_strings and a.dest != "help"):
+        if action.dest == "annotation_prefix":
+            assert action.default == defaults.keys.prefix
+        else:
+            assert action.default == getattr(defaults, FIELD_OF.get(action.dest, action.dest)), action.dest
+
+
+def test_each_flags_choices_are_what_the_setting_admits() -> None:
+    choices = {a.dest: a.choices for a in build_parser()._actions if a.choices is not None}
+    assert choices == {
+        "mac_policy": ("pin", "keep", "follow-pod"),
+        "sidecar_gate": ("auto", "on", "off"),
+        "delivery": ("auto", "hook", "inject", "node"),
+        "validation": ("warn", "strict"),
+        "log_level": ("debug", "info", "warning", "error"),
+    }

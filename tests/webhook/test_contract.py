@@ -3,10 +3,14 @@
 import pytest
 
 from bridge_migration_contract import (
+    DELIVERIES,
+    DELIVERY_CHOICES,
+    FIXER_DELIVERIES,
     AnnotationKeys,
     dump_macs,
     managed_interfaces,
     normalize_mac,
+    parse_delivery,
     parse_macs,
     parse_skip_multus_bridges,
     vmi_managed_interfaces,
@@ -136,3 +140,25 @@ def test_annotation_prefix_is_configurable_and_checked() -> None:
     )
     with pytest.raises(ValueError):
         AnnotationKeys("no-slash")
+
+
+def test_the_delivery_names_are_one_family() -> None:
+    assert set(FIXER_DELIVERIES) < set(DELIVERIES)
+    assert ("auto", *DELIVERIES) == DELIVERY_CHOICES
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [
+        ("hook", "hook"),
+        ("inject", "inject"),
+        (" node\n", "node"),
+        ("auto", None),  # a choice of the webhook's flag, never a VMI's delivery
+        ("Inject", None),
+        ("", None),
+        (None, None),
+        (7, None),
+    ],
+)
+def test_the_delivery_annotation_is_read_one_way(value: object, read: str | None) -> None:
+    assert parse_delivery(value) == read
