@@ -17,6 +17,7 @@ from webhook.admission import Review
 from webhook.config import WebhookConfig
 from webhook.decision import WARN_PREFIX, Decision
 from webhook.kube import InvalidNameError, KubeClient, KubeError, NotFoundError, SidecarGateCache
+from webhook.macs import non_unicast_macs, unicast_mac, vm_template_as_vmi
 from webhook.metrics import WebhookMetrics
 from webhook.migration_validation import validate_migration
 from webhook.pod_mutation import mutate_launcher_pod
@@ -42,6 +43,17 @@ class Runtime:
 Decider = Callable[[Review, Runtime], Awaitable[Decision]]
 
 
+def _who(kind: str, review: Review) -> str:
+    meta = review.obj["metadata"]
+    return f"{kind} {review.namespace}/{meta.get('name') or meta.get('generateName', '') + '*'}"
+
+
+def _mac_refusal(problems: list[str], who: str) -> Decision:
+    # 422 (Invalid), the code virt-api gives a field it refuses: these MACs would be pinned, copied
+    # to the migration target pod and handed to the CNI, and no NIC can carry them.
+    return Decision.deny(f"{WARN_PREFIX}{who}: " + "; ".join(problems), code=422)
+
+
 async def decide_vmi(review: Review, rt: Runtime) -> Decision:
     # A running VMI is never retrofitted, whoever sends the UPDATE: a MAC its guest does not have,
     # the allow annotation and a sidecar entry its pod does not run would make the next migration
@@ -51,6 +63,8 @@ async def decide_vmi(review: Review, rt: Runtime) -> Decision:
         return restore_dropped_macs(review.obj, review.old_obj, config=rt.config)
     if review.operation != "CREATE":
         return Decision()
+    if problems := non_unicast_macs(review.obj, rt.config.keys):
+        return _mac_refusal(problems, _who("VMI", review))
     return mutate_vmi(
         review.obj,
         namespace=review.namespace,
@@ -66,6 +80,14 @@ async def decide_vm(review: Review, rt: Runtime) -> Decision:
     # the install is pinned at its next UPDATE and runs so at its next start (docs/install.md).
     if review.operation not in ("CREATE", "UPDATE"):
         return Decision()
+    if problems := non_unicast_macs(vm_template_as_vmi(review.obj), rt.config.keys):
+        who = _who("VM", review)
+        had = non_unicast_macs(vm_template_as_vmi(review.old_obj), rt.config.keys) if review.old_obj else []
+        if new := [p for p in problems if p not in had]:
+            return _mac_refusal(new, who)
+        # Already so before this UPDATE (a VM made before the check): refusing would block every
+        # edit, stopping the VM included; it is left as it is and the user told.
+        return Decision(warnings=[f"{WARN_PREFIX}{who}: " + "; ".join(problems) + "; VM left unchanged"])
     decision = mutate_vm(
         review.obj,
         namespace=review.namespace,
@@ -104,7 +126,15 @@ async def decide_pod(review: Review, rt: Runtime) -> Decision:
         else:
             managed = vmi_managed_interfaces(vmi, rt.config.keys)
             pod_ifaces = [i["name"] for i in managed if i["network"] == "pod"]
-            vmi_macs = {i["name"]: i["mac"] for i in managed if i["mac"]}
+            vmi_macs = {}
+            for iface in managed:
+                if not iface["mac"]:
+                    continue
+                try:
+                    vmi_macs[iface["name"]] = unicast_mac(iface["mac"])
+                except ValueError as exc:
+                    # A VMI admitted before the check: its MAC is not handed to the CNI.
+                    warnings.append(f"{WARN_PREFIX}VMI {vmi_name}: interface {iface['name']!r}: {exc}; not used")
     await rt.gate.current()  # refreshes the observed KubeVirt version with the gate when stale
     decision = mutate_launcher_pod(
         review.obj,

@@ -21,13 +21,13 @@ from bridge_migration_contract import (
     PODINFO_ANNOTATIONS_FILE,
     PODINFO_VOLUME,
     dump_macs,
-    parse_macs,
 )
 from webhook.config import WebhookConfig
 from webhook.decision import WARN_PREFIX, Decision, PatchOp, pointer, set_annotations
 from webhook.delivery import recorded_delivery
 from webhook.hook_sidecars import is_our_image
 from webhook.injected import fixer_mounts, injected_container, is_root_launcher
+from webhook.macs import parse_unicast_macs
 
 
 def _podinfo_volume() -> dict[str, Any]:
@@ -97,7 +97,9 @@ def _target_pod_macs(
     raw = ann.get(keys.macs)
     if raw is not None:
         try:
-            macs = parse_macs(raw)
+            # A MAC no NIC can carry is not handed to the CNI (the VMI's admission refuses it now;
+            # a VMI admitted before that may still carry one).
+            macs = parse_unicast_macs(raw)
         except ValueError as exc:
             warnings.append(f"{WARN_PREFIX}annotation {keys.macs} on the pod ignored: {exc}")
     elif vmi_macs:
