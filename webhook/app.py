@@ -181,6 +181,9 @@ def create_app(rt: Runtime, *, background: bool = True) -> FastAPI:
         title="bridge-migration webhook",
         version=__version__,
         lifespan=lambda _: _running(rt, metrics, background=background),
+        # /openapi.json stays (our own schema, webhook/openapi.py); the pages only if asked for.
+        docs_url="/docs" if rt.config.api_docs else None,
+        redoc_url="/redoc" if rt.config.api_docs else None,
     )
     _add_admission_routes(app, rt, metrics)
     _add_probe_routes(app, rt, metrics)

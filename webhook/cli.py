@@ -60,6 +60,13 @@ def _add_serving_flags(parser: argparse.ArgumentParser) -> None:
         default=_truthy(os.environ[dev_env]) if dev_env in os.environ else DEFAULTS.dev,
         help=f"without TLS files, serve with a throw-away self-signed certificate [{dev_env}]",
     )
+    docs_env = _env_name("--api-docs")
+    parser.add_argument(
+        "--api-docs",
+        action="store_true",
+        default=_truthy(os.environ[docs_env]) if docs_env in os.environ else DEFAULTS.api_docs,
+        help=f"also serve /docs and /redoc (pages that load Swagger UI and ReDoc from a CDN) [{docs_env}]",
+    )
 
 
 def _add_fixer_flags(parser: argparse.ArgumentParser) -> None:
@@ -194,6 +201,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> WebhookConfig:
         request_deadline_s=float(args.request_deadline),
         api_timeout_s=float(args.api_timeout),
         log_level=args.log_level,
+        api_docs=args.api_docs,
     )
 
 

@@ -43,3 +43,5 @@ class WebhookConfig:
     tls_reload_s: float = 5.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: LogLevel = "info"
+    # FastAPI's /docs and /redoc pages (Swagger UI and ReDoc from a CDN): off unless asked for.
+    api_docs: bool = False
