@@ -251,6 +251,50 @@ def _policy_note(policy: MacPolicy, family: KubevirtFamily, source: MacSource, c
     return ""
 
 
+def _expected(
+    target: Target,
+    iface: DomainInterface,
+    *,
+    policy: MacPolicy,
+    family: KubevirtFamily,
+    macs: Mapping[str, str],
+    spec_mac: str | None,
+    status_mac: str | None,
+    pod_macs: Mapping[str, str],
+    ipv4_less: Collection[str],
+) -> tuple[str | None, MacSource, str]:
+    """The MAC the guest must end with, where it comes from, and a note on the policy."""
+    if target.pod_link in ipv4_less and target.network != "pod" and target.binding != "macvtap":
+        return iface.mac, "domain", "; the network's own DHCP server (no pod IPv4)"
+    want, source = expected_mac(
+        name=target.name,
+        domain_mac=iface.mac,
+        family=family,
+        macs=macs,
+        spec_mac=spec_mac,
+        status_mac=status_mac,
+        pod_mac=pod_macs.get(target.pod_link) if target.pod_link else None,
+    )
+    return want, source, _policy_note(policy, family, source, want != iface.mac)
+
+
+def _action(
+    target: Target, *, current: str | None, want: str | None, refresh: NicRefresh, source: MacSource, note: str
+) -> tuple[FixupAction, str]:
+    """What to do to the NIC, and the reason the record gives."""
+    if target.wanted_down:
+        return "none", "the VMI asks for this link to be down"
+    if want is None:
+        return "none", "the domain interface has no MAC"
+    if want == current and refresh == "reattach":
+        # The guest's network stack ignores a short carrier loss (NetworkManager waits 6 s
+        # before it acts); a NIC that goes away and comes back makes it start DHCP anew.
+        return "reattach", f"MAC unchanged ({source}); reattach requested (nic-refresh){note}"
+    if want == current:
+        return "link-refresh", f"MAC unchanged ({source}){note}"
+    return "reattach", f"MAC {current} -> {want} ({source}){note}"
+
+
 def make_plan(
     *,
     domain_xml: str,
@@ -280,46 +324,25 @@ def make_plan(
     spec_macs, status_macs = _spec_macs(vmi), _status_macs(vmi)
     plans: list[InterfacePlan] = []
     for target in targets_from_vmi(vmi, domain_xml, pod_macs, skip):
-        if only is not None and target.name not in only:
+        iface = by_alias.get(DOMAIN_ALIAS_PREFIX + target.name)
+        if iface is None or (only is not None and target.name not in only):
             continue
-        alias = DOMAIN_ALIAS_PREFIX + target.name
-        iface = by_alias.get(alias)
-        if iface is None:
-            continue
-        pod_mac = pod_macs.get(target.pod_link) if target.pod_link else None
-        own_dhcp = target.pod_link in ipv4_less and target.network != "pod" and target.binding != "macvtap"
-        want: str | None
-        source: MacSource
-        if own_dhcp:
-            want, source, note = iface.mac, "domain", "; the network's own DHCP server (no pod IPv4)"
-        else:
-            want, source = expected_mac(
-                name=target.name,
-                domain_mac=iface.mac,
-                family=family,
-                macs=macs,
-                spec_mac=spec_macs.get(target.name),
-                status_mac=status_macs.get(target.name),
-                pod_mac=pod_mac,
-            )
-            note = _policy_note(policy, family, source, want != iface.mac)
-        action: FixupAction
-        if target.wanted_down:
-            action, reason = "none", "the VMI asks for this link to be down"
-        elif want is None:
-            action, reason = "none", "the domain interface has no MAC"
-        elif want == iface.mac and refresh == "reattach":
-            # The guest's network stack ignores a short carrier loss (NetworkManager waits 6 s
-            # before it acts); a NIC that goes away and comes back makes it start DHCP anew.
-            action, reason = "reattach", f"MAC unchanged ({source}); reattach requested (nic-refresh){note}"
-        elif want == iface.mac:
-            action, reason = "link-refresh", f"MAC unchanged ({source}){note}"
-        else:
-            action, reason = "reattach", f"MAC {iface.mac} -> {want} ({source}){note}"
+        want, source, note = _expected(
+            target,
+            iface,
+            policy=policy,
+            family=family,
+            macs=macs,
+            spec_mac=spec_macs.get(target.name),
+            status_mac=status_macs.get(target.name),
+            pod_macs=pod_macs,
+            ipv4_less=ipv4_less,
+        )
+        action, reason = _action(target, current=iface.mac, want=want, refresh=refresh, source=source, note=note)
         plans.append(
             InterfacePlan(
                 name=target.name,
-                alias=alias,
+                alias=DOMAIN_ALIAS_PREFIX + target.name,
                 action=action,
                 current_mac=iface.mac,
                 expected_mac=want,

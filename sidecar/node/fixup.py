@@ -20,7 +20,7 @@ from sidecar.core.domain import DomainState
 from sidecar.core.errors import DomainNotRunningError, LibvirtUnavailableError
 from sidecar.core.events import EventType, LifecycleEvent, ResumedDetail
 from sidecar.core.models import FixupRecord
-from sidecar.fixer.build import Source, build_fixer
+from sidecar.fixer.build import FixerParts, Source, build_fixer
 from sidecar.fixer.engine import Fixer
 from sidecar.fixer.metrics import Metrics
 from sidecar.node.settings import NodeAgentSettings
@@ -67,34 +67,8 @@ def fix_target(
     Plugin API exists only from v1.9 (P1), so the v1.9 rule is the fallback. ``resumed_at`` is when
     the guest resumed here, as well as the call tells it (`TargetPod.resumed_at`)."""
     resources = contextlib.ExitStack()
-    socket = resources.enter_context(reachable_socket(target.socket))
     unpaused = threading.Event()
-
-    def observe(ev: LifecycleEvent) -> None:  # libvirt's event thread: record only
-        if (ev.event, ev.detail) == (EventType.RESUMED, ResumedDetail.UNPAUSED):
-            unpaused.set()
-
-    parts = build_fixer(
-        settings=settings.fixer,
-        uri=settings.libvirt_uri_template.format(socket=socket),
-        domain_name=target.domain,
-        source=Source(
-            vmi=lambda: vmi,
-            annotations_file=None,
-            links=dict,
-            keys=settings.keys,
-            kubevirt_family="v1.9+",
-        ),
-        metrics=Metrics(),
-        observe=observe,
-        max_backoff=1.0,
-    )
-    # Closed last in, first out: the dispatcher's worker (a late release being put back) ends
-    # first, then the watcher, and only then the socket's descriptor.
-    resources.callback(parts.watcher.stop)
-    resources.callback(parts.dispatcher.stop, settings.fixer.detach_timeout_s)
-    parts.dispatcher.start()
-    parts.watcher.start()
+    parts = _open(target, vmi, settings, resources=resources, unpaused=unpaused)
     handed_over = False
     try:
         # Retried until just before the call's deadline, so that a launcher that cannot be
@@ -120,6 +94,40 @@ def fix_target(
     finally:
         if not handed_over:
             resources.close()
+
+
+def _open(
+    target: TargetPod,
+    vmi: Mapping[str, Any],
+    settings: NodeAgentSettings,
+    *,
+    resources: contextlib.ExitStack,
+    unpaused: threading.Event,
+) -> FixerParts:
+    """Build the fixer on the target pod's libvirt socket and start it; ``resources`` closes it
+    all, ``unpaused`` is set when the domain is unpaused."""
+    socket = resources.enter_context(reachable_socket(target.socket))
+
+    def observe(ev: LifecycleEvent) -> None:  # libvirt's event thread: record only
+        if (ev.event, ev.detail) == (EventType.RESUMED, ResumedDetail.UNPAUSED):
+            unpaused.set()
+
+    parts = build_fixer(
+        settings=settings.fixer,
+        uri=settings.libvirt_uri_template.format(socket=socket),
+        domain_name=target.domain,
+        source=Source(vmi=lambda: vmi, annotations_file=None, links=dict, keys=settings.keys, kubevirt_family="v1.9+"),
+        metrics=Metrics(),
+        observe=observe,
+        max_backoff=1.0,
+    )
+    # Closed last in, first out: the dispatcher's worker (a late release being put back) ends
+    # first, then the watcher, and only then the socket's descriptor.
+    resources.callback(parts.watcher.stop)
+    resources.callback(parts.dispatcher.stop, settings.fixer.detach_timeout_s)
+    parts.dispatcher.start()
+    parts.watcher.start()
+    return parts
 
 
 class DeferredFixupError(Exception):
