@@ -28,6 +28,7 @@ import libvirt
 from bridge_migration_contract import (
     ALLOW_POD_BRIDGE_MIGRATION,
     DEFAULT_KEYS,
+    FixerDelivery,
     MacPolicy,
     NicRefresh,
     domain_alias,
@@ -60,7 +61,6 @@ from lab.paths import PREFIX, RUN_ROOT
 from lab.process import LabProcess
 from lab.sidecar import Sidecar
 from lab.vmi import lab_vmi
-from sidecar.pod.settings import SidecarDelivery
 from webhook.macs import pinned_mac as webhook_pinned_mac
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class Lab:
         guest: GuestType = DEFAULT_GUEST,
         nic_refresh: NicRefresh | None = None,
         net1: IpamMode | None = None,
-        sidecar_delivery: SidecarDelivery = "hook",
+        sidecar_delivery: FixerDelivery = "hook",
     ) -> None:
         # The guest type every VM of this lab boots (lab/guests.py); checked before anything starts.
         self.guest = guest_image(guest)
@@ -213,7 +213,7 @@ class Lab:
         self.link_pause_ms = link_pause_ms  # passed to every sidecar (--link-pause-ms)
         # inject: each sidecar runs as the webhook's injected container (--delivery inject); nobody
         # calls a hook then, as virt-launcher calls none on a container it did not ask for.
-        self.sidecar_delivery: SidecarDelivery = sidecar_delivery
+        self.sidecar_delivery: FixerDelivery = sidecar_delivery
         # call Info/OnDefineDomain/Shutdown on sidecars, as virt-launcher
         self.play_hooks = play_hooks and sidecar_delivery == "hook"
         # Run each sidecar inside real cgroups with KubeVirt's hook-sidecar limits (64M, 200m).

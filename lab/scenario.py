@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
-from bridge_migration_contract import MacPolicy, NicRefresh
+from bridge_migration_contract import FixerDelivery, MacPolicy, NicRefresh
 from lab.cluster import Lab, MigrationRecord, Pod, Vm
 from lab.console import GuestEvent
 from lab.dhcp import DEFAULT_KUBEVIRT_VERSION
@@ -23,7 +23,6 @@ from lab.l2 import IpamMode
 from lab.manual import lab_link_refresh
 from lab.stuntime import StunProbe
 from lab.timeline import Timeline
-from sidecar.pod.settings import SidecarDelivery
 
 ScenarioKind = Literal[
     "same-mac",
@@ -436,7 +435,7 @@ def run_scenario(
     kubevirt_version: str | None = None,
     guest: GuestType | None = None,
     nic_refresh: NicRefresh | None = None,
-    delivery: SidecarDelivery = "hook",
+    delivery: FixerDelivery = "hook",
 ) -> ScenarioResult:
     """Run one scenario in a fresh lab (torn down on return) and report what happened.
 

@@ -22,13 +22,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge_migration_contract import HOOK_SOCKET_DIR, LIBVIRT_RUNTIME_PATH, PODINFO_ANNOTATIONS_FILE, PODINFO_DIR
+from bridge_migration_contract import (
+    HOOK_SOCKET_DIR,
+    LIBVIRT_RUNTIME_PATH,
+    PODINFO_ANNOTATIONS_FILE,
+    PODINFO_DIR,
+    FixerDelivery,
+)
 from lab import container
 from lab.cgroups import LimitedGroup, MemoryCounters
 from lab.paths import VENV_PYTHON
 from lab.process import LabProcess, wait_for
 from lab.shell import in_netns, run
-from sidecar.pod.settings import SidecarDelivery
 
 LISTEN = "127.0.0.1:8186"
 
@@ -72,7 +77,7 @@ class Sidecar:
         image: str | None = None,
         libvirt_socket: Path | None = None,
         libvirt_runtime: Path | None = None,
-        delivery: SidecarDelivery = "hook",
+        delivery: FixerDelivery = "hook",
         end_grace: float = 2.0,
     ) -> None:
         """``libvirt_runtime``: the pod's libvirt-runtime directory of a session daemon. The
@@ -93,7 +98,7 @@ class Sidecar:
         self.hook_dir = run_dir / "hooks"
         self.hook_dir.mkdir(exist_ok=True)
         serve = ["--domain", domain, "--listen", LISTEN, "--link-pause-ms", str(link_pause_ms)]
-        self.delivery: SidecarDelivery = delivery
+        self.delivery: FixerDelivery = delivery
         if delivery == "inject":
             serve += ["--delivery", "inject", "--end-grace", str(end_grace)]
         if image is None and libvirt_runtime is not None:

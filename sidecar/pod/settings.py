@@ -6,16 +6,18 @@ import argparse
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from bridge_migration_contract import (
+    DEFAULT_FIXER_DELIVERY,
     DEFAULT_PREFIX,
+    FIXER_DELIVERIES,
     HOOK_SOCKET_DIR,
     NEWEST_FAMILY,
     PODINFO_ANNOTATIONS_FILE,
     PODINFO_DIR,
     SIDECAR_DEFAULT_PORT,
     AnnotationKeys,
+    FixerDelivery,
     KubevirtFamily,
     kubevirt_family,
 )
@@ -26,10 +28,6 @@ from sidecar.options import add, add_fixer_arguments, annotation_keys, fixer_set
 # this session URI; a root launcher uses qemu:///system (pass --libvirt-uri then).
 DEFAULT_LIBVIRT_URI = "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock"
 DEFAULT_LISTEN = f"127.0.0.1:{SIDECAR_DEFAULT_PORT}"
-# hook: a KubeVirt hook sidecar (virt-launcher calls Info, OnDefineDomain, Shutdown); inject: a
-# container the webhook added to the launcher pod, with no hook server (sidecar/pod/endwatch.py).
-SidecarDelivery = Literal["hook", "inject"]
-SIDECAR_DELIVERIES: tuple[SidecarDelivery, ...] = ("hook", "inject")
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,9 @@ class ServeSettings:
     keys: AnnotationKeys = field(default_factory=AnnotationKeys)
     # The KubeVirt version family whose DHCP rule applies when the pod annotation does not say.
     kubevirt_family: KubevirtFamily = NEWEST_FAMILY
-    delivery: SidecarDelivery = "hook"
+    # hook: a KubeVirt hook sidecar (virt-launcher calls Info, OnDefineDomain, Shutdown); inject: a
+    # container the webhook added to the launcher pod, with no hook server (sidecar/pod/endwatch.py).
+    delivery: FixerDelivery = DEFAULT_FIXER_DELIVERY
     # inject: seconds the VM must stay gone before the process ends itself.
     end_grace: float = 10.0
 
@@ -138,9 +138,9 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     history_size = int(_number(args, "--history-size", int))
     if history_size < 1:
         raise ValueError("--history-size must be >= 1")
-    delivery = next((d for d in SIDECAR_DELIVERIES if d == args.delivery), None)
+    delivery = next((d for d in FIXER_DELIVERIES if d == args.delivery), None)
     if delivery is None:
-        raise ValueError(f"--delivery must be one of {', '.join(SIDECAR_DELIVERIES)}, got {args.delivery!r}")
+        raise ValueError(f"--delivery must be one of {', '.join(FIXER_DELIVERIES)}, got {args.delivery!r}")
     end_grace = _number(args, "--end-grace", float)
     if end_grace < 0:
         raise ValueError("--end-grace must be >= 0")
