@@ -48,24 +48,24 @@ def _add(parser: argparse.ArgumentParser, flag: str, *, field: str, help: str, *
     parser.add_argument(flag, default=default, help=f"{help} [{env}]", **kw)
 
 
+def _add_switch(parser: argparse.ArgumentParser, flag: str, *, field: str, help: str) -> None:
+    """An on/off flag for a ``bool`` field: given, it is on; its twin says 1, true, yes or on."""
+    env = _env_name(flag)
+    default = _truthy(os.environ[env]) if env in os.environ else getattr(DEFAULTS, field)
+    parser.add_argument(flag, action="store_true", default=default, help=f"{help} [{env}]")
+
+
 def _add_serving_flags(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--host", field="host", help="address to listen on (default %(default)s)")
     _add(parser, "--port", field="port", type=int, help="HTTPS port (default %(default)s)")
     _add(parser, "--tls-cert", field="tls_cert", help="PEM certificate (chain); re-read when it changes on disk")
     _add(parser, "--tls-key", field="tls_key", help="PEM private key for --tls-cert")
-    dev_env = _env_name("--dev")
-    parser.add_argument(
-        "--dev",
-        action="store_true",
-        default=_truthy(os.environ[dev_env]) if dev_env in os.environ else DEFAULTS.dev,
-        help=f"without TLS files, serve with a throw-away self-signed certificate [{dev_env}]",
-    )
-    docs_env = _env_name("--api-docs")
-    parser.add_argument(
+    _add_switch(parser, "--dev", field="dev", help="without TLS files, serve with a throw-away self-signed certificate")
+    _add_switch(
+        parser,
         "--api-docs",
-        action="store_true",
-        default=_truthy(os.environ[docs_env]) if docs_env in os.environ else DEFAULTS.api_docs,
-        help=f"also serve /docs and /redoc (pages that load Swagger UI and ReDoc from a CDN) [{docs_env}]",
+        field="api_docs",
+        help="also serve /docs and /redoc (pages that load Swagger UI and ReDoc from a CDN)",
     )
 
 
