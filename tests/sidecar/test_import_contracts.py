@@ -64,6 +64,7 @@ def test_every_import_contract_is_kept() -> None:
         ("sidecar/fixer/executor.py", "from sidecar.fixer.engine import Fixer", "The fixer's layers"),
         ("sidecar/pod/settings.py", "from sidecar.pod import rest", "The per-VM program's layers"),
         ("sidecar/node/target.py", "from sidecar.node import fixup", "The node agent's layers"),
+        ("sidecar/node/fixup.py", "from sidecar.fixer.executor import Executor", "Only the fixer's builder"),
         ("sidecar/fixer/engine.py", "import libvirt", "Only the watcher and the wiring import libvirt"),
         ("sidecar/pod/rest.py", "import grpclib", "Only the two hook servers import gRPC"),
         ("webhook/vmi_mutation.py", "from webhook.orchestration import Runtime", "The webhook's layers"),
