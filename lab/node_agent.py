@@ -22,15 +22,27 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from bridge_migration_contract import DEFAULT_KEYS, MacPolicy, dump_macs
+from bridge_migration_contract import DEFAULT_KEYS, dump_macs
 from lab.cluster import NIC_NAME, Lab, MigrationRecord, Pod, Vm, pinned_mac
 from lab.console import GuestEvent
 from lab.paths import REPO_ROOT
 from lab.process import LabProcess, wait_for
-from lab.scenario import _watch_recovery
-from lab.virt_handler import HookCall, call_node_hook
+from lab.scenario import (
+    Run,
+    ScenarioSpec,
+    Step,
+    Steps,
+    await_first_pings,
+    await_recovery,
+    boot_nodes,
+    migrate,
+    run_steps,
+    start_guests,
+)
+from lab.virt_handler import DEFAULT_TIMEOUT_S, HookCall, call_node_hook
+from sidecar.node.settings import NodeAgentSettings
 from sidecar.node.target import SOCKET_IN_POD
 
 PLUGIN_SOCKET = "var/run/kubevirt/plugins/bridge-migration.sock"
@@ -78,7 +90,13 @@ class NodeRoot:
 class NodeAgent:
     """The product's node agent for one lab node, as the chart's DaemonSet would run it."""
 
-    def __init__(self, node: NodeRoot, *, deadline: float = 20.0, privileges: tuple[str, ...] = AGENT_PRIVILEGES):
+    def __init__(
+        self,
+        node: NodeRoot,
+        *,
+        deadline: float = NodeAgentSettings().deadline,
+        privileges: tuple[str, ...] = AGENT_PRIVILEGES,
+    ):
         self.node = node
         argv = [
             *privileges,
@@ -196,12 +214,146 @@ class NodeModeResult:
     unpaused_at: float | None = None  # paused: when the lab unpaused the VM
 
 
+SOURCE_NODE, TARGET_NODE = "a", "b"
+NODE_SPECS: Final[dict[NodeKind, ScenarioSpec]] = {
+    "same-mac": ScenarioSpec(
+        "pin", False, (TARGET_NODE,), True, "node mode, pinned MAC: the node agent refreshes the link"
+    ),
+    "mac-change": ScenarioSpec(
+        "follow-pod",
+        False,
+        (TARGET_NODE,),
+        True,
+        "node mode, the VMI's spec names another MAC: the node agent reattaches the NIC with it",
+    ),
+}
+
+
+@dataclass(eq=False, repr=False)
+class NodeRun(Run):
+    """A node-mode run: no sidecar in any pod, our node agent on node b, the lab playing
+    virt-handler there after the migration."""
+
+    kind: NodeKind
+    pinned: str | None = None  # mac-change: the MAC the VMI's spec names, which the target serves
+    hook_timeout: float = DEFAULT_TIMEOUT_S
+    other_plugins: Sequence[tuple[Path, float]] = ()  # (socket, timeout) of plugins called before ours
+    # start_node_agent
+    roots: dict[str, NodeRoot] = field(init=False)
+    agent: NodeAgent = field(init=False)
+    rss_idle_kib: int = field(init=False)
+    # lay_out_pods: the client's pod UIDs in the kubelet layout (source, then each target)
+    source_uid: str = field(init=False)
+    target_uids: list[str] = field(default_factory=list)
+    # call_node_hooks
+    vmi: dict[str, Any] = field(init=False)
+    calls: list[HookCall] = field(init=False)
+    completed_at: float = field(init=False)
+    unpaused_at: float | None = None  # unpause
+    # call_again
+    again: HookCall = field(init=False)
+    events_after_again: list[GuestEvent] = field(init=False)
+    result: NodeModeResult = field(init=False)  # collect_node_result
+
+    def diagnose(self) -> None:
+        super().diagnose()
+        self.say(f"---- agent log:\n{self.agent.process.log_tail(40)}")
+
+
+def start_node_agent(run: NodeRun) -> None:
+    """Both nodes' root directories, and our agent on the target node (sets roots, agent,
+    rss_idle_kib)."""
+    run.roots = {n: NodeRoot(run.lab, n) for n in (SOURCE_NODE, TARGET_NODE)}
+    run.agent = NodeAgent(run.roots[TARGET_NODE])
+    run.rss_idle_kib = run.agent.rss_kib()
+
+
+def lay_out_pods(run: NodeRun) -> None:
+    """The client's pod in its node's kubelet layout, and each target pod in the target node's
+    once it exists, before the migration (sets source_uid, fills target_uids)."""
+    run.source_uid = run.roots[SOURCE_NODE].add_pod(run.client.pod)
+    run.on_target.append(lambda pod: run.target_uids.append(run.roots[TARGET_NODE].add_pod(pod)))
+
+
+def call_node_hooks(run: NodeRun) -> None:
+    """Call the node hooks as virt-handler's finalizeMigration does: ``other_plugins`` sorted by
+    name, then ours, all with failureStrategy Ignore; the lab marks the migration completed right
+    after them (sets vmi, calls, completed_at)."""
+    run.phase(f"migrated to {run.record.target_pod}; calling the node hooks as virt-handler")
+    run.vmi = hook_vmi(
+        run.lab,
+        run.client,
+        record=run.record,
+        source=(run.source_uid, SOURCE_NODE),
+        target=(run.target_uids[-1], TARGET_NODE),
+        migration_uid=str(uuid.uuid4()),
+        spec_macs={NIC_NAME: run.pinned} if run.pinned else None,
+    )
+    calls = [call_node_hook(s, vmi=run.vmi, node_name=TARGET_NODE, timeout=t) for s, t in sorted(run.other_plugins)]
+    calls.append(call_node_hook(run.agent.socket, vmi=run.vmi, node_name=TARGET_NODE, timeout=run.hook_timeout))
+    run.completed_at = time.time()
+    run.calls = calls
+    for call in calls:
+        run.phase(f"hook call: {call.code} in {call.seconds:.2f} s, {call.trailers or call.error}")
+
+
+def unpause(run: NodeRun) -> None:
+    """A while paused in the target pod, as a user would leave it, then virtctl unpause (sets
+    unpaused_at)."""
+    time.sleep(2)
+    run.unpaused_at = run.lab.unpause(run.client)
+    run.phase("unpaused the client (virtctl unpause)")
+
+
+def call_again(run: NodeRun) -> None:
+    """The same call once more (virt-handler's retry or resync), then the guest's link and DHCP
+    events in the 5 s after it (sets again, events_after_again)."""
+    run.again = call_node_hook(run.agent.socket, vmi=run.vmi, node_name=TARGET_NODE, timeout=run.hook_timeout)
+    time.sleep(5)
+    run.events_after_again = [
+        e for e in run.client.console.events(since=run.again.started) if e.kind in ("carrier-up", "nic-up", "dhcp-ack")
+    ]
+
+
+def collect_node_result(run: NodeRun) -> None:
+    """What the calls returned and the guest did, then stop the agent (sets result)."""
+    run.result = NodeModeResult(
+        kind=run.kind,
+        first_mac=run.leases[run.primary].fields.get("mac", ""),
+        pinned_mac=run.pinned,
+        record=run.record,
+        calls=run.calls,
+        completed_at=run.completed_at,
+        ack=run.acks[run.primary],
+        reply=run.replies[run.primary],
+        again=run.again,
+        events_after_again=run.events_after_again,
+        target_ip=run.client.pod.ip,
+        final_domain_mac=run.client.domain_mac(),
+        agent_log=run.agent.node.root.joinpath("agent.log").read_text(),
+        rss_idle_kib=run.rss_idle_kib,
+        rss_after_kib=run.agent.rss_kib(),
+        unpaused_at=run.unpaused_at,
+    )
+    run.agent.stop()
+
+
+def node_steps(*, paused: bool) -> Steps[NodeRun]:
+    """Node mode's steps: the scenario runner's shared ones around the node agent's."""
+    unpaused: tuple[Step[NodeRun], ...] = (unpause,) if paused else ()
+    return Steps(
+        setup=(boot_nodes, start_node_agent, start_guests, lay_out_pods, await_first_pings),
+        hop=(migrate, call_node_hooks, *unpaused, await_recovery, call_again),
+        finish=(collect_node_result,),
+    )
+
+
 def run_node_mode(
     kind: NodeKind,
     *,
     say: Callable[[str], None] = lambda _msg: None,
     timeout: float = 240.0,
-    hook_timeout: float = 30.0,
+    hook_timeout: float = DEFAULT_TIMEOUT_S,
     other_plugins: Sequence[tuple[Path, float]] = (),
     paused: bool = False,
 ) -> NodeModeResult:
@@ -213,80 +365,18 @@ def run_node_mode(
     mac-change: the guest runs with its first pod's MAC (follow-pod) while the VMI's spec names
     another (constructed: in v1.9 a target serves the spec MAC): a reattach with the spec's MAC.
     ``paused``: the VM is paused and migrated paused, as KubeVirt migrates a paused VMI; after the
-    hook calls the lab unpauses it (virtctl unpause)."""
-    namespace, name = "default", "client"
-    pinned = pinned_mac(namespace, name, NIC_NAME) if kind == "mac-change" else None
+    hook calls the lab unpauses it (virtctl unpause). The steps run in ``lab.scenario.run_steps``."""
+    pinned = pinned_mac("default", "client", NIC_NAME) if kind == "mac-change" else None
     lab: Lab = TargetMacsLab(target_spec_macs={NIC_NAME: pinned}) if pinned else Lab()
-    with lab:
-        lab.add_nodes("a", "b")
-        roots = {n: NodeRoot(lab, n) for n in ("a", "b")}
-        agent = NodeAgent(roots["b"])
-        rss_idle = agent.rss_kib()
-        server = lab.start_vm(name="server", node="a", policy="pin", sidecar=False)
-        policy: MacPolicy = "follow-pod" if pinned else "pin"
-        client = lab.start_vm(name=name, node="a", policy=policy, sidecar=False, ping=server.pod.ip)
-        source_uid = roots["a"].add_pod(client.pod)
-        nic = client.guest_nic()
-        first = client.console.wait("dhcp-ack", nic=nic, timeout=timeout)
-        client.console.wait("ping-reply", nic=nic, timeout=timeout)
-        say(f"client leased {first.fields.get('ip')} with {first.fields.get('mac')} and pings the server")
-        targets: list[str] = []  # the target pod's UID, laid out on node b before the migration
-
-        def lay_out(pod: Pod) -> None:
-            targets.append(roots["b"].add_pod(pod))
-
-        record = lab.migrate(client, to_node="b", timeout=timeout, on_target=lay_out, paused=paused)
-        say(f"migrated to {record.target_pod}; calling the node hooks as virt-handler")
-        vmi = hook_vmi(
-            lab,
-            client,
-            record=record,
-            source=(source_uid, "a"),
-            target=(targets[0], "b"),
-            migration_uid=str(uuid.uuid4()),
-            spec_macs={NIC_NAME: pinned} if pinned else None,
-        )
-        calls = [call_node_hook(sock, vmi=vmi, node_name="b", timeout=t) for sock, t in sorted(other_plugins)]
-        calls.append(call_node_hook(agent.socket, vmi=vmi, node_name="b", timeout=hook_timeout))
-        completed_at = time.time()
-        for call in calls:
-            say(f"hook call: {call.code} in {call.seconds:.2f} s, {call.trailers or call.error}")
-        unpaused_at = None
-        if paused:
-            time.sleep(2)  # a while paused in the target pod, as a user would leave it
-            unpaused_at = lab.unpause(client)
-            say("unpaused the client (virtctl unpause)")
-        ack = reply = None
-        try:
-            acks, replies = _watch_recovery(
-                vm=client, record=record, target_ips={nic: client.pod.ip}, timeout=timeout, say=say, phase=say
-            )
-            ack, reply = acks[nic], replies[nic]
-        except TimeoutError:
-            say(f"---- agent log:\n{agent.process.log_tail(40)}")
-            raise
-        again = call_node_hook(agent.socket, vmi=vmi, node_name="b", timeout=hook_timeout)
-        time.sleep(5)
-        after = [
-            e for e in client.console.events(since=again.started) if e.kind in ("carrier-up", "nic-up", "dhcp-ack")
-        ]
-        result = NodeModeResult(
-            kind=kind,
-            first_mac=first.fields.get("mac", ""),
-            pinned_mac=pinned,
-            record=record,
-            calls=calls,
-            completed_at=completed_at,
-            ack=ack,
-            reply=reply,
-            again=again,
-            events_after_again=after,
-            target_ip=client.pod.ip,
-            final_domain_mac=client.domain_mac(),
-            agent_log=agent.node.root.joinpath("agent.log").read_text(),
-            rss_idle_kib=rss_idle,
-            rss_after_kib=agent.rss_kib(),
-            unpaused_at=unpaused_at,
-        )
-        agent.stop()
-    return result
+    run = NodeRun(
+        kind=kind,
+        spec=NODE_SPECS[kind],
+        lab=lab,
+        say=say,
+        timeout=timeout,
+        paused=paused,
+        pinned=pinned,
+        hook_timeout=hook_timeout,
+        other_plugins=other_plugins,
+    )
+    return run_steps(run, node_steps(paused=paused)).result

@@ -1,9 +1,15 @@
 """The migration scenarios, end to end, returning what happened as data.
 
-One function, :func:`run_scenario`, used by the scenario tests, ``python -m lab demo`` and
-the benchmark: build a two-node lab, boot a server guest and a client guest that pings it,
-live-migrate the client (once, or there and back), then watch for the guest's DHCP ack and
-its first ping reply in the new pod, and collect the timeline of every migration.
+:func:`run_scenario`, used by the scenario tests, ``python -m lab demo`` and the benchmarks:
+build a two-node lab, boot a server guest and a client guest that pings it, live-migrate the
+client (once, or there and back), then watch for the guest's DHCP ack and its first ping reply
+in the new pod, and collect the timeline of every migration.
+
+A scenario is a list of named steps (:class:`Steps`) over one :class:`Run`, and
+:func:`run_steps` is the one runner: node mode (``lab.node_agent.run_node_mode``) is the same
+runner with steps of its own (a node agent instead of sidecars, the lab playing virt-handler)
+beside the shared ones here (``boot_nodes``, ``start_guests``, ``await_first_pings``,
+``migrate``, ``await_recovery``).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Generic, Literal, TypeVar, get_args
 
 from bridge_migration_contract import FixerDelivery, MacPolicy, NicRefresh
 from lab.cluster import Lab, MigrationRecord, Pod, Vm
@@ -21,6 +27,7 @@ from lab.dhcp import DEFAULT_KUBEVIRT_VERSION
 from lab.guests import DEFAULT_GUEST, GuestType
 from lab.l2 import IpamMode
 from lab.manual import lab_link_refresh
+from lab.sidecar import DEFAULT_LINK_PAUSE_MS
 from lab.stuntime import StunProbe
 from lab.timeline import Timeline
 
@@ -207,10 +214,91 @@ class ScenarioResult:
 
 
 Say = Callable[[str], None]
+Events = dict[str, GuestEvent | None]
 
 
 def _quiet(_msg: str) -> None:
     return None
+
+
+# --- the run: what the steps of one scenario share ---------------------------------------------
+
+
+@dataclass(eq=False, repr=False)
+class Run:
+    """One scenario run as it goes: its lab and settings, and what its steps found so far.
+
+    A step takes the run, does one thing and fills the fields its docstring names; a field
+    without a default is unset until the step that fills it has run."""
+
+    kind: str
+    spec: ScenarioSpec
+    lab: Lab
+    say: Say = _quiet
+    timeout: float = 240.0  # bounds every wait for something expected
+    paused: bool = False  # migrate the client paused, as KubeVirt migrates a paused VMI
+    t0: float = field(default_factory=time.time)
+    # Called with each target pod once it exists, before its migration starts.
+    on_target: list[Callable[[Pod], None]] = field(default_factory=list)
+    # start_guests
+    server: Vm = field(init=False)
+    client: Vm = field(init=False)
+    ping_targets: dict[str, str] = field(init=False)  # guest NIC -> the address whose replies count there
+    # guest NIC -> VMI network: a reattach keeps the PCI slot, so the names hold across migrations.
+    guest_nics: dict[str, str] = field(init=False)
+    primary: str = field(init=False)  # the guest NIC on the pod network
+    # await_first_pings
+    leases: dict[str, GuestEvent] = field(init=False)  # guest NIC -> its first lease
+    # each hop: migrate, then await_recovery or observe_no_recovery
+    hop: str = field(init=False)  # the node the client migrates to in this hop
+    record: MigrationRecord = field(init=False)
+    target_ips: dict[str, str] = field(init=False)  # guest NIC -> its address in the target pod
+    acks: Events = field(init=False)  # guest NIC -> its lease in the target pod
+    replies: Events = field(init=False)  # guest NIC -> its first ping reply after that lease
+
+    def phase(self, msg: str) -> None:
+        self.say(f"[{time.time() - self.t0:7.1f} s] {msg}")
+
+    def diagnose(self) -> None:
+        """Said when a wait after a migration timed out."""
+        _diagnose(vm=self.client, since=self.record.started, say=self.say)
+
+    def fire_on_target(self, pod: Pod) -> None:
+        for call in self.on_target:
+            call(pod)
+
+
+RunT = TypeVar("RunT", bound=Run)
+Step = Callable[[RunT], None]
+
+
+@dataclass(frozen=True)
+class Steps(Generic[RunT]):
+    """A scenario as named steps: once before the migrations, once per hop, once after."""
+
+    setup: tuple[Step[RunT], ...]
+    hop: tuple[Step[RunT], ...]
+    finish: tuple[Step[RunT], ...] = ()
+
+
+def run_steps(run: RunT, steps: Steps[RunT]) -> RunT:
+    """The one scenario runner, behind :func:`run_scenario` and ``lab.node_agent.run_node_mode``:
+    enter the run's lab, do the setup steps, the hop steps for each node of ``run.spec.hops`` (the
+    client starts on node a), the finish steps, and tear the lab down, pass or fail."""
+    with run.lab:
+        for step in steps.setup:
+            step(run)
+        for hop in run.spec.hops:
+            run.hop = hop
+            for step in steps.hop:
+                step(run)
+        for step in steps.finish:
+            step(run)
+    run.phase("lab torn down")
+    return run
+
+
+# --- helpers of the steps ----------------------------------------------------------------------
 
 
 def _timeline(
@@ -260,9 +348,6 @@ def _lease_of(ip: str) -> Callable[[GuestEvent], bool]:
     return match
 
 
-Events = dict[str, GuestEvent | None]
-
-
 def addressed(vm: Vm, ack: GuestEvent, *, since: float) -> GuestEvent:
     """The console line from which the guest had the address of ``ack``: the busybox guest's
     udhcpc script reports the ack once it set the address; the Debian guest's observer reports
@@ -278,129 +363,6 @@ def addressed(vm: Vm, ack: GuestEvent, *, since: float) -> GuestEvent:
 def _to(target: str | None) -> Callable[[GuestEvent], bool]:
     """Ping replies from ``target`` only (any when None)."""
     return lambda e: target is None or e.args[1:2] == (target,)
-
-
-def _watch_recovery(
-    *,
-    vm: Vm,
-    record: MigrationRecord,
-    target_ips: dict[str, str],
-    timeout: float,
-    say: Say,
-    phase: Say,
-    ping_targets: dict[str, str] | None = None,
-) -> tuple[Events, Events]:
-    """Wait, per guest NIC, for a lease of the target pod's IP, then a ping reply after the
-    guest had the address (see :func:`addressed`); ``ping_targets`` (guest NIC -> address) says
-    whose replies count on a NIC, where the guest pings more than one address."""
-    acks: Events = {}
-    replies: Events = {}
-    try:
-        for nic, ip in target_ips.items():
-            ack = vm.console.wait("dhcp-ack", nic=nic, since=record.started, where=_lease_of(ip), timeout=timeout)
-            acks[nic] = ack
-            phase(f"client {nic} renewed its lease: {ack.fields.get('ip')} mac {ack.fields.get('mac')}")
-        for nic in target_ips:
-            lease = acks[nic]
-            assert lease is not None
-            since = addressed(vm, lease, since=record.started)
-            target = _to((ping_targets or {}).get(nic))
-            reply = vm.console.wait(
-                "ping-reply",
-                nic=nic,
-                since=since.at,
-                where=lambda e, s=since, t=target: s.precedes(e) and t(e),  # type: ignore[misc]
-                timeout=timeout,
-            )
-            replies[nic] = reply
-            phase(f"client pings server again from {nic}: {reply.at - record.resumed:.1f} s after the guest resumed")
-    except TimeoutError:
-        _diagnose(vm=vm, since=record.started, say=say)
-        raise
-    return acks, replies
-
-
-def _watch_no_recovery(
-    *,
-    vm: Vm,
-    record: MigrationRecord,
-    nics: list[str],
-    observe: float,
-    phase: Say,
-    ping_targets: dict[str, str] | None = None,
-) -> tuple[Events, Events]:
-    """Watch for ``observe`` seconds; report any lease or reply seen after the migration.
-
-    Replies are counted from 1 s after migrateToURI3 returned, so a line written before the
-    guest paused but read late cannot count."""
-    phase(f"watching the client for {observe:.0f} s")
-    time.sleep(observe)
-    acks: Events = {nic: vm.console.first("dhcp-ack", nic=nic, since=record.started) for nic in nics}
-    replies: Events = {
-        nic: vm.console.first(
-            "ping-reply", nic=nic, since=record.finished + 1.0, where=_to((ping_targets or {}).get(nic))
-        )
-        for nic in nics
-    }
-    phase(
-        f"after {observe:.0f} s: dhcp ack {'seen' if any(acks.values()) else 'none'},"
-        f" ping replies {'seen' if any(replies.values()) else 'none'}"
-    )
-    return acks, replies
-
-
-def _migrate_probed(
-    lab: Lab, vm: Vm, *, to_node: str, timeout: float, probe_ns: str, net1_probe_ns: str | None = None
-) -> tuple[MigrationRecord, StunProbe, StunProbe | None]:
-    """Migrate with the stun-time probe running on both pod addresses (and on net1's, if any)."""
-    probe = StunProbe(probe_ns, vm.pod.ip)
-    net1_probe = (
-        StunProbe(net1_probe_ns, lab.net1_address(vm), lambda pod: lab.net1_address(vm, pod))
-        if net1_probe_ns is not None
-        else None
-    )
-
-    def on_target(pod: Pod) -> None:
-        probe.target(pod)
-        if net1_probe is not None:
-            net1_probe.target(pod)
-
-    try:
-        return lab.migrate(vm, to_node=to_node, timeout=timeout, on_target=on_target), probe, net1_probe
-    except BaseException:
-        probe.finish(expect_reply=False)
-        if net1_probe is not None:
-            net1_probe.finish(expect_reply=False)
-        raise
-
-
-def _switch_port(lab: Lab, vm: Vm) -> str | None:
-    """Where net1's switch has learned ``vm``'s net1 MAC (kept mode only)."""
-    if lab.l2 is None:
-        return None
-    mac = vm.domain_mac(lab.net1.name)
-    return lab.l2.fdb_port(mac) if mac else None
-
-
-def _finish_probes(
-    probe: StunProbe,
-    net1_probe: StunProbe | None,
-    *,
-    replies: Events,
-    primary: str,
-    net1_nic: str | None,
-    phase: Say,
-    where: str,
-    net1_where: str,
-) -> tuple[int | None, int | None]:
-    """Stop the stun probes of one hop; (pod network, net1) stun times in ms, None: never back."""
-    stun = probe.finish(expect_reply=replies.get(primary) is not None)
-    phase(f"stun time (10 ms echoes from {where}): {'never' if stun is None else stun} ms")
-    if net1_probe is None or net1_nic is None:
-        return stun, None
-    net1_stun = net1_probe.finish(expect_reply=replies.get(net1_nic) is not None)
-    phase(f"net1 stun time (10 ms echoes from {net1_where}): {'never' if net1_stun is None else net1_stun} ms")
-    return stun, net1_stun
 
 
 def _start_vms(lab: Lab, spec: ScenarioSpec) -> tuple[Vm, Vm, dict[str, str]]:
@@ -424,13 +386,258 @@ def _start_vms(lab: Lab, spec: ScenarioSpec) -> tuple[Vm, Vm, dict[str, str]]:
     return server, client, targets
 
 
+def _await_lease(run: Run, nic: str, ip: str) -> GuestEvent:
+    console = run.client.console
+    ack = console.wait("dhcp-ack", nic=nic, since=run.record.started, where=_lease_of(ip), timeout=run.timeout)
+    run.phase(f"client {nic} renewed its lease: {ack.fields.get('ip')} mac {ack.fields.get('mac')}")
+    return ack
+
+
+def _await_reply(run: Run, nic: str) -> GuestEvent:
+    """A ping reply on ``nic`` after the guest had its new address (see :func:`addressed`)."""
+    lease = run.acks[nic]
+    assert lease is not None
+    since = addressed(run.client, lease, since=run.record.started)
+    target = _to(run.ping_targets.get(nic))
+    reply = run.client.console.wait(
+        "ping-reply", nic=nic, since=since.at, where=lambda e: since.precedes(e) and target(e), timeout=run.timeout
+    )
+    run.phase(f"client pings server again from {nic}: {reply.at - run.record.resumed:.1f} s after the guest resumed")
+    return reply
+
+
+# --- steps every scenario runs -----------------------------------------------------------------
+
+
+def boot_nodes(run: Run) -> None:
+    """Say what the scenario is, and bring up nodes a and b."""
+    spec = run.spec
+    run.phase(
+        f"scenario {run.kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version},"
+        f" guest {spec.guest})"
+    )
+    run.lab.add_nodes("a", "b")
+    run.phase("nodes a (10.244.1.0/24) and b (10.244.2.0/24) up")
+
+
+def start_guests(run: Run) -> None:
+    """Boot the server and the client that pings it on node a (sets server, client,
+    ping_targets, guest_nics, primary)."""
+    lab, spec = run.lab, run.spec
+    run.server, run.client, run.ping_targets = _start_vms(lab, spec)
+    run.guest_nics = run.client.guest_nics()
+    run.primary = run.client.guest_nic()
+    if spec.net1 is not None:
+        run.phase(f"net1 ({spec.net1}): server {lab.net1_address(run.server)}, client {lab.net1_address(run.client)}")
+    run.phase(
+        f"guests booting: server in {run.server.pod.name} ({run.server.pod.ip}),"
+        f" client in {run.client.pod.name} ({run.client.pod.ip}), sidecar={'yes' if spec.sidecar else 'no'}"
+    )
+
+
+def await_first_pings(run: Run) -> None:
+    """Wait for the client's first lease on every NIC, then a ping reply on each (sets leases)."""
+    console = run.client.console
+    run.leases = {nic: console.wait("dhcp-ack", nic=nic, timeout=run.timeout) for nic in run.guest_nics}
+    for nic, lease in run.leases.items():
+        run.phase(f"client {nic} got its lease: {lease.fields.get('ip')} mac {lease.fields.get('mac')}")
+    for nic in run.guest_nics:
+        console.wait("ping-reply", nic=nic, where=_to(run.ping_targets[nic]), timeout=run.timeout)
+        run.phase(f"client pings server {run.ping_targets[nic]} from {nic}: ok")
+
+
+def migrate(run: Run) -> None:
+    """Live-migrate the client into a new pod on this hop's node, KubeVirt's way; the source pod
+    is deleted (sets record, target_ips)."""
+    lab, client = run.lab, run.client
+    run.phase(f"migrating client {client.pod.node} -> {run.hop} (LIVE|PEER2PEER|PERSIST_DEST)")
+    record = lab.migrate(client, to_node=run.hop, timeout=run.timeout, paused=run.paused, on_target=run.fire_on_target)
+    target = client.pod
+    run.phase(
+        f"migration done: guest resumed on {run.hop} after {record.resumed - record.started:.1f} s,"
+        f" migrateToURI3 returned after {record.finished - record.started:.1f} s;"
+        f" target pod {target.name} ip {target.ip}, source pod deleted"
+    )
+    run.record = record
+    run.target_ips = {
+        nic: lab.net1_address(client, target) if net == "net1" else target.net.nic(net).ip
+        for nic, net in run.guest_nics.items()
+    }
+
+
+def await_recovery(run: Run) -> None:
+    """Wait, per guest NIC, for a lease of its address in the target pod, then for a ping reply
+    after the guest had that address (sets acks, replies); on a timeout, say what happened."""
+    try:
+        run.acks = {nic: _await_lease(run, nic, ip) for nic, ip in run.target_ips.items()}
+        run.replies = {nic: _await_reply(run, nic) for nic in run.target_ips}
+    except TimeoutError:
+        run.diagnose()
+        raise
+
+
+# --- the scenarios of SPECS: stun-time probes, sidecar fixups, a result per hop ------------------
+
+
+@dataclass(eq=False, repr=False)
+class ScenarioRun(Run):
+    kind: ScenarioKind
+    observe: float = 45.0  # how long a scenario that must NOT recover is watched after a hop
+    result: ScenarioResult = field(init=False)  # open_result
+    # migrate_probed: the stun probes on the pod network and (scenarios with net1) on net1
+    probes: tuple[StunProbe, StunProbe | None] = field(init=False)
+    stun_ms: tuple[int | None, int | None] = field(init=False)  # finish_stun_probes
+
+    @property
+    def net1_nic(self) -> str | None:
+        return next((nic for nic, net in self.guest_nics.items() if net == "net1"), None)
+
+    @property
+    def net1_probe_ns(self) -> str | None:
+        """Where net1's probe runs: its switch (kept), or the server's node; None: no net1."""
+        if self.spec.net1 is None:
+            return None
+        return self.lab.l2.switch_netns if self.lab.l2 is not None else self.lab.nodes[self.server.pod.node].netns
+
+
+def open_result(run: ScenarioRun) -> None:
+    """The result, with what the client had before any migration (sets result)."""
+    first = run.leases[run.primary]
+    run.result = ScenarioResult(
+        kind=run.kind,
+        spec=run.spec,
+        server_ip=run.server.pod.ip,
+        first_ip=run.client.pod.ip,
+        first_mac=first.fields.get("mac", ""),
+        ping_before=True,
+        first_macs={nic: lease.fields.get("mac", "") for nic, lease in run.leases.items()},
+        first_addresses={nic: lease.fields.get("ip", "") for nic, lease in run.leases.items()},
+    )
+
+
+def migrate_probed(run: ScenarioRun) -> None:
+    """:func:`migrate` with the stun-time probes running: on the client's pod addresses from the
+    server's node, and on its net1 addresses from ``net1_probe_ns`` (sets probes)."""
+    lab, client = run.lab, run.client
+    probe = StunProbe(lab.nodes[run.server.pod.node].netns, client.pod.ip)
+    net1_ns = run.net1_probe_ns
+    net1_probe = (
+        StunProbe(net1_ns, lab.net1_address(client), lambda pod: lab.net1_address(client, pod))
+        if net1_ns is not None
+        else None
+    )
+    run.probes = (probe, net1_probe)
+    run.on_target = [p.target for p in run.probes if p is not None]
+    try:
+        migrate(run)
+    except BaseException:
+        for p in run.probes:
+            if p is not None:
+                p.finish(expect_reply=False)
+        raise
+
+
+def refresh_link_by_hand(run: ScenarioRun) -> None:
+    """The lab's own link refresh in place of the sidecar's (lab-link-refresh)."""
+    lab_link_refresh(run.client.domain())
+    run.phase("LAB TOOL: link refreshed by hand (no sidecar)")
+
+
+def observe_no_recovery(run: ScenarioRun) -> None:
+    """Watch the client for ``observe`` seconds; record any lease or reply seen after the
+    migration (sets acks, replies). Replies count from 1 s after migrateToURI3 returned, so a
+    line written before the guest paused but read late cannot count."""
+    run.phase(f"watching the client for {run.observe:.0f} s")
+    time.sleep(run.observe)
+    console, record = run.client.console, run.record
+    run.acks = {nic: console.first("dhcp-ack", nic=nic, since=record.started) for nic in run.target_ips}
+    run.replies = {
+        nic: console.first("ping-reply", nic=nic, since=record.finished + 1.0, where=_to(run.ping_targets.get(nic)))
+        for nic in run.target_ips
+    }
+    run.phase(
+        f"after {run.observe:.0f} s: dhcp ack {'seen' if any(run.acks.values()) else 'none'},"
+        f" ping replies {'seen' if any(run.replies.values()) else 'none'}"
+    )
+
+
+def finish_stun_probes(run: ScenarioRun) -> None:
+    """Stop the hop's stun probes (sets stun_ms: pod network, net1; None: never answered)."""
+    probe, net1_probe = run.probes
+    stun = probe.finish(expect_reply=run.replies.get(run.primary) is not None)
+    run.phase(f"stun time (10 ms echoes from node {run.server.pod.node}): {'never' if stun is None else stun} ms")
+    net1_nic, net1_stun = run.net1_nic, None
+    if net1_probe is not None and net1_nic is not None:
+        net1_stun = net1_probe.finish(expect_reply=run.replies.get(net1_nic) is not None)
+        shown = "never" if net1_stun is None else net1_stun
+        run.phase(f"net1 stun time (10 ms echoes from {run.net1_probe_ns}): {shown} ms")
+    run.stun_ms = (stun, net1_stun)
+
+
+def record_outcome(run: ScenarioRun) -> None:
+    """What the hop did, from the migration to the target sidecar's view, into the result."""
+    client, record, target = run.client, run.record, run.client.pod
+    ack, reply = run.acks[run.primary], run.replies[run.primary]
+    fixups = target.sidecar.fixups() if target.sidecar is not None else []
+    net1_nic = run.net1_nic
+    run.result.migrations.append(
+        MigrationOutcome(
+            record=record,
+            target_pod=target.name,
+            target_node=target.node,
+            target_ip=target.ip,
+            target_cni_mac=target.cni_mac,
+            target_guest_mac=target.guest_mac,
+            dhcp_ack=ack,
+            first_reply=reply,
+            fixups=fixups,
+            timeline=_timeline(vm=client, record=record, fixups=fixups, first_reply=reply),
+            nic_acks=run.acks,
+            nic_replies=run.replies,
+            target_ips=run.target_ips,
+            sidecar_status=target.sidecar.status() if target.sidecar is not None else None,
+            source_sidecar_exit=client.pods[-2].sidecar_exit,
+            stun_ms=run.stun_ms[0],
+            net1_stun_ms=run.stun_ms[1],
+            net1_ip=run.target_ips.get(net1_nic) if net1_nic else None,
+            net1_switch_port=_switch_port(run.lab, client),
+            guest_events=client.console.events(since=record.started),
+        )
+    )
+
+
+def _switch_port(lab: Lab, vm: Vm) -> str | None:
+    """Where net1's switch has learned ``vm``'s net1 MAC (kept mode only)."""
+    if lab.l2 is None:
+        return None
+    mac = vm.domain_mac(lab.net1.name)
+    return lab.l2.fdb_port(mac) if mac else None
+
+
+def record_final_state(run: ScenarioRun) -> None:
+    """The client's addresses and domain MACs once every hop is done, into the result."""
+    run.result.record_final_state(run.client, run.guest_nics)
+    run.phase(f"client ends with {run.result.final_guest_address} mac {run.result.final_domain_mac}; tearing down")
+
+
+def scenario_steps(kind: ScenarioKind, spec: ScenarioSpec) -> Steps[ScenarioRun]:
+    """The steps of one scenario of SPECS."""
+    by_hand: tuple[Step[ScenarioRun], ...] = (refresh_link_by_hand,) if kind == "lab-link-refresh" else ()
+    watch: Step[ScenarioRun] = await_recovery if spec.recovers else observe_no_recovery
+    return Steps(
+        setup=(boot_nodes, start_guests, await_first_pings, open_result),
+        hop=(migrate_probed, *by_hand, watch, finish_stun_probes, record_outcome),
+        finish=(record_final_state,),
+    )
+
+
 def run_scenario(
     kind: ScenarioKind,
     *,
     say: Say = _quiet,
     timeout: float = 240.0,
     observe: float = 45.0,
-    link_pause_ms: int = 100,
+    link_pause_ms: int = DEFAULT_LINK_PAUSE_MS,
     policy: MacPolicy | None = None,
     kubevirt_version: str | None = None,
     guest: GuestType | None = None,
@@ -441,10 +648,10 @@ def run_scenario(
 
     ``timeout`` bounds every wait for something expected; ``observe`` is how long a scenario
     that must NOT recover (control) is watched after the migration; ``link_pause_ms`` is the
-    sidecar's pause between link down and up; ``nic_refresh`` sets the VMI's nic-refresh
-    annotation. ``policy``, ``kubevirt_version`` and ``guest`` (the guest type) override the
-    scenario's own. ``delivery`` inject runs the client's fixer as the webhook's injected container
-    (no hook server, no hook calls; it exits on its own once the VM left a pod).
+    sidecar's pause between link down and up (default: the fixer's); ``nic_refresh`` sets the
+    VMI's nic-refresh annotation. ``policy``, ``kubevirt_version`` and ``guest`` (the guest type)
+    override the scenario's own. ``delivery`` inject runs the client's fixer as the webhook's
+    injected container (no hook server, no hook calls; it exits on its own once the VM left a pod).
     """
     spec = SPECS[kind]
     spec = dataclasses.replace(
@@ -453,132 +660,13 @@ def run_scenario(
         kubevirt_version=kubevirt_version or spec.kubevirt_version,
         guest=guest or spec.guest,
     )
-    t0 = time.time()
-
-    def phase(msg: str) -> None:
-        say(f"[{time.time() - t0:7.1f} s] {msg}")
-
-    with Lab(
+    lab = Lab(
         link_pause_ms=link_pause_ms,
         kubevirt_version=spec.kubevirt_version,
         guest=spec.guest,
         nic_refresh=nic_refresh,
         net1=spec.net1,
         sidecar_delivery=delivery,
-    ) as lab:
-        phase(
-            f"scenario {kind}: {spec.about} (policy {spec.policy}, KubeVirt {spec.kubevirt_version},"
-            f" guest {spec.guest})"
-        )
-        lab.add_nodes("a", "b")
-        phase("nodes a (10.244.1.0/24) and b (10.244.2.0/24) up")
-        with_net1 = spec.net1 is not None
-        server, client, ping_targets = _start_vms(lab, spec)
-        server_net1 = lab.net1_address(server) if with_net1 else None
-        # A reattach keeps the PCI slot, so the guest's NIC names hold across the migration.
-        guest_nics = client.guest_nics()
-        primary = client.guest_nic()
-        if with_net1:
-            phase(f"net1 ({spec.net1}): server {server_net1}, client {lab.net1_address(client)}")
-        phase(
-            f"guests booting: server in {server.pod.name} ({server.pod.ip}),"
-            f" client in {client.pod.name} ({client.pod.ip}), sidecar={'yes' if spec.sidecar else 'no'}"
-        )
-        leases = {nic: client.console.wait("dhcp-ack", nic=nic, timeout=timeout) for nic in guest_nics}
-        for nic, lease in leases.items():
-            phase(f"client {nic} got its lease: {lease.fields.get('ip')} mac {lease.fields.get('mac')}")
-        first_ack = client.console.wait("dhcp-ack", nic=primary, timeout=timeout)
-        for nic in guest_nics:
-            client.console.wait("ping-reply", nic=nic, where=_to(ping_targets[nic]), timeout=timeout)
-            phase(f"client pings server {ping_targets[nic]} from {nic}: ok")
-        result = ScenarioResult(
-            kind=kind,
-            spec=spec,
-            server_ip=server.pod.ip,
-            first_ip=client.pod.ip,
-            first_mac=first_ack.fields.get("mac", ""),
-            ping_before=True,
-            first_macs={nic: lease.fields.get("mac", "") for nic, lease in leases.items()},
-            first_addresses={nic: lease.fields.get("ip", "") for nic, lease in leases.items()},
-        )
-        probe_ns = lab.nodes[server.pod.node].netns
-        # net1's probe runs where the network is: its switch (kept), or the server's node.
-        net1_probe_ns = (lab.l2.switch_netns if lab.l2 is not None else probe_ns) if with_net1 else None
-        for hop in spec.hops:
-            phase(f"migrating client {client.pod.node} -> {hop} (LIVE|PEER2PEER|PERSIST_DEST)")
-            record, probe, net1_probe = _migrate_probed(
-                lab, client, to_node=hop, timeout=timeout, probe_ns=probe_ns, net1_probe_ns=net1_probe_ns
-            )
-            target = client.pod
-            phase(
-                f"migration done: guest resumed on {hop} after {record.resumed - record.started:.1f} s,"
-                f" migrateToURI3 returned after {record.finished - record.started:.1f} s;"
-                f" target pod {target.name} ip {target.ip}, source pod deleted"
-            )
-            if kind == "lab-link-refresh":
-                lab_link_refresh(client.domain())
-                phase("LAB TOOL: link refreshed by hand (no sidecar)")
-            target_ips = {
-                nic: lab.net1_address(client, target) if net == "net1" else target.net.nic(net).ip
-                for nic, net in guest_nics.items()
-            }
-            if spec.recovers:
-                acks, replies = _watch_recovery(
-                    vm=client,
-                    record=record,
-                    target_ips=target_ips,
-                    timeout=timeout,
-                    say=say,
-                    phase=phase,
-                    ping_targets=ping_targets,
-                )
-            else:
-                acks, replies = _watch_no_recovery(
-                    vm=client,
-                    record=record,
-                    nics=list(target_ips),
-                    observe=observe,
-                    phase=phase,
-                    ping_targets=ping_targets,
-                )
-            net1_nic = next((nic for nic, net in guest_nics.items() if net == "net1"), None)
-            stun, net1_stun = _finish_probes(
-                probe,
-                net1_probe,
-                replies=replies,
-                primary=primary,
-                net1_nic=net1_nic,
-                phase=phase,
-                where=f"node {server.pod.node}",
-                net1_where=net1_probe_ns or "",
-            )
-            ack, reply = acks[primary], replies[primary]
-            fixups = target.sidecar.fixups() if target.sidecar is not None else []
-            status = target.sidecar.status() if target.sidecar is not None else None
-            outcome = MigrationOutcome(
-                record=record,
-                target_pod=target.name,
-                target_node=target.node,
-                target_ip=target.ip,
-                target_cni_mac=target.cni_mac,
-                target_guest_mac=target.guest_mac,
-                dhcp_ack=ack,
-                first_reply=reply,
-                fixups=fixups,
-                timeline=_timeline(vm=client, record=record, fixups=fixups, first_reply=reply),
-                nic_acks=acks,
-                nic_replies=replies,
-                target_ips=target_ips,
-                sidecar_status=status,
-                source_sidecar_exit=client.pods[-2].sidecar_exit,
-                stun_ms=stun,
-                net1_stun_ms=net1_stun,
-                net1_ip=target_ips.get(net1_nic) if net1_nic else None,
-                net1_switch_port=_switch_port(lab, client),
-                guest_events=client.console.events(since=record.started),
-            )
-            result.migrations.append(outcome)
-        result.record_final_state(client, guest_nics)
-        phase(f"client ends with {result.final_guest_address} mac {result.final_domain_mac}; tearing down")
-    phase("lab torn down")
-    return result
+    )
+    run = ScenarioRun(kind=kind, spec=spec, lab=lab, say=say, timeout=timeout, observe=observe)
+    return run_steps(run, scenario_steps(kind, spec)).result

@@ -34,8 +34,12 @@ from lab.cgroups import LimitedGroup, MemoryCounters
 from lab.paths import VENV_PYTHON
 from lab.process import LabProcess, wait_for
 from lab.shell import in_netns, run
+from sidecar.fixer.settings import FixerSettings
 
 LISTEN = "127.0.0.1:8186"
+# The fixer's own default pause (FixerSettings.link_pause_s) as its --link-pause-ms flag takes it:
+# the lab's default everywhere (Lab, run_scenario, python -m lab), so it tests what users run.
+DEFAULT_LINK_PAUSE_MS = round(FixerSettings().link_pause_s * 1000)
 
 # Runs inside the pod namespace: one HTTP call, prints "<status> <json body>".
 _CLIENT = """
@@ -72,7 +76,7 @@ class Sidecar:
         domain: str,
         run_dir: Path,
         annotations: Mapping[str, str],
-        link_pause_ms: int = 100,
+        link_pause_ms: int = DEFAULT_LINK_PAUSE_MS,
         limits: LimitedGroup | None = None,
         image: str | None = None,
         libvirt_socket: Path | None = None,
