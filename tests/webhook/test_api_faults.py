@@ -14,7 +14,9 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -34,9 +36,10 @@ MIGRATION = {
 }
 
 
-@pytest.fixture
-def silent_apiserver(tmp_path: Path) -> Iterator[Path]:
-    """FAKE hung apiserver: accepts, never answers. Yields a kubeconfig pointing at it."""
+@contextmanager
+def _silent_listener(tmp_path: Path) -> Iterator[tuple[Path, list[socket.socket]]]:
+    """FAKE hung apiserver: accepts, never answers. Yields a kubeconfig pointing at it and the
+    connections it accepted so far."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -66,7 +69,7 @@ current-context: c
 """
     )
     try:
-        yield kubeconfig
+        yield kubeconfig, held
     finally:
         stop.set()
         thread.join()
@@ -75,10 +78,18 @@ current-context: c
         listener.close()
 
 
-def review_migration(tmp_path: Path, kubeconfig: Path, *args: str) -> dict[str, object]:
+@pytest.fixture
+def silent_apiserver(tmp_path: Path) -> Iterator[Path]:
+    with _silent_listener(tmp_path) as (kubeconfig, _):
+        yield kubeconfig
+
+
+def review_migration(
+    tmp_path: Path, kubeconfig: Path, *args: str, migration: dict[str, Any] = MIGRATION
+) -> dict[str, object]:
     with running_webhook(tmp_path, "--kubeconfig", str(kubeconfig), "--sidecar-gate", "on", *args) as hook:
         with hook.client() as client:
-            resp = client.post("/validate/virtualmachineinstancemigrations", json=make_review(MIGRATION))
+            resp = client.post("/validate/virtualmachineinstancemigrations", json=make_review(migration))
         assert resp.status_code == 200
         answer: dict[str, object] = resp.json()["response"]
         return answer
@@ -99,6 +110,22 @@ def test_strict_mode_refuses_what_it_cannot_check(tmp_path: Path, silent_apiserv
     status = answer["status"]
     assert isinstance(status, dict) and status["code"] == 503
     assert "could not read VMI demo/web-1" in status["message"]
+
+
+def test_a_vmi_name_that_climbs_into_another_namespace_is_refused_without_touching_the_api(tmp_path: Path) -> None:
+    """The real process, a real socket: not one connection reaches the API (the gate is forced on,
+    so nothing else reads it). Before the fix the read went out, to namespace victims."""
+    climbing = {**MIGRATION, "spec": {"vmiName": "../../victims/virtualmachineinstances/secret"}}
+    with _silent_listener(tmp_path) as (kubeconfig, accepted):
+        answer = review_migration(tmp_path, kubeconfig, "--api-timeout", "0.5", migration=climbing)
+        assert accepted == []
+    assert answer["allowed"] is False
+    status = answer["status"]
+    assert isinstance(status, dict) and status["code"] == 400
+    assert status["message"] == (
+        "bridge-migration: spec.vmiName: '../../victims/virtualmachineinstances/secret' is not a valid"
+        " VirtualMachineInstance name (lower-case letters, digits, '-' and '.', at most 253 characters)"
+    )
 
 
 def test_the_per_request_deadline_answers_before_a_slower_api_read(tmp_path: Path, silent_apiserver: Path) -> None:
