@@ -22,7 +22,7 @@ import pytest
 from lab.dhcp import server_ip
 from lab.l2 import KEPT_SUBNET
 from lab.scenario import MigrationOutcome, ScenarioResult, run_scenario
-from tests.lab.test_scenarios import _assert_migrated_the_kubevirt_way
+from tests.lab.assertions import assert_migrated_the_kubevirt_way
 
 pytestmark = pytest.mark.lab
 
@@ -67,7 +67,7 @@ def _net1_fixup(outcome: MigrationOutcome) -> dict[str, str]:
 def test_kept_the_guest_renews_the_same_address_from_the_networks_server_and_the_switch_moves_its_mac() -> None:
     result = _run("net1-kept")
     (outcome,) = result.migrations
-    _assert_migrated_the_kubevirt_way(outcome)
+    assert_migrated_the_kubevirt_way(outcome)
     nic = _net1(outcome)
     assert outcome.net1_ip is not None and ipaddress.IPv4Address(outcome.net1_ip) in KEPT_SUBNET
     assert result.first_addresses[nic] == f"{outcome.net1_ip}/24", "the network's server gave another address"
@@ -82,7 +82,7 @@ def test_kept_the_guest_renews_the_same_address_from_the_networks_server_and_the
 def test_per_node_the_guest_takes_the_target_pods_address_from_virt_launchers_server() -> None:
     result = _run("net1-per-node")
     (outcome,) = result.migrations
-    _assert_migrated_the_kubevirt_way(outcome)
+    assert_migrated_the_kubevirt_way(outcome)
     nic = _net1(outcome)
     assert outcome.net1_ip is not None and outcome.net1_ip.startswith("10.246.2.")
     _assert_net1_renewed_and_pings(outcome, first_mac=result.first_macs[nic], server=server_ip(NET1_INDEX))
