@@ -2,33 +2,22 @@
 
 Group, versions, names, short names, scope and subresources are KubeVirt's (docs/kubevirt-facts.md
 K1), written afresh here. The ``openAPIV3Schema`` of each kind is the one KubeVirt ships:
-``scripts/build-crds.sh`` runs controller-gen over ``kubevirt.io/api/core/v1`` as KubeVirt's own
-build does, and this module takes the schema out of controller-gen's CRD for the kind, as
-virt-operator does, so kube-apiserver prunes, defaults and validates our objects as a cluster's
-would (facts K8). The generated files live in the cache, never in the repo; without them
-``kubevirt_crds`` raises, so a kube test fails rather than running on open schemas.
+``scripts/build-crds.sh`` runs controller-gen once over ``kubevirt.io/api/core/v1`` and
+``plugin/v1alpha1`` (node mode's Plugin) as KubeVirt's own build does, and this module takes the
+schema out of controller-gen's CRD for the kind, as virt-operator does, so kube-apiserver prunes,
+defaults and validates our objects as a cluster's would (facts K8). The generated files live in the
+cache, never in the repo; without them ``kubevirt_crds`` and ``plugin_crd`` raise, so a kube test
+fails rather than running on open schemas.
 """
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kubelab.tools import (
-    CONTROLLER_TOOLS_VERSION,
-    KUBEVIRT_API_VERSION,
-    REPO_ROOT,
-    CrdSchemasMissingError,
-    find_crd_dir,
-)
-
-PLUGIN_CRD_SCRIPT = REPO_ROOT / "scripts" / "build-plugin-crd.sh"
-PLUGIN_CRD_DIR = Path(
-    f"/var/cache/bridge-migration/kubevirt-crds/plugin-api-{KUBEVIRT_API_VERSION}_controller-gen-{CONTROLLER_TOOLS_VERSION}"
-)
+from kubelab.tools import CRDS_SCRIPT, CrdSchemasMissingError, find_crd_dir
 
 
 def generated_schema(plural: str, crd_dir: Path | None = None) -> dict[str, Any]:
@@ -140,15 +129,14 @@ def install_crds(kubectl: Any, crd_dir: Path | None = None) -> None:
     kubectl.run("wait", "--for=condition=Established", "--timeout=120s", *[f"crd/{n}" for n in CRD_NAMES])
 
 
-def plugin_crd(*, build: bool = True) -> dict[str, Any]:
+def plugin_crd(*, build: bool = True, crd_dir: Path | None = None) -> dict[str, Any]:
     """KubeVirt v1.9's Plugin CRD (node mode): KubeVirt's names and scope (cluster-scoped, facts P1),
-    the schema controller-gen generates from ``kubevirt.io/api/plugin/v1alpha1``
-    (``scripts/build-plugin-crd.sh``, run first when ``build``: a no-op once cached)."""
-    path = PLUGIN_CRD_DIR / "plugin.kubevirt.io_plugins.yaml"
-    if build and not (PLUGIN_CRD_DIR / ".complete").is_file():
-        subprocess.run([str(PLUGIN_CRD_SCRIPT)], check=True, stdout=subprocess.DEVNULL)
-    if not (PLUGIN_CRD_DIR / ".complete").is_file() or not path.is_file():
-        raise CrdSchemasMissingError(f"{path} is missing: run {PLUGIN_CRD_SCRIPT}")
+    the schema controller-gen generates from ``kubevirt.io/api/plugin/v1alpha1``, found beside the
+    core kinds' (``find_crd_dir``; ``scripts/build-crds.sh`` runs first when ``build``: a no-op
+    once cached)."""
+    path = (crd_dir or find_crd_dir(build=build)) / "plugin.kubevirt.io_plugins.yaml"
+    if not path.is_file():
+        raise CrdSchemasMissingError(f"{path} is missing: run {CRDS_SCRIPT}")
     generated = yaml.safe_load(path.read_text())
     schema: dict[str, Any] = generated["spec"]["versions"][0]["schema"]
     return {

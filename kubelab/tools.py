@@ -15,12 +15,18 @@ BUILD_SCRIPT: Final = REPO_ROOT / "scripts" / "build-k8s.sh"
 DEFAULT_BIN: Final = Path(f"/var/cache/bridge-migration/k8s-{K8S_VERSION}/bin")
 NAMES: Final = ("etcd", "kube-apiserver", "kubectl", "helm")
 
-# The same pins as scripts/build-crds.sh (tests/kubelab checks that they agree).
+# The same pins and default packages as scripts/build-crds.sh (tests/kube/test_crd_sources.py checks
+# that they agree). The packages of kubevirt.io/api kubelab installs CRDs from, sorted: the VMI, VM,
+# VMIM and KubeVirt kinds (core/v1) and node mode's Plugin (plugin/v1alpha1), generated in one
+# controller-gen run into one directory.
 KUBEVIRT_API_VERSION: Final = "v1.9.0"
 CONTROLLER_TOOLS_VERSION: Final = "v0.20.1"
+API_PACKAGES: Final = ("core/v1", "plugin/v1alpha1")
 CRDS_SCRIPT: Final = REPO_ROOT / "scripts" / "build-crds.sh"
 DEFAULT_CRD_DIR: Final = Path(
-    f"/var/cache/bridge-migration/kubevirt-crds/api-{KUBEVIRT_API_VERSION}_controller-gen-{CONTROLLER_TOOLS_VERSION}"
+    "/var/cache/bridge-migration/kubevirt-crds/"
+    f"api-{KUBEVIRT_API_VERSION}_controller-gen-{CONTROLLER_TOOLS_VERSION}_"
+    + "+".join(p.replace("/", "-") for p in API_PACKAGES)
 )
 
 
@@ -65,12 +71,12 @@ class CrdSchemasMissingError(RuntimeError):
 def find_crd_dir(*, build: bool = False) -> Path:
     """The directory of controller-gen's KubeVirt CRDs: ``$BM_KUBEVIRT_CRDS`` or the default cache.
 
-    ``build`` runs ``scripts/build-crds.sh`` first (a no-op once the cache holds them). The
-    directory counts only once the script has finished it (its ``.complete`` stamp).
+    ``build`` runs ``scripts/build-crds.sh`` over ``API_PACKAGES`` first (a no-op once the cache
+    holds them). The directory counts only once the script has finished it (its ``.complete`` stamp).
     """
     crd_dir = Path(os.environ.get("BM_KUBEVIRT_CRDS", str(DEFAULT_CRD_DIR)))
     if build and not (crd_dir / ".complete").is_file():
-        subprocess.run([str(CRDS_SCRIPT)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([str(CRDS_SCRIPT), *API_PACKAGES], check=True, stdout=subprocess.DEVNULL)
     if not (crd_dir / ".complete").is_file():
         raise CrdSchemasMissingError(
             f"no generated KubeVirt CRDs in {crd_dir}: run {CRDS_SCRIPT} (or set BM_KUBEVIRT_CRDS)"

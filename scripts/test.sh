@@ -7,8 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ./scripts/install.sh
 ./scripts/build-k8s.sh >/dev/null  # kube-apiserver, etcd, kubectl, helm (cached)
-./scripts/build-crds.sh >/dev/null  # KubeVirt's CRD schemas from kubevirt.io/api via controller-gen (cached)
-./scripts/build-plugin-crd.sh >/dev/null  # KubeVirt v1.9's Plugin CRD schema, the same way (cached)
+./scripts/build-crds.sh core/v1 plugin/v1alpha1 >/dev/null  # KubeVirt's CRD schemas (core kinds, Plugin): one controller-gen run (cached)
 ./scripts/install-lab.sh
 ./scripts/install-image.sh  # buildah, podman, runc, mmdebstrap: tests/image builds and runs the image
 # shellcheck disable=SC1091

@@ -1,5 +1,6 @@
-"""Where kubelab's CRD schemas come from, without a control plane: the pins of scripts/build-crds.sh
-and kubelab agree, and missing generated schemas are an error (a failed test), never open CRDs."""
+"""Where kubelab's CRD schemas come from, without a control plane: the pins and default packages of
+scripts/build-crds.sh and kubelab agree, and missing generated schemas are an error (a failed test),
+never open CRDs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kubelab import tools
-from kubelab.crds import kubevirt_crds
+from kubelab.crds import kubevirt_crds, plugin_crd
 from kubelab.tools import CrdSchemasMissingError, find_crd_dir
 
 
@@ -23,8 +24,14 @@ def _script_default(name: str) -> str:
 def test_the_build_script_and_kubelab_pin_the_same_versions() -> None:
     assert _script_default("KUBEVIRT_API_VERSION") == tools.KUBEVIRT_API_VERSION
     assert _script_default("CONTROLLER_TOOLS_VERSION") == tools.CONTROLLER_TOOLS_VERSION
-    expected = f"api-{tools.KUBEVIRT_API_VERSION}_controller-gen-{tools.CONTROLLER_TOOLS_VERSION}"
-    assert tools.DEFAULT_CRD_DIR.name == expected
+    versions = f"api-{tools.KUBEVIRT_API_VERSION}_controller-gen-{tools.CONTROLLER_TOOLS_VERSION}"
+    assert tools.DEFAULT_CRD_DIR.name == f"{versions}_core-v1+plugin-v1alpha1"
+
+
+def test_the_build_script_and_kubelab_default_to_the_same_api_packages() -> None:
+    match = re.search(r"^DEFAULT_PACKAGES=\(([^)]*)\)$", tools.CRDS_SCRIPT.read_text(), re.M)
+    assert match, f"DEFAULT_PACKAGES not found in {tools.CRDS_SCRIPT}"
+    assert tuple(match.group(1).split()) == tools.API_PACKAGES == tuple(sorted(tools.API_PACKAGES))
 
 
 def test_without_generated_schemas_kubelab_refuses_to_install_crds(
@@ -35,3 +42,5 @@ def test_without_generated_schemas_kubelab_refuses_to_install_crds(
         find_crd_dir()
     with pytest.raises(CrdSchemasMissingError, match=r"kubevirt\.io_virtualmachineinstances\.yaml is missing"):
         kubevirt_crds(tmp_path)
+    with pytest.raises(CrdSchemasMissingError, match=r"plugin\.kubevirt\.io_plugins\.yaml is missing.*build-crds\.sh"):
+        plugin_crd(build=False, crd_dir=tmp_path)

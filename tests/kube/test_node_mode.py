@@ -1,7 +1,7 @@
 """Node mode's chart objects against a real API server with KubeVirt v1.9's Plugin CRD.
 
 The CRD carries the schema controller-gen generates from kubevirt.io/api's plugin/v1alpha1 types
-(scripts/build-plugin-crd.sh), with KubeVirt's cluster scope (facts P1): kube-apiserver prunes and
+(scripts/build-crds.sh), with KubeVirt's cluster scope (facts P1): kube-apiserver prunes and
 validates our Plugin as a v1.9 cluster would. KubeVirt's Plugin admission policies (installed with
 the Plugins gate) are not here.
 """
