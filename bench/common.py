@@ -15,8 +15,9 @@ from bridge_migration_contract import NicRefresh
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
-# NetworkManager ignores a 100 ms flap: its guest is measured as a user would run it, with the
-# VMI annotation docs/sidecar.md tells them to set (bench/migration_gap.py, the gap table).
+# NetworkManager ignores the default link refresh's short flap: its guest is measured as a user
+# would run it, with the VMI annotation docs/sidecar.md tells them to set (bench/migration_gap.py,
+# the gap table).
 NIC_REFRESH_BY_GUEST: Final[dict[str, NicRefresh]] = {"debian-nm": "reattach"}
 PLOTS = ROOT / "plots"
 

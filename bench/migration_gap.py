@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
             except TimeoutError as exc:
                 # A guest that never takes the target pod's lease (debian-nm ignores the default
-                # 100 ms link refresh: docs/lab.md) is a run that did not recover, not the end
+                # link refresh: docs/lab.md) is a run that did not recover, not the end
                 # of the benchmark.
                 details.append({"error": str(exc)})
                 print(f"{guest} {kind} run {i + 1}/{runs}: not recovered ({exc})", file=sys.stderr)

@@ -10,6 +10,7 @@ from bridge_migration_contract import NIC_REFRESHES
 from lab.cleanup import cleanup
 from lab.guests import DEFAULT_GUEST, GUEST_TYPES, GuestType
 from lab.scenario import SCENARIOS, ScenarioKind, ScenarioResult, run_scenario
+from lab.sidecar import DEFAULT_LINK_PAUSE_MS
 
 
 def _report(result: ScenarioResult) -> None:
@@ -31,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     for p in (demo, run):
         p.add_argument("--guest", choices=GUEST_TYPES, default=DEFAULT_GUEST, help="guest type (default: %(default)s)")
         p.add_argument(
-            "--link-pause-ms", type=int, default=100, help="the sidecar's link-refresh pause (default: %(default)s)"
+            "--link-pause-ms",
+            type=int,
+            default=DEFAULT_LINK_PAUSE_MS,
+            help="the sidecar's link-refresh pause (default: the fixer's, %(default)s)",
         )
         p.add_argument(
             "--nic-refresh", choices=NIC_REFRESHES, help="the VMI's nic-refresh annotation (default: none, i.e. link)"

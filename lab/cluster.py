@@ -59,7 +59,7 @@ from lab.network import (
 )
 from lab.paths import PREFIX, RUN_ROOT
 from lab.process import LabProcess
-from lab.sidecar import Sidecar
+from lab.sidecar import DEFAULT_LINK_PAUSE_MS, Sidecar
 from lab.vmi import lab_vmi
 from webhook.macs import pinned_mac as webhook_pinned_mac
 
@@ -191,7 +191,7 @@ class Lab:
         *,
         lab_id: str | None = None,
         keep_files: bool | None = None,
-        link_pause_ms: int = 100,
+        link_pause_ms: int = DEFAULT_LINK_PAUSE_MS,
         play_hooks: bool = True,
         sidecar_limits: bool = False,
         sidecar_image: str | None = None,
