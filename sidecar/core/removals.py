@@ -45,6 +45,11 @@ class DeviceRemovals:
             self._removed.discard((domain, alias))
             self._guards.pop((domain, alias), None)
 
+    def pending(self, domain: str, alias: str) -> LateRemoval | None:
+        """The guard of an earlier unplug request the guest has not honoured yet, if any."""
+        with self._cond:
+            return self._guards.get((domain, alias))
+
     def guard(self, late: LateRemoval) -> None:
         with self._cond:
             self._guards[(late.domain, late.alias)] = late

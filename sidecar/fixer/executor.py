@@ -113,6 +113,9 @@ class Executor:
                 continue
             if self._present(dom, late.alias):
                 self.removals.guard(late)
+                # libvirt dropped the NIC from the definition when it accepted the detach; the
+                # guest still has it, so the definition must too.
+                self._attach_missing(dom, late)
                 log.warning("%s is still in the domain after libvirt came back; guarding it", late.alias)
             elif self._attach_missing(dom, late):
                 attached.append(late.alias)
@@ -204,6 +207,9 @@ class Executor:
         name = dom.name()
         original = plan.interface.xml
         restore = LateRemoval(name, plan.alias, with_mac(original, plan.current_mac or plan.expected_mac), flags)
+        # An unplug request of an earlier reattach may still be pending in the guest: QEMU refuses
+        # a second one, and the guard must outlive that refusal (see _put_back).
+        earlier = self.removals.pending(name, plan.alias)
         self.removals.expect(name, plan.alias)
         # Until the NIC is confirmed back, it is unsettled: should libvirt die under us (even
         # inside the detach call), the original is attached again once it is back.
@@ -214,45 +220,53 @@ class Executor:
             with_job_retry(dom.detachDeviceFlags, original, flags, what=f"{plan.alias} detach")
             gone = self.removals.wait(name, plan.alias, self.settings.detach_timeout_s)
             if not gone and self._present(dom, plan.alias):
-                # The guest has not released the device; it still has its NIC, so stop here,
-                # but the unplug request is still pending in the guest: if it completes later,
-                # the original NIC is attached again (see DeviceRemovals).
-                self.removals.guard(restore)
-                self._mark(restore, unsettled=False)
-                # libvirt took the NIC out of the persistent definition when it accepted the
-                # (asynchronous) detach; the guest still has it, so the definition must too.
-                if self._attach_missing(dom, restore):
-                    log.warning("%s put back into the persistent definition", plan.alias)
-                log.error(
-                    "guest did not release %s within %ss; guarding it", plan.alias, self.settings.detach_timeout_s
-                )
-                return plan.record(
-                    result="failed",
-                    new_mac=plan.current_mac,
-                    error=f"guest did not release {plan.alias} within {self.settings.detach_timeout_s}s"
-                    " (it will be re-attached if the guest releases it later)",
-                )
+                return self._not_released(dom, plan, restore)
             with_job_retry(
                 dom.attachDeviceFlags, with_mac(original, plan.expected_mac), flags, what=f"{plan.alias} attach"
             )
         except Exception as exc:
-            error = _error_text(exc)
-            log.error("reattach of %s failed after detach (%s); attaching the original back", plan.alias, error)
-            try:
-                self._attach_missing(dom, restore)
-            except Exception as restore_exc:
-                log.critical(
-                    "could not put %s back now (%s); it is attached again once libvirt answers",
-                    plan.alias,
-                    restore_exc,
-                )
-                return plan.record(
-                    result="failed",
-                    new_mac=None,
-                    error=f"{error}; restoring the original NIC failed too: {_error_text(restore_exc)}"
-                    " (retried when libvirt is back)",
-                )
-            self._mark(restore, unsettled=False)
-            return plan.record(result="restored", new_mac=plan.current_mac, error=error)
+            return self._put_back(dom, plan, restore, error=_error_text(exc), earlier=earlier)
         self._mark(restore, unsettled=False)
         return plan.record(result="done", new_mac=plan.expected_mac)
+
+    def _not_released(self, dom: Domain, plan: InterfacePlan, restore: LateRemoval) -> InterfaceFixup:
+        """The guest has not released the device; it still has its NIC, so stop here, but the
+        unplug request is still pending in the guest: if it completes later, the original NIC is
+        attached again (see DeviceRemovals)."""
+        self.removals.guard(restore)
+        self._mark(restore, unsettled=False)
+        # libvirt took the NIC out of the persistent definition when it accepted the
+        # (asynchronous) detach; the guest still has it, so the definition must too.
+        if self._attach_missing(dom, restore):
+            log.warning("%s put back into the persistent definition", plan.alias)
+        timeout = self.settings.detach_timeout_s
+        log.error("guest did not release %s within %ss; guarding it", plan.alias, timeout)
+        return plan.record(
+            result="failed",
+            new_mac=plan.current_mac,
+            error=f"guest did not release {plan.alias} within {timeout}s"
+            " (it will be re-attached if the guest releases it later)",
+        )
+
+    def _put_back(
+        self, dom: Domain, plan: InterfacePlan, restore: LateRemoval, *, error: str, earlier: LateRemoval | None
+    ) -> InterfaceFixup:
+        """A step of the reattach failed: attach the original NIC where it is missing."""
+        log.error("reattach of %s failed after detach (%s); attaching the original back", plan.alias, error)
+        try:
+            self._attach_missing(dom, restore)
+        except Exception as restore_exc:
+            log.critical(
+                "could not put %s back now (%s); it is attached again once libvirt answers", plan.alias, restore_exc
+            )
+            return plan.record(
+                result="failed",
+                new_mac=None,
+                error=f"{error}; restoring the original NIC failed too: {_error_text(restore_exc)}"
+                " (retried when libvirt is back)",
+            )
+        self._mark(restore, unsettled=False)
+        if earlier is not None and self._present(dom, plan.alias):
+            # The guest still holds the NIC and may yet honour the earlier unplug request.
+            self.removals.guard(earlier)
+        return plan.record(result="restored", new_mac=plan.current_mac, error=error)

@@ -289,12 +289,6 @@ def test_after_a_late_release_was_undone_the_next_reattach_gives_the_guest_the_n
     assert deaf_guest.fixer.watched() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reattach retried while the guest's first unplug is still pending clears the guard"
-    " (DeviceRemovals.expect) and, when QEMU refuses the repeated device_del, never arms it again:"
-    " the guest's late release then leaves it without its NIC",
-)
 def test_a_reattach_retried_while_the_first_unplug_is_pending_still_puts_the_nic_back_when_released(
     deaf_guest: Rig,
 ) -> None:
@@ -373,11 +367,6 @@ def test_libvirt_killed_after_the_detach_a_nic_the_guest_still_holds_is_guarded_
     assert deaf_guest.fixer.watched() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Executor.settle guards a NIC the guest still holds but does not put it back into the"
-    " persistent definition, which libvirt dropped when it accepted the detach",
-)
 def test_libvirt_killed_after_the_detach_a_nic_the_guest_still_holds_stays_in_the_definition(
     deaf_guest: Rig,
 ) -> None:
