@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict, get_args
 
@@ -159,6 +159,15 @@ class AnnotationKeys:
         return self.prefix + "delivery"
 
     @property
+    def interfaces(self) -> str:
+        """On a VMI (copied to its pod): the interfaces the fixer looks after, comma-separated names.
+
+        Written at CREATE for delivery ``inject``, whose fixer sees no VMI: without it the fixer
+        would guess from the domain, where a masquerade NIC or a tap-based binding plugin is a
+        ``type='ethernet'`` tap just like a bridge NIC."""
+        return self.prefix + "interfaces"
+
+    @property
     def force(self) -> str:
         """On a VirtualMachineInstanceMigration: migrate even when strict validation would refuse."""
         return self.prefix + "force"
@@ -258,6 +267,19 @@ def parse_skip_multus_bridges(value: str | None) -> SkipMultusBridges:
     if text == "*":
         return "*"
     return frozenset(part.strip() for part in text.split(",") if part.strip())
+
+
+def dump_interface_names(names: Iterable[str]) -> str:
+    """The ``interfaces`` annotation's value: the names in the VMI's order, comma-separated."""
+    return ",".join(names)
+
+
+def parse_interface_names(value: str | None) -> frozenset[str] | None:
+    """The ``interfaces`` annotation: the names it lists; None when absent (an older record or
+    a hook or node fixer, which know the VMI). Never raises."""
+    if value is None:
+        return None
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
 
 
 def managed_interfaces(

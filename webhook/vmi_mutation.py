@@ -27,6 +27,7 @@ from bridge_migration_contract import (
     Delivery,
     MacPolicy,
     ManagedInterface,
+    dump_interface_names,
     dump_macs,
     multus_bridge_names,
     parse_delivery,
@@ -205,6 +206,9 @@ def _annotation_changes(
     if delivery != "hook" and ann.get(keys.delivery) is None:
         # The record the pod webhook and the migration validator read (virt-controller copies it).
         changes[keys.delivery] = delivery
+    if delivery == "inject" and keys.interfaces not in ann:
+        # The injected fixer sees no VMI: it fixes these interfaces and no other tap it finds.
+        changes[keys.interfaces] = dump_interface_names(i["name"] for i in managed)
     if ALLOW_POD_BRIDGE_MIGRATION not in ann and any(
         i["binding"] == "bridge" and i["network"] == "pod" for i in managed
     ):

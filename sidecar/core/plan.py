@@ -132,13 +132,16 @@ def targets_from_vmi(
     domain_xml: str,
     present: Collection[str] | None = None,
     skip: SkipMultusBridges = frozenset(),
+    recorded: Collection[str] | None = None,
 ) -> list[Target]:
     """The interfaces to look after: from the VMI when known, else every fixable `ua-` NIC.
 
     ``present`` names the pod's links, for telling KubeVirt's legacy ordinal names apart;
     ``skip`` is the opt-out of bridge interfaces on Multus networks (the skip-multus-bridges
     annotation). Without a VMI bindings cannot be told apart, so a named interface is skipped
-    whatever it is, and ``*`` keeps only the first guessed NIC (the pod network's)."""
+    whatever it is, and ``*`` keeps only the first guessed NIC (the pod network's); and where the
+    webhook ``recorded`` the interfaces it manages (the interfaces annotation), only those are
+    kept (a masquerade NIC is a tap like a bridge NIC's, and must not be touched)."""
     spec = vmi.get("spec") if isinstance(vmi, Mapping) and isinstance(vmi.get("spec"), Mapping) else None
     if isinstance(vmi, Mapping) and isinstance(spec, Mapping):
         links = pod_link_names(vmi, present)
@@ -170,6 +173,9 @@ def targets_from_vmi(
             if guessed:
                 link = _multus_link(name, len(guessed), present)
             guessed.append(Target(name, link))
+    # Filtered after the guess: a NIC's position among the taps still names its pod link.
+    if recorded is not None:
+        guessed = [t for t in guessed if t.name in recorded]
     if skip == "*":
         return guessed[:1]
     return [t for t in guessed if t.name not in skip]
@@ -307,6 +313,7 @@ def make_plan(
     refresh: NicRefresh = "link",
     skip: SkipMultusBridges = frozenset(),
     ipv4_less: Collection[str] = frozenset(),
+    recorded: Collection[str] | None = None,
 ) -> list[InterfacePlan]:
     """One decision per looked-after interface present in the domain.
 
@@ -323,7 +330,7 @@ def make_plan(
     by_alias = {i.alias: i for i in parse_interfaces(domain_xml) if i.alias}
     spec_macs, status_macs = _spec_macs(vmi), _status_macs(vmi)
     plans: list[InterfacePlan] = []
-    for target in targets_from_vmi(vmi, domain_xml, pod_macs, skip):
+    for target in targets_from_vmi(vmi, domain_xml, pod_macs, skip, recorded):
         iface = by_alias.get(DOMAIN_ALIAS_PREFIX + target.name)
         if iface is None or (only is not None and target.name not in only):
             continue
@@ -356,8 +363,12 @@ def make_plan(
 
 
 def known_interface_names(
-    vmi: Mapping[str, Any] | None, domain_xml: str, skip: SkipMultusBridges = frozenset()
+    vmi: Mapping[str, Any] | None,
+    domain_xml: str,
+    skip: SkipMultusBridges = frozenset(),
+    recorded: Collection[str] | None = None,
 ) -> list[str]:
     """Names a caller may ask for in POST /v1/fixup."""
     present = {i.alias for i in parse_interfaces(domain_xml)}
-    return [t.name for t in targets_from_vmi(vmi, domain_xml, skip=skip) if DOMAIN_ALIAS_PREFIX + t.name in present]
+    targets = targets_from_vmi(vmi, domain_xml, skip=skip, recorded=recorded)
+    return [t.name for t in targets if DOMAIN_ALIAS_PREFIX + t.name in present]

@@ -25,6 +25,7 @@ from bridge_migration_contract import (
     NicRefresh,
     SkipMultusBridges,
     kubevirt_family,
+    parse_interface_names,
     parse_mac_policy,
     parse_macs,
     parse_nic_refresh,
@@ -55,6 +56,8 @@ class PodInfo:
     nic_refresh: NicRefresh = DEFAULT_NIC_REFRESH
     # Bridge interfaces on Multus networks the VMI opts out of (skip-multus-bridges): "*" or names.
     skip_multus_bridges: SkipMultusBridges = frozenset()
+    # The interfaces the webhook recorded for a fixer that sees no VMI (inject); None: no record.
+    interfaces: frozenset[str] | None = None
 
 
 def _unquote(raw: str) -> str:
@@ -122,6 +125,7 @@ def from_annotations(annotations: Mapping[str, str], keys: AnnotationKeys = DEFA
         kubevirt_family=family,
         nic_refresh=refresh,
         skip_multus_bridges=parse_skip_multus_bridges(annotations.get(keys.skip_multus_bridges)),
+        interfaces=parse_interface_names(annotations.get(keys.interfaces)),
     )
 
 

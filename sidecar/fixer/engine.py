@@ -168,7 +168,8 @@ class Fixer:
         domain_xml = dom.XMLDesc(0)
         vmi = self._vmi()
         info = podinfo.load(self._annotations_file, vmi=vmi, keys=self._keys)
-        wanted = self._wanted(req.interfaces, known_interface_names(vmi, domain_xml, info.skip_multus_bridges))
+        known = known_interface_names(vmi, domain_xml, info.skip_multus_bridges, info.interfaces)
+        wanted = self._wanted(req.interfaces, known)
         if not req.dry_run:
             _require_running(dom)
         plans = self._plan(domain_xml=domain_xml, vmi=vmi, info=info, wanted=wanted)
@@ -232,6 +233,7 @@ class Fixer:
             only=wanted,
             refresh=info.nic_refresh,
             skip=info.skip_multus_bridges,
+            recorded=info.interfaces,
         )
 
     def _finish(

@@ -109,7 +109,7 @@ def status(sidecar: SidecarParts) -> Status:
         xml = None
     if xml is not None:
         links = read_links()
-        targets = {t.name: t for t in targets_from_vmi(vmi, xml, links)}
+        targets = {t.name: t for t in targets_from_vmi(vmi, xml, links, recorded=info.interfaces)}
         for iface in parse_interfaces(xml):
             vmi_name = (
                 iface.alias.removeprefix(DOMAIN_ALIAS_PREFIX)

@@ -394,3 +394,17 @@ def test_a_vmi_with_neither_name_nor_generate_name_is_still_answered() -> None:
         fallback_name="uid-1",
     )
     assert "VMI demo/* (interfaces default)" in decision.warnings[0]
+
+
+def test_an_inject_vmi_records_the_interfaces_its_fixer_may_touch_and_a_hook_vmi_needs_no_record() -> None:
+    # The injected fixer sees no VMI: this record is how it tells a bridge NIC from a masquerade
+    # tap (virt-controller copies it to the launcher pod, facts L2).
+    mixed = vmi(
+        interfaces=[{"name": "default", "masquerade": {}}, {"name": "lan", "bridge": {}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "lan", "multus": {"networkName": "lan"}}],
+        annotations={"bridge-migration.kubevirt.io/delivery": "inject"},
+    )
+    stored, _ = admit(mixed, gate=False)
+    assert stored["metadata"]["annotations"]["bridge-migration.kubevirt.io/interfaces"] == "lan"
+    hooked, _ = admit(vmi())
+    assert "bridge-migration.kubevirt.io/interfaces" not in hooked["metadata"]["annotations"]

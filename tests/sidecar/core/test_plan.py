@@ -415,3 +415,27 @@ def test_on_v1_8_the_keep_reason_names_the_rule_that_forbids_it() -> None:
         f"MAC {GUEST_MAC} -> {POD_MAC} (pod); "
         "keep is not possible: KubeVirt v1.5-v1.8 serves DHCP to the pod's MAC only"
     )
+
+
+LAN_IFACE = """<interface type='ethernet'>
+      <mac address='02:00:00:aa:bb:04'/>
+      <target dev='tap1' managed='no'/>
+      <alias name='ua-lan'/>
+    </interface>"""
+
+
+def test_without_a_vmi_only_the_interfaces_the_webhook_recorded_are_touched() -> None:
+    # Inject mode, KubeVirt v1.5-v1.8: masquerade on the pod network ("default", a tap exactly
+    # like a bridge NIC's) and a bridge on a Multus network ("lan"). The injected fixer sees no VMI.
+    xml = domain_xml(mac="02:00:00:aa:bb:01", extra=LAN_IFACE)
+    lan_link = hashed_pod_interface_name("lan")
+    pod_macs = {"eth0": POD_MAC, lan_link: "0a:58:0a:f4:01:09"}
+    guessed = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs=pod_macs, family="v1.5-v1.8")
+    # What a guess alone does: the masquerade NIC would be re-attached with the pod's MAC.
+    assert (guessed[0].name, guessed[0].action, guessed[0].expected_mac) == ("default", "reattach", POD_MAC)
+    recorded = make_plan(
+        domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs=pod_macs, family="v1.5-v1.8", recorded={"lan"}
+    )
+    assert [(p.name, p.pod_link) for p in recorded] == [("lan", lan_link)]  # its link still named by its place
+    assert known_interface_names(None, xml, recorded={"lan"}) == ["lan"]
+    assert known_interface_names(None, xml, recorded=frozenset()) == []

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge_migration_contract import AnnotationKeys
 from sidecar.core import podinfo
 from tests.sidecar.samples import vmi
 
@@ -74,3 +75,10 @@ def test_without_the_file_the_vmi_annotations_are_used(tmp_path: Path) -> None:
 
 def test_go_escapes_that_json_lacks_are_understood() -> None:
     assert podinfo.parse_annotations_file('a="tab\\there\\x41"\n') == {"a": "tab\there" + "A"}
+
+
+def test_the_interfaces_record_names_what_an_injected_fixer_may_touch() -> None:
+    keys = AnnotationKeys()
+    assert podinfo.from_annotations({keys.interfaces: "default, lan,"}).interfaces == {"default", "lan"}
+    assert podinfo.from_annotations({keys.interfaces: ""}).interfaces == frozenset()  # a record of none: touch nothing
+    assert podinfo.from_annotations({}).interfaces is None  # no record: the fixer knows the VMI, or guesses
