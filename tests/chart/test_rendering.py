@@ -139,7 +139,7 @@ def test_deployment_is_hardened_and_passes_values_to_the_webhook(render: Render)
     assert deploy["spec"]["replicas"] == 2
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert "podAntiAffinity" in spec["affinity"]
+    assert {c["topologyKey"] for c in spec["topologySpreadConstraints"]} >= {"kubernetes.io/hostname"}
     (container,) = spec["containers"]
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
@@ -204,7 +204,7 @@ def test_network_policy_admits_only_the_webhook_port(render: Render) -> None:
     policy = one(render({"networkPolicy": {"enabled": True}, "webhook": {"port": 9443}}), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9443}]}]
-    assert by_kind(render(), "NetworkPolicy") == []
+    assert by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy") == []
 
 
 def test_service_monitor_is_optional(render: Render) -> None:

@@ -63,3 +63,27 @@ def test_cert_manager_with_an_existing_issuer_makes_only_the_serving_certificate
     assert by_kind(objects, "Issuer") == []
     cert = one(objects, "Certificate")
     assert cert["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+
+
+def test_the_cert_manager_ca_lives_long_and_keeps_its_key_when_renewed(render: Render) -> None:
+    """cert-manager's defaults are 90 days and, from 1.18, a new key at each renewal: a renewed CA
+    with a new key is a new trust root, and the webhooks fail open until the injected bundle catches up."""
+    objects = render({"tls": {"certManager": {"enabled": True}}})
+    (ca,) = [c for c in by_kind(objects, "Certificate") if c["spec"].get("isCA")]
+    assert ca["spec"]["duration"] == "87600h"  # ten years
+    assert ca["spec"]["privateKey"]["rotationPolicy"] == "Never"
+    custom = render({"tls": {"certManager": {"enabled": True, "caDuration": "43800h"}}})
+    (ca,) = [c for c in by_kind(custom, "Certificate") if c["spec"].get("isCA")]
+    assert ca["spec"]["duration"] == "43800h"
+    # The serving certificate still renews with a new key; the webhook re-reads it from the Secret.
+    (serving,) = [c for c in by_kind(objects, "Certificate") if not c["spec"].get("isCA")]
+    assert serving["spec"]["privateKey"]["rotationPolicy"] == "Always"
+
+
+def test_the_gitops_path_renders_the_same_every_time(render: Render) -> None:
+    """Argo CD renders with `helm template` (no `lookup`): with cert-manager nothing random is in the
+    output, so a sync changes nothing. Without it every render makes a new CA, which is why the docs
+    send GitOps installs to cert-manager."""
+    gitops = {"tls": {"certManager": {"enabled": True}}}
+    assert render(gitops) == render(gitops)
+    assert render() != render()  # the chart-made CA: what `helm install`/`upgrade` keep by `lookup`

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import socket
 import subprocess
 import sys
@@ -128,6 +129,35 @@ def test_the_deployment_passes_pod_security_restricted(plane: ControlPlane) -> N
     refused = kubectl.run("create", "--dry-run=server", "-f", "-", stdin=to_yaml(weakened), check=False)
     assert refused.returncode != 0
     assert "violates PodSecurity" in refused.stderr
+
+
+def test_the_api_server_admits_the_webhook_pod_as_critical_with_its_stop_pause_and_policy(plane: ControlPlane) -> None:
+    """The Deployment's pod and the NetworkPolicy as the API server stores them (server-side dry run):
+    the Priority admission plugin resolves system-cluster-critical, and the preStop sleep action
+    (beta from 1.30, the chart's floor) is kept, not dropped."""
+    kubectl = plane.kubectl()
+    kubectl.create_namespace("pod-admission")
+    rendered = helm_template(
+        plane.tools.helm,
+        namespace="pod-admission",
+        show_only=["templates/deployment.yaml", "templates/networkpolicy.yaml"],
+        values={"networkPolicy": {"apiServerCIDRs": ["172.16.0.10/32"]}},
+    )
+    (deployment,) = [o for o in rendered if o["kind"] == "Deployment"]
+    (policy,) = [o for o in rendered if o["kind"] == "NetworkPolicy"]
+    pod = _pod_from(deployment, "pod-admission")
+    stored = json.loads(kubectl.run("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=to_yaml(pod)).stdout)
+    spec = stored["spec"]
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    assert spec["priority"] == 2_000_000_000  # the built-in class's value, filled in by admission
+    (container,) = spec["containers"]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert spec["terminationGracePeriodSeconds"] > 5 + 5
+    assert {c["whenUnsatisfiable"] for c in spec["topologySpreadConstraints"]} == {"ScheduleAnyway"}
+    stored_policy = json.loads(
+        kubectl.run("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=to_yaml(policy)).stdout
+    )
+    assert stored_policy["spec"]["ingress"][0]["from"][0] == {"ipBlock": {"cidr": "172.16.0.10/32"}}
 
 
 def _test_hooks(plane: ControlPlane, release: str, namespace: str, values: dict[str, Any]) -> list[dict[str, Any]]:
