@@ -64,17 +64,17 @@ def build_fixer(
     the settling of interrupted reattaches is queued; ``observe`` sees each lifecycle event on
     libvirt's event thread (record only, never call libvirt there)."""
     removals = DeviceRemovals()
-    parts: list[FixerParts] = []  # filled below; the watcher's callbacks only run once started
 
+    # The watcher's callbacks name the dispatcher made below: they only run once it is started.
     def lifecycle(ev: LifecycleEvent) -> None:
         if observe is not None:
             observe(ev)
-        parts[0].dispatcher.on_lifecycle(ev)
+        dispatcher.on_lifecycle(ev)
 
     def connected() -> None:
-        parts[0].dispatcher.settle()
+        dispatcher.settle()
         if on_connected is not None:
-            on_connected(parts[0])
+            on_connected(parts)
 
     watcher = LibvirtWatcher(
         uri=uri,
@@ -103,5 +103,5 @@ def build_fixer(
         settle=fixer.settle,
     )
     removals.on_late = dispatcher.late_removal
-    parts.append(FixerParts(watcher=watcher, removals=removals, fixer=fixer, dispatcher=dispatcher))
-    return parts[0]
+    parts = FixerParts(watcher=watcher, removals=removals, fixer=fixer, dispatcher=dispatcher)
+    return parts
