@@ -24,8 +24,9 @@ def kubevirt_patterns(objects: list[dict[str, Any]]) -> dict[str, str]:
     patterns = {}
     for hook in one(objects, "MutatingWebhookConfiguration")["webhooks"]:
         for condition in hook.get("matchConditions") or []:
-            [pattern] = _MATCHES.findall(condition["expression"])
-            patterns[hook["name"].split(".")[0]] = pattern
+            # The pod entries' conditions are about the pod, not who sends it (test_target_pods.py).
+            for pattern in _MATCHES.findall(condition["expression"]):
+                patterns[hook["name"].split(".")[0]] = pattern
     return patterns
 
 

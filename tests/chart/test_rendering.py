@@ -71,6 +71,7 @@ def test_webhooks_carry_the_admission_contract(render: Render) -> None:
         "virtualmachineinstances",
         "virtualmachines",
         "virt-launcher-pods",
+        "migration-target-pods",
         "virtualmachineinstancemigrations",
     }
     for hook in hooks.values():
@@ -80,8 +81,9 @@ def test_webhooks_carry_the_admission_contract(render: Render) -> None:
         mutators = ("virtualmachineinstances.", "virtualmachines.")
         expected = [["CREATE", "UPDATE"]] if hook["name"].startswith(mutators) else [["CREATE"]]
         assert [r["operations"] for r in hook["rules"]] == expected
-        # Fail-open by default: a webhook that is down never blocks VMs or their pods.
-        assert hook["failurePolicy"] == "Ignore"
+        # Fail-open by default: a webhook that is down never blocks VMs or their pods; only a
+        # migration whose target would lack its fixer waits (tests/chart/test_target_pods.py).
+        assert hook["failurePolicy"] == ("Fail" if hook["name"].startswith("migration-target-pods.") else "Ignore")
         exprs = {e["key"]: e for e in hook["namespaceSelector"]["matchExpressions"]}
         assert exprs["kubernetes.io/metadata.name"]["operator"] == "NotIn"
         assert {"kube-system", "bridge-migration"} <= set(exprs["kubernetes.io/metadata.name"]["values"])
