@@ -2,15 +2,23 @@
 # Mutation testing of the pure cores (docs/testing.md, "Mutation testing").
 #
 # mutmut (settings in setup.cfg, [mutmut]) plants one small change at a time in the webhook's
-# deciders and the sidecar's plan/domxml/triggers, runs the fast unit tests that reach the changed
-# function, and counts the changes no test noticed. The run happens in a copy of the work tree
-# under the cache directory (mutmut writes a `mutants/` tree next to the sources), so the
+# deciders and the sidecar's pure cores and event dispatcher, runs the fast unit tests that reach
+# the changed function, and counts the changes no test noticed. The run happens in a copy of the
+# work tree under the cache directory (mutmut writes a `mutants/` tree next to the sources), so the
 # checkout stays clean. Writes per-module killed/survived/total/score to bench/results/mutation.json
 # (or the file given as $1) and prints the table.
 #
 #   scripts/mutation.sh                         # 5-15 minutes on 2 CPUs, always under nice
 #   BM_MUTATION_CHILDREN=1 scripts/mutation.sh  # one test process at a time
+#   scripts/mutation.sh --collect-only          # seconds, mutates nothing: setup.cfg's paths exist
+#                                               # and mutmut's test collection in its mutants/ copy
+#                                               # succeeds (tests/test_mutation_setup.py runs it)
 set -euo pipefail
+mode=run
+if [[ ${1:-} == --collect-only ]]; then
+  mode=collect
+  shift
+fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$(realpath -m "${1:-$root/bench/results/mutation.json}")
 work=${BM_MUTATION_WORKDIR:-/var/cache/bridge-migration/mutation}
@@ -33,6 +41,57 @@ commit=$(git rev-parse --short HEAD)
 [[ -z "$(git status --porcelain)" ]] || commit="$commit+changes"
 
 cd "$tree"
+# mutmut skips an also_copy path that does not exist and mutates nothing for an only_mutate
+# pattern that matches no file, both silently: say so before spending minutes on it.
+python - <<'EOF'
+import configparser
+import fnmatch
+import sys
+from pathlib import Path
+
+from mutmut.configuration import config
+from mutmut.utils.file_utils import walk_mutatable_files
+
+cfg = config()
+raw = configparser.ConfigParser()
+raw.read("setup.cfg")
+also_copy = [p for p in raw.get("mutmut", "also_copy", fallback="").splitlines() if p]
+mutated = [str(p) for p in walk_mutatable_files()]
+selection = [p.split("::")[0] for p in cfg.pytest_add_cli_args_test_selection if not p.startswith("-")]
+wrong = [f"source_paths: {p} does not exist" for p in cfg.source_paths if not p.exists()]
+wrong += [f"also_copy: {p} does not exist" for p in also_copy if not Path(p).exists()]
+wrong += [f"only_mutate: {p} matches no file" for p in cfg.only_mutate if not fnmatch.filter(mutated, p)]
+wrong += [f"pytest_add_cli_args_test_selection: {p} does not exist" for p in selection if not Path(p).exists()]
+if wrong:
+    sys.exit("setup.cfg, [mutmut], does not fit the tree:\n  " + "\n  ".join(wrong))
+EOF
+
+if [[ $mode == collect ]]; then
+  # The first steps of `mutmut run` (copy source_paths and also_copy to mutants/, put mutants/
+  # first on sys.path and the tree off it), then its test collection (pytest -x --collect-only
+  # with setup.cfg's arguments, in mutants/), without mutating anything.
+  python - <<'EOF'
+import sys
+
+from mutmut.configuration import config
+from mutmut.runners.harness import PytestRunner
+from mutmut.utils.file_utils import copy_also_copy_files, copy_src_dir, setup_source_paths
+
+config()  # read here, in the tree, as `mutmut run` does before it changes directory
+copy_src_dir()
+copy_also_copy_files()
+setup_source_paths()
+try:
+    found = PytestRunner().list_all_tests()
+except Exception as exc:  # CollectTestsFailedException, BadTestExecutionCommandsException
+    sys.exit(f"mutmut's test collection failed in {config().resolved_mutated_source_paths[0].parent}: {exc!r}")
+if not found.ids:
+    sys.exit("mutmut's test collection found no tests")
+print(f"mutmut collects {len(found.ids)} tests")
+EOF
+  exit 0
+fi
+
 # hypothesis draws the fixed examples CI draws (tests/conftest.py), so two runs give one score.
 export CI=true
 echo "== mutmut run in $tree (log: $work/run.log)"
@@ -48,6 +107,7 @@ python - "$work/results.txt" "$out" "$commit" "$seconds" <<'EOF'
 import collections
 import datetime as dt
 import json
+import os
 import sys
 from importlib.metadata import version
 
@@ -65,8 +125,9 @@ for line in open(results):
         sys.exit(f"mutant {name} was not checked: the run did not finish")
     if status == "skipped":
         continue
-    package, module = name.split(".")[:2]
-    path = f"{package}/{module}.py"
+    # sidecar.core.plan.x_make_plan__mutmut_3: the longest dotted prefix that is a file here.
+    parts = name.split(".")
+    path = next(p for i in range(len(parts), 0, -1) if os.path.isfile(p := "/".join(parts[:i]) + ".py"))
     by_module[path]["killed" if status in KILLED else status.replace(" ", "_")] += 1
     if status not in KILLED:
         survivors[path].append(f"{name}: {status}")

@@ -120,3 +120,13 @@ def test_a_prefixed_opt_out_of_the_only_bridge_is_read_under_that_prefix() -> No
     )
     decision = validate_migration(migration(), skipped, namespace="demo", config=config)
     assert decision.allowed and decision.warnings == []
+
+
+def test_the_refusal_tells_the_user_both_ways_out_in_one_sentence() -> None:
+    # Found by mutation testing (docs/testing.md, "Mutation testing"): the advice, word for word.
+    decision = validate_migration(migration(), vmi(), namespace="demo", config=STRICT)
+    assert decision.message is not None
+    assert decision.message.endswith(
+        "so its guest would keep a stale IP after the move. Restart the VM so the webhook can add the sidecar, "
+        "or annotate the migration bridge-migration.kubevirt.io/force=true to migrate anyway."
+    )

@@ -439,3 +439,34 @@ def test_without_a_vmi_only_the_interfaces_the_webhook_recorded_are_touched() ->
     assert [(p.name, p.pod_link) for p in recorded] == [("lan", lan_link)]  # its link still named by its place
     assert known_interface_names(None, xml, recorded={"lan"}) == ["lan"]
     assert known_interface_names(None, xml, recorded=frozenset()) == []
+
+
+# Found by mutation testing (docs/testing.md, "Mutation testing"): what the fixup record (the
+# status endpoint, the Kubernetes event) says of one interface, and which pod links can be Multus.
+
+
+def test_the_record_of_an_interface_says_what_was_planned_and_how_it_ended() -> None:
+    from sidecar.core.models import InterfaceFixup
+
+    [plan] = make_plan(domain_xml=domain_xml(), vmi=vmi(), policy="pin", macs={}, pod_macs={"eth0": POD_MAC})
+    failed = plan.record(result="failed", new_mac=None, error="link down refused")
+    assert failed == InterfaceFixup(
+        name="default",
+        alias="ua-default",
+        action="link-refresh",
+        reason=plan.reason,
+        old_mac=GUEST_MAC,
+        new_mac=None,
+        mac_source="domain",
+        result="failed",
+        error="link down refused",
+    )
+    assert plan.record(result="done", new_mac=GUEST_MAC).error is None
+    assert plan.record(result="done", new_mac=GUEST_MAC).new_mac == GUEST_MAC
+
+
+def test_multus_pod_links_are_kubevirts_hashed_and_legacy_names_not_the_pod_network() -> None:
+    from sidecar.core.plan import multus_pod_links
+
+    hashed = hashed_pod_interface_name("lan")
+    assert multus_pod_links(["eth0", hashed, "net1", "tap0", "lo"]) == [hashed, "net1"]
