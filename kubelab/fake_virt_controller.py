@@ -22,11 +22,22 @@ renderresources.go) at v1.5.0 and v1.9.0 (docs/kubevirt-facts.md H1-H5, L2, L6, 
   from v1.7 ``vmi.kubevirt.io/id``) and annotations (``kubevirt.io/domain``, the VMI's without
   the filtered prefixes, then virt-controller's own);
 * a migration target: label ``kubevirt.io/migrationJobUID``, annotation
-  ``kubevirt.io/migrationJobName`` (``pkg/virt-controller/watch/migration/migration.go``).
+  ``kubevirt.io/migrationJobName`` (``pkg/virt-controller/watch/migration/migration.go``);
+* ``guest-console-log`` (on by default, ``serialconsolelog.go``): from v1.6 a native sidecar, the
+  first init container; in v1.5 a regular container after compute (facts I9);
+* the temporary pod of a WaitForFirstConsumer volume (``temp_pod``): the same pod plus the
+  annotation ``kubevirt.io/ephemeral-provisioning: "true"``, compute running ``/bin/bash -c echo
+  "bound PVCs"`` (facts I13).
+
+And what virt-controller reads back from a pod's status (``pkg/controller/controller.go``,
+facts I7, I8, I11): ``is_pod_ready`` (``IsPodReady``), ``vmi_ready`` (``syncReadyConditionFromPod``),
+``active_pods`` (``VMIActivePodsCount``, which ``handleTargetPodCreation`` needs at 1 to start a
+migration). kubelab/fake_kubelet.py makes those statuses.
 
 Left out, as nothing of ours reads them: compute's real command line, its computed resources
-(memory overhead; the VMI's own requests and limits are copied instead), init containers, probes,
-node selectors and affinity, network and istio annotations, the hotplug and container-disk details.
+(memory overhead; the VMI's own requests and limits are copied instead), the container-disk and
+kernel-boot init containers, probes, node selectors and affinity, network and istio annotations,
+the hotplug details.
 """
 
 from __future__ import annotations
@@ -50,6 +61,9 @@ from bridge_migration_contract import (
 
 NON_ROOT_UID: Final = 107
 HOOK_SIDECAR_SOCKETS: Final = "hook-sidecar-sockets"
+GUEST_CONSOLE_LOG: Final = "guest-console-log"
+EPHEMERAL_PROVISIONING: Final = "kubevirt.io/ephemeral-provisioning"  # EphemeralProvisioningObject
+TEMP_POD_COMMAND: Final = ("/bin/bash", "-c", "echo", "bound PVCs")
 LAUNCHER_IMAGE: Final = "quay.io/kubevirt/virt-launcher"
 SIDECAR_CPU: Final = "200m"
 SIDECAR_MEMORY: Final = "64M"
@@ -247,6 +261,39 @@ def _compute_container(vmi: Mapping[str, Any], *, minor: int, non_root: bool, si
     return container
 
 
+def _console_log_resources(vmi: Mapping[str, Any], *, kubevirt_version: str) -> dict[str, Any]:
+    """``resourcesForSerialConsoleLogContainer`` without ``supportContainerResources``."""
+    requests = {"cpu": "5m", "memory": "35M"}
+    limits = {"cpu": "15m", "memory": "60M"}
+    if dedicated_cpus(vmi) or wants_guaranteed_qos(vmi, kubevirt_version=kubevirt_version):
+        requests = dict(limits)
+    return {"requests": requests, "limits": limits}
+
+
+def _console_log_container(vmi: Mapping[str, Any], *, minor: int, kubevirt_version: str) -> dict[str, Any]:
+    """``generateSerialConsoleLogContainer``: a native sidecar from v1.6, a regular container before."""
+    uid = str((vmi.get("metadata") or {}).get("uid", ""))
+    container: dict[str, Any] = {
+        "name": GUEST_CONSOLE_LOG,
+        "image": f"{LAUNCHER_IMAGE}:v1.{minor}.0",
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/usr/bin/virt-tail"],
+        "args": ["--logfile", f"{_VIRT_PRIVATE_DIR}/{uid}/virt-serial0-log"],
+        "volumeMounts": [{"name": "private", "mountPath": _VIRT_PRIVATE_DIR, "readOnly": True}],
+        "resources": _console_log_resources(vmi, kubevirt_version=kubevirt_version),
+        "securityContext": {
+            "runAsUser": NON_ROOT_UID,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "env": [{"name": "VIRT_LAUNCHER_LOG_VERBOSITY", "value": "2"}],
+    }
+    if minor >= 6:
+        container["restartPolicy"] = "Always"
+    return container
+
+
 def _labels(vmi: Mapping[str, Any], *, minor: int) -> dict[str, str]:
     meta = vmi.get("metadata") or {}
     name = str(meta.get("name", ""))
@@ -281,16 +328,27 @@ def render_launcher_pod(
     name: str | None = None,
     migration: Mapping[str, str] | None = None,
     non_root: bool = True,
+    serial_console_log: bool = True,
+    temp_pod: bool = False,
 ) -> dict[str, Any]:
     """The virt-launcher pod for ``vmi`` (as stored: with its uid), as KubeVirt ``kubevirt_version``
     renders it. ``name`` replaces virt-controller's ``generateName`` so a test can find the pod;
     ``migration`` (``{"name": ..., "uid": ...}``) makes it the target pod of that migration.
-    ``non_root`` is virt-controller's default (the VMI's ``status.runtimeUser`` 107)."""
+    ``non_root`` is virt-controller's default (the VMI's ``status.runtimeUser`` 107);
+    ``serial_console_log`` KubeVirt's default too (no ``disableSerialConsoleLog``); ``temp_pod``
+    renders the temporary pod of a WaitForFirstConsumer volume (``RenderLaunchManifestNoVm``)."""
     minor = _minor(kubevirt_version)
     meta = vmi.get("metadata") or {}
     vmi_name = str(meta.get("name", ""))
     entries = hook_sidecar_entries(vmi)
-    containers = [_compute_container(vmi, minor=minor, non_root=non_root, sidecars=len(entries))]
+    compute = _compute_container(vmi, minor=minor, non_root=non_root, sidecars=len(entries))
+    if temp_pod:
+        compute["command"] = list(TEMP_POD_COMMAND)
+    containers = [compute]
+    init_containers: list[dict[str, Any]] = []
+    if serial_console_log:
+        console_log = _console_log_container(vmi, minor=minor, kubevirt_version=kubevirt_version)
+        (init_containers if minor >= 6 else containers).append(console_log)
     containers += [
         _sidecar_container(i, e, vmi, minor=minor, non_root=non_root, version=kubevirt_version)
         for i, e in enumerate(entries)
@@ -304,6 +362,8 @@ def render_launcher_pod(
         volumes.append({"name": HOOK_SIDECAR_SOCKETS, "emptyDir": {}})
     labels = _labels(vmi, minor=minor)
     annotations = _annotations(vmi)
+    if temp_pod:
+        annotations[EPHEMERAL_PROVISIONING] = "true"
     if migration is not None:
         labels[MIGRATION_JOB_UID_LABEL] = migration["uid"]
         annotations[MIGRATION_JOB_NAME_ANNOTATION] = migration["name"]
@@ -331,18 +391,75 @@ def render_launcher_pod(
         pod_security.update({"runAsUser": NON_ROOT_UID, "runAsGroup": NON_ROOT_UID, "runAsNonRoot": True})
     else:
         pod_security["runAsUser"] = 0
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": {
-            "hostname": labels["vm.kubevirt.io/name"],
-            "securityContext": pod_security,
-            "restartPolicy": "Never",
-            "containers": containers,
-            "volumes": volumes,
-            "readinessGates": [{"conditionType": "kubevirt.io/virtual-machine-unpaused"}],
-            "enableServiceLinks": False,
-            "automountServiceAccountToken": False,
-        },
+    spec: dict[str, Any] = {
+        "hostname": labels["vm.kubevirt.io/name"],
+        "securityContext": pod_security,
+        "restartPolicy": "Never",
+        "containers": containers,
+        "volumes": volumes,
+        "readinessGates": [{"conditionType": "kubevirt.io/virtual-machine-unpaused"}],
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
     }
+    if init_containers:
+        spec["initContainers"] = init_containers
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+# --- what virt-controller reads back from the pod's status ---------------------------------------
+
+
+def _compute_status(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return next((s for s in statuses if s.get("name") == "compute"), None)
+
+
+def is_pod_down_or_going_down(pod: Mapping[str, Any]) -> bool:
+    """``IsPodDownOrGoingDown``: the phase Succeeded or Failed, compute terminated, or deleting."""
+    compute = _compute_status(pod)
+    compute_down = compute is not None and "terminated" in (compute.get("state") or {})
+    phase = (pod.get("status") or {}).get("phase")
+    return (
+        phase in ("Succeeded", "Failed") or compute_down or bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+    )
+
+
+def is_pod_ready(pod: Mapping[str, Any]) -> bool:
+    """``IsPodReady``: only ``status.containerStatuses`` (regular containers) count, never the init
+    containers': compute and istio-proxy Running, every other container Ready; the phase Running."""
+    if is_pod_down_or_going_down(pod):
+        return False
+    status = pod.get("status") or {}
+    for cs in status.get("containerStatuses") or []:
+        if cs.get("name") in ("compute", "istio-proxy"):
+            if "running" not in (cs.get("state") or {}):
+                return False
+        elif not cs.get("ready"):
+            return False
+    return status.get("phase") == "Running"
+
+
+def vmi_ready(pod: Mapping[str, Any]) -> bool:
+    """The VMI's Ready condition from its pod (``syncReadyConditionFromPod``, for a VMI whose guest
+    runs): False for a temporary pod or a pod down or going down, else the pod's Ready condition."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if EPHEMERAL_PROVISIONING in annotations or is_pod_down_or_going_down(pod):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    return ready is not None and ready.get("status") == "True"
+
+
+def active_pods(pods: list[Mapping[str, Any]], vmi: Mapping[str, Any]) -> int:
+    """``VMIActivePodsCount``: pods the VMI controls whose phase is neither Succeeded nor Failed.
+    ``handleTargetPodCreation`` creates no migration target pod while this is above 1."""
+    uid = (vmi.get("metadata") or {}).get("uid")
+    return sum(
+        1
+        for pod in pods
+        if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        and any(
+            ref.get("uid") == uid and ref.get("controller")
+            for ref in (pod.get("metadata") or {}).get("ownerReferences") or []
+        )
+    )

@@ -17,9 +17,30 @@ sidecars (facts H5) and keeps the pod's QoS class (facts I4):
   none either. The class then comes from the pod level, and container figures beyond the pod's
   own would make the API server refuse the pod.
 
-No readiness probe: virt-controller hands a pod to virt-handler only once every container but
-``compute`` and ``istio-proxy`` reports Ready (facts I3), and a container without a probe is Ready
-as soon as it runs. The process never exits before the VM has ended (sidecar/pod/endwatch.py).
+It is a Kubernetes **native sidecar** (an init container with ``restartPolicy: Always``; on by
+default from Kubernetes 1.29, GA in 1.33; KubeVirt's own ``guest-console-log`` is one from v1.6,
+facts I9), appended after KubeVirt's own init containers (facts I10):
+
+* the kubelet restarts it after a crash or an OOM kill although the pod's ``restartPolicy`` is
+  Never (facts H3), and the restarted process catches up on a migration it missed; the pod, and
+  through it the VMI, is NotReady only until it runs again (facts I8), not until the next migration;
+* the pod ends when its regular containers end: once ``compute`` has exited the kubelet stops our
+  container, so a compute that died before starting libvirt no longer leaves a Running pod that
+  makes virt-controller hold every later migration of the VMI (facts I11);
+* virt-controller never looks at it: ``IsPodReady`` reads only the regular containers' statuses,
+  ``isComputeContainerDown`` only ``compute`` (facts I7); an image it cannot pull still shows on the
+  VMI (``checkForContainerImageError`` reads the init containers' statuses too);
+* last in ``initContainers``: KubeVirt's init containers keep their places and run before ours
+  starts, so ours adds nothing to their resource peak (the kubelet sums a sidecar only with what
+  starts after it), and it starts just before compute, whose virtqemud it waits for.
+
+No probe: the kubelet starts compute once ours has started (no startupProbe to wait for), and a
+container without a readiness probe is Ready as soon as it runs.
+
+Hardened as Pod Security ``restricted`` asks (facts I12): read-only root filesystem (the fixer
+writes nothing; no bytecode caches either), seccomp ``RuntimeDefault``, no privilege escalation,
+all capabilities dropped, non-root; ``libvirt-runtime`` read-only, since connecting to a unix
+socket needs write permission on the socket's inode, which a read-only mount does not take away.
 """
 
 from __future__ import annotations
@@ -42,6 +63,8 @@ from webhook.config import WebhookConfig
 
 QosClass = Literal["Guaranteed", "Burstable", "BestEffort"]
 LAUNCHER_UID = 107
+# KubeVirt's EphemeralProvisioningObject (staging/src/kubevirt.io/api/core/v1/types.go).
+EPHEMERAL_PROVISIONING = "kubevirt.io/ephemeral-provisioning"
 GUARANTEED_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "200m", "memory": "64M"},
     "limits": {"cpu": "200m", "memory": "64M"},
@@ -118,6 +141,13 @@ def resources_for(qos: QosClass) -> dict[str, dict[str, str]]:
     return {}
 
 
+def is_temporary_pod(annotations: Mapping[str, Any]) -> bool:
+    """virt-controller's temporary pod for a WaitForFirstConsumer volume: it only gets the PVCs
+    bound, its compute runs ``echo`` and exits, and no VM ever runs in it. KubeVirt marks it with
+    the annotation's key, whatever its value, and checks only the key (facts I13)."""
+    return EPHEMERAL_PROVISIONING in annotations
+
+
 def is_root_launcher(spec: Mapping[str, Any]) -> bool:
     """virt-controller renders a non-root launcher pod with runAsNonRoot and uid 107 (facts L6)."""
     ctx = spec.get("securityContext")
@@ -127,25 +157,33 @@ def is_root_launcher(spec: Mapping[str, Any]) -> bool:
 def fixer_mounts() -> list[dict[str, Any]]:
     """The two mounts the fixer needs: the launcher's libvirt socket directory and the pod's annotations."""
     return [
-        {"name": LIBVIRT_RUNTIME_VOLUME, "mountPath": LIBVIRT_RUNTIME_PATH},
+        # Read-only: the fixer only connects to virtqemud's socket there (docstring above).
+        {"name": LIBVIRT_RUNTIME_VOLUME, "mountPath": LIBVIRT_RUNTIME_PATH, "readOnly": True},
         {"name": PODINFO_VOLUME, "mountPath": PODINFO_DIR, "readOnly": True},
     ]
 
 
 def injected_container(spec: Mapping[str, Any], *, config: WebhookConfig) -> dict[str, Any]:
-    """Our container for a non-root launcher pod ``spec``, as it is before we add it."""
+    """Our container for a non-root launcher pod ``spec``, as it is before we add it: an entry of
+    ``spec.initContainers`` (a native sidecar)."""
     command = [*FIXER_COMMAND, *fixer_args(delivery="inject", prefix=config.keys.prefix)]
     return {
         "name": INJECTED_CONTAINER,
         "image": config.sidecar_image,
         "imagePullPolicy": config.sidecar_pull_policy,
         "command": command,
+        # A native sidecar: restarted by the kubelet, stopped once compute has ended.
+        "restartPolicy": "Always",
+        # The image sets it too; a custom --sidecar-image may not, and the root is read-only.
+        "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
         "securityContext": {
             "runAsUser": LAUNCHER_UID,
             "runAsGroup": LAUNCHER_UID,
             "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
         "resources": {} if spec.get("resources") else resources_for(pod_qos_class(spec)),
         "volumeMounts": fixer_mounts(),

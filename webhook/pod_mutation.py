@@ -4,7 +4,10 @@ virt-controller builds the pod from the VMI, hook sidecars included, but mounts 
 runtime directory only into the compute container. Our sidecar container (recognised by its
 image) gets that volume and the pod's annotations through a downward-API file. A pod whose VMI
 records ``<prefix>delivery: inject`` (copied from the VMI, docs/kubevirt-facts.md L2) and has no
-container of ours gets one added here (webhook/injected.py), with the same two mounts. On a migration
+container of ours gets one added here (webhook/injected.py), with the same two mounts, as the last
+of its init containers (a native sidecar); virt-controller's temporary WaitForFirstConsumer pod,
+in which no VM runs, gets none. A pod admitted by an earlier release has ours among its regular
+containers and keeps it as it is: never a second one. On a migration
 target pod the expected MACs are copied onto the pod and, when configured, handed to the CNI
 under its own annotation key so the target pod gets the guest's MAC.
 """
@@ -26,7 +29,7 @@ from webhook.config import WebhookConfig
 from webhook.decision import WARN_PREFIX, Decision, PatchOp, pointer, set_annotations
 from webhook.delivery import recorded_delivery
 from webhook.hook_sidecars import is_our_image
-from webhook.injected import fixer_mounts, injected_container, is_root_launcher
+from webhook.injected import fixer_mounts, injected_container, is_root_launcher, is_temporary_pod
 from webhook.macs import parse_unicast_macs
 
 
@@ -44,22 +47,50 @@ def _names(items: list[Any]) -> set[str]:
     return {n for item in items if isinstance(item, Mapping) and isinstance(n := item.get("name"), str)}
 
 
-def _mounts_for(container: Mapping[str, Any], index: int) -> list[PatchOp]:
+Where = tuple[str, int]  # ("containers" or "initContainers", index)
+
+
+def _container_lists(spec: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The pod's regular and init containers, each a list (empty when absent or not a list)."""
+    return {
+        field: items if isinstance(items := spec.get(field), list) else [] for field in ("containers", "initContainers")
+    }
+
+
+def _ours(spec: Mapping[str, Any], config: WebhookConfig) -> list[Where]:
+    """Our containers by image repository, any tag: a hook sidecar or an injected container of this
+    release (an init container) or of an earlier one (a regular container)."""
+    return [
+        (field, i)
+        for field, items in _container_lists(spec).items()
+        for i, c in enumerate(items)
+        if isinstance(c, Mapping) and is_our_image(c.get("image"), config.sidecar_image)
+    ]
+
+
+def _mounts_for(container: Mapping[str, Any], where: Where) -> list[PatchOp]:
+    field, index = where
     wanted = fixer_mounts()
     mounts = container.get("volumeMounts")
     if not isinstance(mounts, list):
-        return [{"op": "add", "path": pointer("spec", "containers", index, "volumeMounts"), "value": wanted}]
+        return [{"op": "add", "path": pointer("spec", field, index, "volumeMounts"), "value": wanted}]
     have = _names(mounts)
     return [
-        {"op": "add", "path": pointer("spec", "containers", index, "volumeMounts", "-"), "value": m}
+        {"op": "add", "path": pointer("spec", field, index, "volumeMounts", "-"), "value": m}
         for m in wanted
         if m["name"] not in have
     ]
 
 
-def _fixer_ops(
-    spec: Mapping[str, Any], containers: list[Any], ours: list[int], *, config: WebhookConfig, into: list[PatchOp]
-) -> str | None:
+def _add_injected(spec: Mapping[str, Any], *, config: WebhookConfig) -> PatchOp:
+    """Our container as the last init container (webhook/injected.py says why last)."""
+    container = injected_container(spec, config=config)
+    if isinstance(spec.get("initContainers"), list):
+        return {"op": "add", "path": "/spec/initContainers/-", "value": container}
+    return {"op": "add", "path": "/spec/initContainers", "value": [container]}
+
+
+def _fixer_ops(spec: Mapping[str, Any], ours: list[Where], *, config: WebhookConfig, into: list[PatchOp]) -> str | None:
     """Mounts for our hook sidecars, or (none there) our injected container; a problem instead."""
     volumes = spec.get("volumes")
     volume_names = _names(volumes) if isinstance(volumes, list) else set()
@@ -69,15 +100,16 @@ def _fixer_ops(
         # A root launcher's libvirt is qemu:///system, owned by root: our uid-107 container could
         # not reach it, and we do not hand a VM's pod a root container of our own.
         return "a root virt-launcher pod: injected mode needs a non-root launcher; no container added"
-    if not ours and INJECTED_CONTAINER in _names(containers):
-        # A second container of that name would make the API server refuse the pod itself.
+    lists = _container_lists(spec)
+    if not ours and any(INJECTED_CONTAINER in _names(items) for items in lists.values()):
+        # A second container of that name (regular or init) would make the API server refuse the pod.
         return f"the pod already has a container named {INJECTED_CONTAINER} that is not ours; none added"
     if PODINFO_VOLUME not in volume_names:
         into.append({"op": "add", "path": "/spec/volumes/-", "value": _podinfo_volume()})
-    for index in ours:
-        into.extend(_mounts_for(containers[index], index))
+    for field, index in ours:
+        into.extend(_mounts_for(lists[field][index], (field, index)))
     if not ours:
-        into.append({"op": "add", "path": "/spec/containers/-", "value": injected_container(spec, config=config)})
+        into.append(_add_injected(spec, config=config))
     return None
 
 
@@ -134,28 +166,24 @@ def mutate_launcher_pod(
     version) goes on the pod for the sidecar, which picks KubeVirt's DHCP MAC rule by it.
     """
     spec = pod.get("spec") or {}
-    containers = spec.get("containers")
-    if not isinstance(containers, list):
+    if not isinstance(spec.get("containers"), list):
         return Decision()
     # Ours by repository: a launcher pod of a VMI admitted by an earlier release has an older tag.
-    ours = [
-        i
-        for i, c in enumerate(containers)
-        if isinstance(c, Mapping) and is_our_image(c.get("image"), config.sidecar_image)
-    ]
+    ours = _ours(spec, config)
     metadata = pod.get("metadata") or {}
     labels = metadata.get("labels") or {}
     annotations: Mapping[str, str] | None = metadata.get("annotations")
     ann = annotations or {}
-    # A container of ours (a hook sidecar) wins over the record: never a second fixer in one pod.
-    delivery = None if ours else recorded_delivery(ann, config.keys)
+    # A container of ours (a hook sidecar, an injected one) wins over the record: never a second
+    # fixer in one pod. No VM ever runs in a temporary pod: nothing to fix there.
+    delivery = None if ours or is_temporary_pod(ann) else recorded_delivery(ann, config.keys)
     if not ours and delivery is None:
         return Decision()
 
     warnings: list[str] = []
     ops: list[PatchOp] = []
     if ours or delivery == "inject":
-        problem = _fixer_ops(spec, containers, ours, config=config, into=ops)
+        problem = _fixer_ops(spec, ours, config=config, into=ops)
         if problem is not None:
             return Decision(warnings=[f"{WARN_PREFIX}{problem}"])
     changes: dict[str, str] = {}

@@ -103,7 +103,14 @@ def test_sockets_layout_per_version() -> None:
         [{"name": "hook-sidecar-sockets", "mountPath": "/var/run/kubevirt-hooks", "subPath": f"hook-sidecar-{i}"}]
         for i in (0, 1)
     ]
-    assert [c["volumeMounts"] for c in old["spec"]["containers"][1:]] == [
+    # v1.5 renders guest-console-log as a regular container, between compute and the sidecars.
+    assert [c["name"] for c in old["spec"]["containers"]] == [
+        "compute",
+        "guest-console-log",
+        "hook-sidecar-0",
+        "hook-sidecar-1",
+    ]
+    assert [c["volumeMounts"] for c in old["spec"]["containers"][2:]] == [
         [{"name": "hook-sidecar-sockets", "mountPath": "/var/run/kubevirt-hooks"}]
     ] * 2
     for pod in (new, old):

@@ -127,7 +127,9 @@ def admit_pod(pod: dict[str, Any], **kw: Any) -> tuple[dict[str, Any], Any]:
 
 
 def ours(pod: dict[str, Any]) -> dict[str, Any]:
-    [container] = [c for c in pod["spec"]["containers"] if c["name"] == "bridge-migration"]
+    """Our container: a native sidecar, so among the init containers (webhook/injected.py)."""
+    spec = pod["spec"]
+    [container] = [c for c in [*spec["containers"], *spec.get("initContainers", [])] if c["name"] == "bridge-migration"]
     return container
 
 
@@ -147,7 +149,10 @@ def test_an_inject_mode_pod_gets_our_container_with_kubevirts_non_root_sidecar_s
         "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
+    assert container["restartPolicy"] == "Always" and stored["spec"]["initContainers"] == [container]
     assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]} == {
         "libvirt-runtime": "/var/run/libvirt",
         "bridge-migration-podinfo": "/etc/bridge-migration/podinfo",

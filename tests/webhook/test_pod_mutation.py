@@ -1,14 +1,18 @@
-"""The virt-launcher pod mutator: our sidecar container gets libvirt and the pod's annotations."""
+"""The virt-launcher pod mutator: our sidecar container gets libvirt and the pod's annotations; in
+delivery inject our container is added (rendered pods from kubelab's fake virt-controller, a stand-in)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import jsonpatch
+import pytest
 
+from kubelab.fake_virt_controller import render_launcher_pod
 from tests.webhook.launcher_pods import IMAGE, launcher_pod
 from webhook.config import WebhookConfig
 from webhook.decision import Decision
+from webhook.injected import pod_qos_class
 from webhook.kube import observed_kubevirt_version_in
 from webhook.pod_mutation import mutate_launcher_pod
 
@@ -174,3 +178,130 @@ def test_a_target_pod_with_a_malformed_macs_annotation_says_so_and_sets_no_hint(
     stored, decision = admit(launcher_pod(target=True, annotations={MACS: "default=02:00:00:00:00:01"}))
     assert HINT not in stored["metadata"]["annotations"]
     assert decision.warnings[0].startswith(f"bridge-migration: annotation {MACS} on the pod ignored: ")
+
+
+# --- delivery inject: where our container goes, which pods get none, how it is hardened ----------
+
+
+def stored_vmi(*, annotations: dict[str, str] | None = None, guaranteed: bool = False) -> dict[str, Any]:
+    """A VMI as the API server stores it after our VMI webhook chose delivery inject."""
+    both = {"cpu": "1", "memory": "128Mi"}
+    resources = {"requests": dict(both), "limits": dict(both)} if guaranteed else {"requests": {"memory": "128Mi"}}
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": "web-1",
+            "namespace": "demo",
+            "uid": "0b4c6f0e-0000-4000-8000-000000000001",
+            "annotations": {"bridge-migration.kubevirt.io/delivery": "inject", **(annotations or {})},
+        },
+        "spec": {
+            "domain": {"devices": {"interfaces": [{"name": "default", "bridge": {}}]}, "resources": resources},
+            "networks": [{"name": "default", "pod": {}}],
+        },
+    }
+
+
+def everything(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = pod["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+@pytest.mark.parametrize("version", ["v1.5.0", "v1.6.0", "v1.9.0"])
+def test_our_container_is_a_native_sidecar_after_kubevirts_own_init_containers(version: str) -> None:
+    rendered = render_launcher_pod(stored_vmi(), kubevirt_version=version)
+    stored, decision = admit(rendered)
+    assert decision.warnings == []
+    # KubeVirt's containers are left as rendered, in their places; ours is the last init container.
+    assert stored["spec"]["containers"] == rendered["spec"]["containers"]
+    *theirs, ours = stored["spec"]["initContainers"]
+    assert theirs == rendered["spec"].get("initContainers", [])
+    assert (ours["name"], ours["image"], ours["restartPolicy"]) == ("bridge-migration", IMAGE, "Always")
+    # v1.6 and newer: KubeVirt's own guest-console-log is a native sidecar, first (facts I9).
+    assert [c["name"] for c in theirs] == ([] if version == "v1.5.0" else ["guest-console-log"])
+    # No probe: compute starts once ours has started, and ours is Ready once it runs.
+    assert not {"readinessProbe", "startupProbe", "livenessProbe"} & set(ours)
+    # Admitted again (reinvocationPolicy IfNeeded): nothing more.
+    assert admit(stored)[1].patch == []
+
+
+def test_a_pod_admitted_by_an_earlier_release_keeps_its_regular_container_and_gets_no_second() -> None:
+    """Before this release our container was a regular one; such a pod (a VMI's launcher created
+    while the old webhook ran, admitted again, or its copy) is ours already."""
+    rendered = render_launcher_pod(stored_vmi())
+    earlier = {
+        "name": "bridge-migration",
+        "image": IMAGE.rsplit(":", 1)[0] + ":0.0.9",
+        "command": ["python", "-m", "sidecar", "serve", "--delivery", "inject"],
+        "volumeMounts": [
+            {"name": "libvirt-runtime", "mountPath": "/var/run/libvirt"},
+            {"name": "bridge-migration-podinfo", "mountPath": "/etc/bridge-migration/podinfo", "readOnly": True},
+        ],
+    }
+    rendered["spec"]["containers"].append(earlier)
+    rendered["spec"]["volumes"].append(
+        {
+            "name": "bridge-migration-podinfo",
+            "downwardAPI": {"items": [{"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}]},
+        }
+    )
+    stored, decision = admit(rendered)
+    assert decision.patch == [] and decision.warnings == []
+    assert [c["name"] for c in everything(stored)].count("bridge-migration") == 1
+
+
+def test_an_init_container_of_that_name_that_is_not_ours_gets_no_second_one_and_a_warning() -> None:
+    """The API server refuses a pod with two containers of one name, init or regular."""
+    rendered = render_launcher_pod(stored_vmi())
+    rendered["spec"]["initContainers"].append({"name": "bridge-migration", "image": "example.org/other:1"})
+    stored, decision = admit(rendered)
+    assert stored == rendered
+    assert "already has a container named bridge-migration" in decision.warnings[0]
+
+
+@pytest.mark.parametrize("value", ["true", "", "false"])
+def test_a_temporary_wait_for_first_consumer_pod_gets_no_fixer(value: str) -> None:
+    """virt-controller's temporary pod only gets the PVCs bound (compute runs echo and exits); it
+    is marked by the annotation's key, whatever the value (facts I13). No VM runs there: a fixer
+    waiting for virtqemud's socket would only keep that pod from ending."""
+    temp = render_launcher_pod(stored_vmi(), temp_pod=True)
+    temp["metadata"]["annotations"]["kubevirt.io/ephemeral-provisioning"] = value
+    stored, decision = admit(temp)
+    assert "bridge-migration" not in [c["name"] for c in everything(stored)]
+    assert decision.warnings == []
+    # The launcher pod virt-controller creates after it does get one.
+    stored, _ = admit(render_launcher_pod(stored_vmi()))
+    assert "bridge-migration" in [c["name"] for c in everything(stored)]
+
+
+def test_the_injected_container_is_hardened_as_pod_security_restricted_asks() -> None:
+    stored, _ = admit(render_launcher_pod(stored_vmi()))
+    (ours,) = [c for c in everything(stored) if c["name"] == "bridge-migration"]
+    sc = ours["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert (sc["runAsNonRoot"], sc["runAsUser"], sc["runAsGroup"]) == (True, 107, 107)
+    assert {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"} in ours["env"]
+    # Every mount read-only: it only connects to virtqemud's socket and reads the annotations.
+    assert {m["name"]: m.get("readOnly") for m in ours["volumeMounts"]} == {
+        "libvirt-runtime": True,
+        "bridge-migration-podinfo": True,
+    }
+
+
+def test_a_hook_sidecar_of_ours_also_gets_the_libvirt_runtime_read_only() -> None:
+    stored, _ = admit(launcher_pod())
+    (sidecar,) = [c for c in stored["spec"]["containers"] if c["name"] == "hook-sidecar-0"]
+    (libvirt,) = [m for m in sidecar["volumeMounts"] if m["name"] == "libvirt-runtime"]
+    assert libvirt["readOnly"] is True
+
+
+@pytest.mark.parametrize("guaranteed", [True, False])
+def test_the_pods_qos_class_is_kept_with_kubevirts_native_sidecar_and_ours(guaranteed: bool) -> None:
+    rendered = render_launcher_pod(stored_vmi(guaranteed=guaranteed))
+    qos = pod_qos_class(rendered["spec"])
+    assert qos == ("Guaranteed" if guaranteed else "Burstable")
+    stored, _ = admit(rendered)
+    assert pod_qos_class(stored["spec"]) == qos
