@@ -42,13 +42,27 @@ def socket_of(uri: str) -> Path | None:
     return Path(values[-1]) if values else None
 
 
+def _there(path: Path, said: set[str]) -> bool:
+    """Does ``path`` exist? An error other than "not there" (e.g. EACCES on a directory the
+    launcher has not opened to us yet) counts as "not yet", said once: raised, it would end the
+    waiting thread and leave the process alive with libvirt never reached."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        if str(exc) not in said:
+            said.add(str(exc))
+            log.warning("cannot look for the libvirt socket %s yet: %s", path, exc)
+        return False
+
+
 def wait_for_socket(path: Path, stop: threading.Event, *, interval: float = 0.2) -> bool:
     """Block until ``path`` exists (True) or ``stop`` is set (False)."""
-    if path.exists():
+    said: set[str] = set()
+    if _there(path, said):
         return True
     log.info("waiting for the libvirt socket %s (virt-launcher starts virtqemud)", path)
     while not stop.wait(interval):
-        if path.exists():
+        if _there(path, said):
             log.info("libvirt socket %s is there", path)
             return True
     return False

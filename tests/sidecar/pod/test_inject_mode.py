@@ -7,10 +7,13 @@ libvirt would say); the real libvirt daemon going away is the lab's test
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from sidecar.pod.endwatch import SHUTOFF, UNKNOWN, EndWatch, socket_of, wait_for_socket
 from tests.sidecar.serving import SidecarProcess
@@ -80,6 +83,31 @@ def test_startup_waits_for_the_socket_to_appear(tmp_path: Path) -> None:
         appearing.join()
     stop.set()
     assert wait_for_socket(tmp_path / "never", stop) is False  # a stop ends the wait
+
+
+def test_a_socket_directory_not_yet_open_to_us_is_waited_on_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A FAKE file system error: as root (CI) a mode-0700 directory cannot refuse a stat, so
+    # Path.exists is made to raise EACCES twice, as it does for the non-root fixer while the
+    # launcher's runtime directory is still closed to it. Before, the error ended the wait's thread.
+    path = tmp_path / "virtqemud-sock"
+    path.touch()
+    real_exists = Path.exists
+    refusals = iter([True, True])
+
+    def exists(self: Path, **kwargs: bool) -> bool:
+        if self == path and next(refusals, False):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    with caplog.at_level(logging.WARNING, logger="sidecar.pod.endwatch"):
+        assert wait_for_socket(path, threading.Event(), interval=0.01) is True
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1  # said once, not at every look
+    assert "cannot look for the libvirt socket" in said[0]
+    assert "Permission denied" in said[0]
 
 
 def test_before_libvirt_was_ever_reached_nothing_ends_it() -> None:
