@@ -149,6 +149,10 @@ def readiness(rt: Runtime) -> tuple[int, dict[str, Any]]:
         "sidecarGateSource": rt.config.sidecar_gate,
         # What a new VMI gets now: auto resolved by the gate as last read.
         "delivery": resolve_delivery(rt.config.delivery, sidecar_gate_on=rt.gate.value),
+        # What inject and node delivery need to act (docs/webhook.md, "Delivery").
+        "pluginsGate": rt.gate.plugins,
+        "rootGate": rt.gate.root,
+        "nodeAgent": rt.config.node_agent,
         "gateError": rt.gate.last_error,
     }
 

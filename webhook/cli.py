@@ -56,7 +56,12 @@ def _add_switch(parser: argparse.ArgumentParser, flag: str, *, field: str, help:
 
 
 def _add_serving_flags(parser: argparse.ArgumentParser) -> None:
-    _add(parser, "--host", field="host", help="address to listen on (default %(default)s)")
+    _add(
+        parser,
+        "--host",
+        field="host",
+        help="address to listen on; the default :: takes IPv4 too, and is 0.0.0.0 without IPv6 (default %(default)s)",
+    )
     _add(parser, "--port", field="port", type=int, help="HTTPS port (default %(default)s)")
     _add(parser, "--tls-cert", field="tls_cert", help="PEM certificate (chain); re-read when it changes on disk")
     _add(parser, "--tls-key", field="tls_key", help="PEM private key for --tls-cert")
@@ -93,6 +98,12 @@ def _add_fixer_flags(parser: argparse.ArgumentParser) -> None:
             "(the pod webhook adds our container; no gate), node (a node agent does it; no per-VM container), "
             "auto: hook when the Sidecar gate is on, inject when not (default %(default)s)"
         ),
+    )
+    _add_switch(
+        parser,
+        "--node-agent",
+        field="node_agent",
+        help="a node agent is deployed (the chart's node.enabled); without it no VMI gets delivery node",
     )
     _add(
         parser,
@@ -194,6 +205,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> WebhookConfig:
         mac_policy=args.mac_policy,
         sidecar_gate=args.sidecar_gate,
         delivery=args.delivery,
+        node_agent=args.node_agent,
         validation=args.validation,
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
         cni_mac_annotation=args.cni_mac_annotation or None,
@@ -214,7 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from webhook.certs import CertificateAuthority
 
         directory = Path(tempfile.mkdtemp(prefix="bm-webhook-dev-"))
-        files = CertificateAuthority(directory).issue(hosts=("localhost", "127.0.0.1", config.host))
+        # Both loopbacks, and the address asked for unless it is a wildcard (no client dials that).
+        hosts = dict.fromkeys(("localhost", "127.0.0.1", "::1", config.host))
+        files = CertificateAuthority(directory).issue(hosts=tuple(h for h in hosts if h not in ("::", "0.0.0.0")))
         print(f"dev mode: self-signed certificate, CA at {files.ca}", file=sys.stderr)
         config = replace(config, tls_cert=files.cert, tls_key=files.key)
     from webhook.server import serve

@@ -21,7 +21,8 @@ DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024
 
 @dataclass(frozen=True, kw_only=True)
 class WebhookConfig:
-    host: str = "0.0.0.0"
+    # IPv6 any, with IPv4 too where the kernel allows (webhook/server.py: listen_socket).
+    host: str = "::"
     port: int = 8443
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -32,6 +33,8 @@ class WebhookConfig:
     sidecar_gate: SidecarGate = "auto"
     # auto: hook when KubeVirt's Sidecar gate is on, inject when it is off or unknown.
     delivery: DeliveryChoice = "auto"
+    # A node agent is deployed (the chart's node.enabled): without one, node delivery has no fixer.
+    node_agent: bool = False
     validation: ValidationMode = "warn"
     kubeconfig: Path | None = None
     cni_mac_annotation: str | None = None

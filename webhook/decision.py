@@ -15,6 +15,15 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 # Every warning and refusal message of ours starts with it, so a user tells ours from virt-api's.
 WARN_PREFIX = "bridge-migration: "
+# The API server refuses an object whose annotations add up to more (docs/kubevirt-facts.md K10).
+TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024
+
+
+def annotations_size(annotations: Mapping[str, str]) -> int:
+    """Annotations' size as the API server counts it: every key's and value's length in UTF-8 bytes
+    (a lone surrogate, which JSON allows and Go decodes to U+FFFD, counts its 3 bytes)."""
+    return sum(len(key.encode("utf-8", "surrogatepass")) + len(value.encode("utf-8", "surrogatepass"))
+               for key, value in annotations.items())  # fmt: skip
 
 
 class PatchOp(TypedDict):

@@ -204,13 +204,20 @@ class KubeClient:
         await self._client.aclose()
 
 
-def sidecar_gate_in(kubevirts: dict[str, Any]) -> bool:
-    """Whether any KubeVirt CR in a list has the ``Sidecar`` feature gate on."""
+def feature_gates_in(kubevirts: dict[str, Any]) -> frozenset[str]:
+    """The feature gates listed in ``spec.configuration.developerConfiguration.featureGates`` of
+    any KubeVirt CR in a list. An Alpha gate (Sidecar, Root, Plugins) is on only when listed there
+    (docs/kubevirt-facts.md L8, P9)."""
+    gates: set[str] = set()
     for item in kubevirts.get("items") or []:
         dev = ((item.get("spec") or {}).get("configuration") or {}).get("developerConfiguration") or {}
-        if "Sidecar" in (dev.get("featureGates") or []):
-            return True
-    return False
+        gates.update(g for g in dev.get("featureGates") or [] if isinstance(g, str))
+    return frozenset(gates)
+
+
+def sidecar_gate_in(kubevirts: dict[str, Any]) -> bool:
+    """Whether any KubeVirt CR in a list has the ``Sidecar`` feature gate on."""
+    return "Sidecar" in feature_gates_in(kubevirts)
 
 
 def observed_kubevirt_version_in(kubevirts: dict[str, Any]) -> str | None:
@@ -231,18 +238,22 @@ def observed_kubevirt_version_in(kubevirts: dict[str, Any]) -> str | None:
 
 
 class SidecarGateCache:
-    """KubeVirt's Sidecar feature gate, read from the KubeVirt CR and cached.
+    """KubeVirt's feature gates (Sidecar, and Plugins and Root with it), read from the KubeVirt CR
+    and cached.
 
-    A forced value (flag ``on``/``off``) wins. In ``auto`` the value is refreshed in the
-    background every ``refresh_s``; a failed read keeps the last known value, and before the
-    first successful read the gate counts as unknown (None), which the mutator treats as off.
+    The CR is refreshed in the background every ``refresh_s``. A forced Sidecar value (flag
+    ``on``/``off``) wins for that gate, and then nothing is read in the background: the CR is read
+    when an admission first asks for the gates (``current``), and again once that is ``refresh_s``
+    old, for the other gates and the version. A failed read keeps the last known values; before the
+    first successful read each gate counts as unknown (None), which the deciders treat as off,
+    KubeVirt's own default for these Alpha gates.
     """
 
     def __init__(self, client: KubeClient | None, *, forced: bool | None, refresh_s: float) -> None:
         self._client = client
         self._forced = forced
         self._refresh_s = refresh_s
-        self._value: bool | None = None
+        self._gates: frozenset[str] | None = None
         self._read_at = 0.0
         self._lock = asyncio.Lock()
         self.last_error: str | None = None
@@ -250,12 +261,26 @@ class SidecarGateCache:
         # Read with the gate from the same list; handed to launcher pods for the sidecar's DHCP rule.
         self.kubevirt_version: str | None = None
 
+    def _gate(self, name: str) -> bool | None:
+        return None if self._gates is None else name in self._gates
+
     @property
     def value(self) -> bool | None:
-        return self._forced if self._forced is not None else self._value
+        """The Sidecar gate."""
+        return self._forced if self._forced is not None else self._gate("Sidecar")
+
+    @property
+    def plugins(self) -> bool | None:
+        """The Plugins gate: virt-handler calls node hooks only with it on (facts P13)."""
+        return self._gate("Plugins")
+
+    @property
+    def root(self) -> bool | None:
+        """The Root gate: with it on, virt-api makes new VMIs root (facts L8)."""
+        return self._gate("Root")
 
     async def refresh(self) -> bool | None:
-        if self._forced is not None or self._client is None:
+        if self._client is None:
             return self.value
         async with self._lock:
             # Counted from the attempt, so an unreachable API costs one timeout per period, not
@@ -263,24 +288,27 @@ class SidecarGateCache:
             self._read_at = time.monotonic()
             try:
                 kubevirts = await self._client.get("/apis/kubevirt.io/v1/kubevirts")
-                self._value = sidecar_gate_in(kubevirts)
+                self._gates = feature_gates_in(kubevirts)
                 self.kubevirt_version = observed_kubevirt_version_in(kubevirts)
                 self.last_error = None
                 self.read_ok = True
             except KubeError as exc:
                 if self.last_error != str(exc):
-                    log.warning("cannot read KubeVirt feature gates, keeping %s: %s", self._value, exc)
+                    log.warning("cannot read KubeVirt feature gates, keeping %s: %s", self._gates, exc)
                 self.last_error = str(exc)
                 self.read_ok = False
-        return self._value
+        return self.value
 
     async def current(self) -> bool | None:
-        """The value for an admission: read now only if it was never read or is stale."""
-        if self._forced is None and time.monotonic() - self._read_at > self._refresh_s:
+        """The Sidecar gate for an admission (the other gates read with it): read now only if
+        never read or stale."""
+        if self._client is not None and time.monotonic() - self._read_at > self._refresh_s:
             await self.refresh()
         return self.value
 
     async def run(self) -> None:
+        if self._forced is not None:
+            return  # read when an admission asks (current), not in the background
         while True:
             await self.refresh()
             await asyncio.sleep(self._refresh_s)

@@ -11,15 +11,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bridge_migration_contract import DOMAIN_ANNOTATION, MIGRATION_JOB_UID_LABEL, vmi_managed_interfaces
 from webhook.admission import Review
 from webhook.config import WebhookConfig
 from webhook.decision import WARN_PREFIX, Decision
+from webhook.delivery import KubeVirtGates
 from webhook.kube import InvalidNameError, KubeClient, KubeError, NotFoundError, SidecarGateCache
 from webhook.macs import non_unicast_macs, unicast_mac, vm_template_as_vmi
 from webhook.metrics import WebhookMetrics
-from webhook.migration_validation import validate_migration
+from webhook.migration_validation import kubevirt_initiated, validate_migration
 from webhook.pod_mutation import mutate_launcher_pod
 from webhook.tls import ReloadingTLS
 from webhook.vm_mutation import mutate_vm
@@ -43,9 +45,18 @@ class Runtime:
 Decider = Callable[[Review, Runtime], Awaitable[Decision]]
 
 
+def kubevirt_gates(gate: SidecarGateCache) -> KubeVirtGates:
+    """The gates besides Sidecar and the version, as last read with it (``gate.current()``)."""
+    return KubeVirtGates(plugins=gate.plugins, root=gate.root, version=gate.kubevirt_version)
+
+
+def _name(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("name") or meta.get("generateName", "") + "*")
+
+
 def _who(kind: str, review: Review) -> str:
-    meta = review.obj["metadata"]
-    return f"{kind} {review.namespace}/{meta.get('name') or meta.get('generateName', '') + '*'}"
+    return f"{kind} {review.namespace}/{_name(review.obj)}"
 
 
 def _mac_refusal(problems: list[str], who: str) -> Decision:
@@ -70,6 +81,7 @@ async def decide_vmi(review: Review, rt: Runtime) -> Decision:
         namespace=review.namespace,
         config=rt.config,
         sidecar_gate_on=await rt.gate.current(),
+        kubevirt=kubevirt_gates(rt.gate),
         fallback_name=review.uid,
     )
 
@@ -93,6 +105,7 @@ async def decide_vm(review: Review, rt: Runtime) -> Decision:
         namespace=review.namespace,
         config=rt.config,
         sidecar_gate_on=await rt.gate.current(),
+        kubevirt=kubevirt_gates(rt.gate),
         fallback_name=review.uid,
     )
     if review.operation == "UPDATE" and not decision.patch:
@@ -150,6 +163,12 @@ async def decide_pod(review: Review, rt: Runtime) -> Decision:
 async def decide_migration(review: Review, rt: Runtime) -> Decision:
     if review.operation != "CREATE":
         return Decision()
+    if (started_by := kubevirt_initiated(review.obj)) is not None:
+        # Decided from the object alone, before any read: an API error or a read running into the
+        # deadline would otherwise refuse it in strict mode and hold a drain forever (the chart's
+        # matchConditions keep virt-controller's own requests away from us in the first place).
+        log.info("migration %s/%s admitted unread: %s", review.namespace, _name(review.obj), started_by)
+        return Decision()
     vmi_name = (review.obj.get("spec") or {}).get("vmiName")
     if not isinstance(vmi_name, str) or not vmi_name:
         return Decision.deny("spec.vmiName is missing", code=400)
@@ -167,7 +186,10 @@ async def decide_migration(review: Review, rt: Runtime) -> Decision:
         except KubeError as exc:
             problem = f"could not read VMI {review.namespace}/{vmi_name}: {exc}"
         else:
-            return validate_migration(review.obj, vmi, namespace=review.namespace, config=rt.config)
+            await rt.gate.current()  # the gates an inject or node record's fixer needs
+            return validate_migration(
+                review.obj, vmi, namespace=review.namespace, config=rt.config, kubevirt=kubevirt_gates(rt.gate)
+            )
     # The API read failed: strict mode refuses what it cannot check, warn mode lets it through.
     if rt.config.validation == "strict":
         return Decision.deny(f"{WARN_PREFIX}{problem}", code=503)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
 
 import uvicorn
@@ -57,6 +59,46 @@ def uvicorn_config(rt: Runtime, app: ASGIApp, *, loop: str = "auto", http: str =
     return uv
 
 
+# The default host: IPv6's any address, which takes IPv4 too (as v4-mapped) once IPV6_V6ONLY is off.
+ANY_IPV6 = "::"
+ANY_IPV4 = "0.0.0.0"
+# A kernel without IPv6 (ipv6.disable=1) refuses the socket; one with IPv6 switched off may refuse the bind.
+_NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
+
+
+def _bound(family: socket.AddressFamily, address: tuple[str, int], *, dual_stack: bool = False) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if dual_stack:
+            # asyncio would set IPV6_V6ONLY on an AF_INET6 socket it makes itself (uvicorn's host
+            # path): this is why the webhook makes its socket and hands it over.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The socket the webhook serves on, bound to ``host``:``port`` (uvicorn listens on it).
+
+    ``::`` (the default) is dual-stack: IPv6 and, with ``IPV6_V6ONLY`` off, IPv4, so one address serves
+    IPv4, IPv6-only and dual-stack clusters alike. Where the kernel has no IPv6 it is ``0.0.0.0``,
+    said in the log. Any other host is bound as given (an IPv4 address serves IPv4 only)."""
+    if host == ANY_IPV6:
+        try:
+            return _bound(socket.AF_INET6, (ANY_IPV6, port), dual_stack=True)
+        except OSError as exc:
+            if exc.errno not in _NO_IPV6:
+                raise
+            log.warning("no IPv6 on this host (%s): listening on %s, IPv4 only", exc, ANY_IPV4)
+            return _bound(socket.AF_INET, (ANY_IPV4, port))
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return _bound(family, (str(address[0]), int(address[1])))
+
+
 def serve(config: WebhookConfig) -> int:
     try:
         rt = build_runtime(config)
@@ -64,14 +106,20 @@ def serve(config: WebhookConfig) -> int:
         log.error("%s", exc)
         print(f"python -m webhook: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        sock = listen_socket(config.host, config.port)
+    except OSError as exc:
+        print(f"python -m webhook: error: cannot listen on {config.host} port {config.port}: {exc}", file=sys.stderr)
+        return 2
     uv = uvicorn_config(rt, create_app(rt))
     log.info(
-        "webhook on https://%s:%d policy=%s gate=%s validation=%s",
-        config.host,
+        "webhook on %s port %d policy=%s gate=%s validation=%s",
+        sock.getsockname()[0],
         config.port,
         config.mac_policy,
         config.sidecar_gate,
         config.validation,
     )
-    uvicorn.Server(uv).run()
+    with sock:
+        uvicorn.Server(uv).run(sockets=[sock])
     return 0

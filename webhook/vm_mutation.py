@@ -15,7 +15,8 @@ from typing import Any
 
 from webhook.config import WebhookConfig
 from webhook.decision import WARN_PREFIX, Decision, PatchOp
-from webhook.vmi_mutation import mutate_vmi
+from webhook.delivery import KubeVirtGates
+from webhook.vmi_mutation import NOTHING_READ, mutate_vmi
 
 TEMPLATE = "/spec/template"
 
@@ -26,6 +27,7 @@ def mutate_vm(
     namespace: str,
     config: WebhookConfig,
     sidecar_gate_on: bool | None,
+    kubevirt: KubeVirtGates = NOTHING_READ,
     fallback_name: str = "",
 ) -> Decision:
     """Decide the patch for a VM being created or updated (idempotent: an applied decision
@@ -51,7 +53,12 @@ def mutate_vm(
         "spec": template["spec"],
     }
     decision = mutate_vmi(
-        as_vmi, namespace=namespace, config=config, sidecar_gate_on=sidecar_gate_on, fallback_name=fallback_name
+        as_vmi,
+        namespace=namespace,
+        config=config,
+        sidecar_gate_on=sidecar_gate_on,
+        kubevirt=kubevirt,
+        fallback_name=fallback_name,
     )
     decision.warnings = [w.replace(f"VMI {namespace}/", f"VM {namespace}/") for w in decision.warnings]
     if not decision.patch:

@@ -38,10 +38,20 @@ from bridge_migration_contract import (
     vmi_managed_interfaces,
 )
 from webhook.config import WebhookConfig
-from webhook.decision import WARN_PREFIX, Decision, PatchOp, pointer, set_annotations
-from webhook.delivery import resolve_delivery
+from webhook.decision import (
+    TOTAL_ANNOTATION_SIZE_LIMIT,
+    WARN_PREFIX,
+    Decision,
+    PatchOp,
+    annotations_size,
+    pointer,
+    set_annotations,
+)
+from webhook.delivery import KubeVirtGates, missing_fixer, resolve_delivery
 from webhook.hook_sidecars import MalformedSidecarsError, merged_sidecars
 from webhook.macs import pinned_mac
+
+NOTHING_READ = KubeVirtGates()
 
 
 def _gate_warning(gate_on: bool | None, who: str, names: str) -> str:
@@ -145,22 +155,26 @@ def _fixer(
     *,
     config: WebhookConfig,
     gate_on: bool | None,
+    kubevirt: KubeVirtGates,
     who: str,
     names: str,
-    warnings: list[str],
-) -> tuple[Delivery, str | None] | str:
-    """The VMI's delivery and, for hook, the new hookSidecars value (None: already right); or, as
-    a plain string, the warning saying why the VMI is left unchanged."""
+) -> tuple[Delivery, str | None, str | None] | str:
+    """The VMI's delivery, for hook the new hookSidecars value (None: already right), and the note
+    to give when it is made migratable; or, as a plain string, the warning saying why the VMI is
+    left unchanged: no delivery it names, or one whose fixer would not act."""
     keys = config.keys
     delivery = _delivery(ann, key=keys.delivery, config=config, gate_on=gate_on)
     if delivery is None:
         # The pod webhook could not tell how to deliver the fixer: migratable without it would strand.
         choices = ", ".join(DELIVERIES)
         return f"{WARN_PREFIX}annotation {keys.delivery} must be one of {choices}; {who} left unchanged"
+    missing = missing_fixer(delivery, ann, node_agent=config.node_agent, kubevirt=kubevirt)
+    if missing is not None:
+        why = f"delivery {delivery}, but {missing.why}"
+        return f"{WARN_PREFIX}{why}; {who} (interfaces {names}) stays non-migratable. {missing.fix}"
     if delivery != "hook":
-        if config.delivery == "auto" and ann.get(keys.delivery) is None:
-            warnings.append(_inject_warning(gate_on, who, names))
-        return delivery, None
+        auto = config.delivery == "auto" and ann.get(keys.delivery) is None
+        return delivery, None, _inject_warning(gate_on, who, names) if auto else None
     if gate_on is not True:
         return _gate_warning(gate_on, who, names)
     # The sidecar first: if the user's list cannot be merged, we change nothing at all, since a
@@ -174,7 +188,7 @@ def _fixer(
         )
     except MalformedSidecarsError as exc:
         return f"{WARN_PREFIX}annotation {HOOK_SIDECARS} {exc}; {who} left unchanged"
-    return delivery, sidecars
+    return delivery, sidecars, None
 
 
 def _warn_bad_nic_refresh(ann: Mapping[str, str], *, key: str, warnings: list[str]) -> None:
@@ -230,11 +244,12 @@ def mutate_vmi(
     namespace: str,
     config: WebhookConfig,
     sidecar_gate_on: bool | None,
+    kubevirt: KubeVirtGates = NOTHING_READ,
     fallback_name: str = "",
 ) -> Decision:
     """Decide the patch for a VMI being created.
 
-    ``sidecar_gate_on`` is whether KubeVirt's Sidecar feature gate is on (None: unknown).
+    ``sidecar_gate_on`` (None: unknown) and ``kubevirt``: KubeVirt's gates, which say what delivery acts.
     ``fallback_name`` seeds pinned MACs when the VMI has no name yet (generateName).
     The VMI's annotations must already be known to be a str->str mapping (the shell checks).
     """
@@ -251,11 +266,11 @@ def mutate_vmi(
     if not managed:
         return Decision(warnings=warnings)
     names = ", ".join(i["name"] for i in managed)
-    fixer = _fixer(ann, config=config, gate_on=sidecar_gate_on, who=who, names=names, warnings=warnings)
+    fixer = _fixer(ann, config=config, gate_on=sidecar_gate_on, kubevirt=kubevirt, who=who, names=names)
     if isinstance(fixer, str):
         return Decision(warnings=[*warnings, fixer])
-    delivery, sidecars = fixer
-
+    delivery, sidecars, note = fixer
+    note_at = len(warnings)  # said only if the VMI is patched
     policy = _policy(ann, key=keys.mac_policy, default=config.mac_policy, warnings=warnings)
     recorded = _recorded_macs(ann, key=keys.macs, warnings=warnings)
     _warn_bad_nic_refresh(ann, key=keys.nic_refresh, warnings=warnings)
@@ -277,8 +292,25 @@ def mutate_vmi(
         known=known,
         recorded=recorded,
     )
+    if (too_big := _over_the_limit(ann, changes, who=who, names=names)) is not None:
+        return Decision(warnings=[*warnings, too_big])
     ops.extend(set_annotations(annotations, changes))
+    warnings[note_at:note_at] = [note] if note else []
     return Decision(patch=ops, warnings=warnings)
+
+
+def _over_the_limit(ann: Mapping[str, str], changes: Mapping[str, str], *, who: str, names: str) -> str | None:
+    """The warning when the VMI's annotations with ``changes`` would exceed Kubernetes' total: the
+    API server would then refuse the VMI after we admitted it (facts K10). None when they fit."""
+    before = annotations_size(ann)
+    after = annotations_size({**ann, **changes})
+    if after <= TOTAL_ANNOTATION_SIZE_LIMIT:
+        return None
+    return (
+        f"{WARN_PREFIX}{who} (interfaces {names}) stays non-migratable: its annotations take {before} bytes, "
+        f"ours would bring them to {after}, over Kubernetes' limit of {TOTAL_ANNOTATION_SIZE_LIMIT} bytes in all, "
+        "and the API server would refuse it. Admitted as written; shorten its annotations and recreate it."
+    )
 
 
 def _interfaces(obj: Mapping[str, Any]) -> list[Any]:

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from bridge_migration_contract import ALLOW_POD_BRIDGE_MIGRATION, DEFAULT_KEYS, HOOK_SIDECARS, parse_macs
-from kubelab.kubectl import Kubectl
-from kubelab.lab import SIDECAR_IMAGE, AdmissionLab
+from kubelab.kubectl import Kubectl, to_yaml
+from kubelab.lab import SIDECAR_IMAGE, AdmissionLab, kubevirt_cr
 from tests.kube.conftest import gate_off_hook_only, user_annotations, vmi_manifest
 
 pytestmark = pytest.mark.kube
@@ -125,3 +125,49 @@ def test_an_entry_of_ours_from_an_earlier_release_is_replaced_never_doubled(kube
     sidecars = json.loads(user_annotations(kubectl.get("vmi", "upgraded", namespace=namespace))[HOOK_SIDECARS])
     assert [s["image"] for s in sidecars] == [SIDECAR_IMAGE, theirs["image"]]
     assert sidecars[1] == theirs
+
+
+def test_a_vmi_whose_annotations_would_not_fit_with_ours_is_created_as_written_with_a_warning(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """The API server refuses an object whose annotations exceed 262144 bytes after every mutating
+    webhook ran (facts K10): a VMI that fits as written must not be made to fail by ours.
+    (``kubectl create``: apply would add its own copy of the object as an annotation.)"""
+    filler = "example.org/notes"
+    manifest = vmi_manifest("big-notes", namespace, annotations={filler: "x" * (262144 - len(filler) - 100)})
+    result = kubectl.run("create", "-f", "-", stdin=to_yaml(manifest))
+    assert "Warning: bridge-migration: VMI" in result.stderr
+    assert "262144" in result.stderr and "stays non-migratable" in result.stderr
+    stored = kubectl.get("vmi", "big-notes", namespace=namespace)
+    assert stored["spec"] == manifest["spec"]
+    assert user_annotations(stored) == manifest["metadata"]["annotations"]
+
+
+def test_a_user_set_delivery_node_without_a_node_agent_stays_non_migratable(kubectl: Kubectl, namespace: str) -> None:
+    """The lab's webhook runs without --node-agent (the chart's node.enabled off): no fixer would act."""
+    manifest = vmi_manifest("node-wanted", namespace, annotations={DEFAULT_KEYS.delivery: "node"})
+    result = kubectl.apply(manifest)
+    assert "Warning: bridge-migration:" in result.stderr and "no node agent" in result.stderr
+    stored = kubectl.get("vmi", "node-wanted", namespace=namespace)
+    assert stored["spec"] == manifest["spec"]
+    assert user_annotations(stored) == {DEFAULT_KEYS.delivery: "node"}
+
+
+def test_with_kubevirts_root_gate_on_and_no_sidecar_gate_a_bridge_vmi_stays_non_migratable(
+    lab: AdmissionLab, kubectl: Kubectl, namespace: str
+) -> None:
+    """Root launchers get no injected fixer: the webhook reads the Root gate from the KubeVirt CR."""
+    assert lab.webhook is not None
+    cr = kubevirt_cr(sidecar_gate=False)
+    cr["spec"]["configuration"]["developerConfiguration"]["featureGates"] = ["Root"]
+    kubectl.apply(cr)
+    lab.webhook.restart()  # it caches the CR's gates
+    try:
+        manifest = vmi_manifest("root-launcher", namespace)
+        result = kubectl.apply(manifest)
+        assert "Root feature gate is on" in result.stderr and "stays non-migratable" in result.stderr
+        stored = kubectl.get("vmi", "root-launcher", namespace=namespace)
+        assert stored["spec"] == manifest["spec"]
+        assert user_annotations(stored) == {}
+    finally:
+        lab.set_sidecar_gate(enabled=True)

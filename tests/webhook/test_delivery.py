@@ -18,7 +18,7 @@ from tests.webhook.vmis import vmi
 from webhook.app import create_app
 from webhook.cli import config_from_args
 from webhook.config import WebhookConfig
-from webhook.delivery import recorded_delivery, resolve_delivery
+from webhook.delivery import KubeVirtGates, recorded_delivery, resolve_delivery
 from webhook.injected import pod_qos_class
 from webhook.kube import SidecarGateCache
 from webhook.migration_validation import validate_migration
@@ -28,6 +28,7 @@ from webhook.vmi_mutation import mutate_vmi
 
 DELIVERY = "bridge-migration.kubevirt.io/delivery"
 MACS = "bridge-migration.kubevirt.io/macs"
+PLUGINS_ON = KubeVirtGates(plugins=True, version="v1.9.0")
 
 
 def config(delivery: DeliveryChoice = "auto", **kw: Any) -> WebhookConfig:
@@ -74,7 +75,13 @@ def test_with_the_gate_off_auto_makes_a_bridge_vmi_migratable_by_injection_and_s
 
 
 def test_node_mode_records_node_adds_no_hook_entry_and_warns_nothing() -> None:
-    stored, decision = admit_vmi(vmi(), delivery="node", gate=False)
+    # Where its fixer acts: a node agent deployed, KubeVirt v1.9+ with the Plugins gate
+    # (tests/webhook/test_fixer_availability.py for where it does not).
+    obj = vmi()
+    decision = mutate_vmi(
+        obj, namespace="demo", config=config("node", node_agent=True), sidecar_gate_on=False, kubevirt=PLUGINS_ON
+    )
+    stored = jsonpatch.apply_patch(obj, decision.patch)
     ann = stored["metadata"]["annotations"]
     assert (ann[DELIVERY], ann[ALLOW_POD_BRIDGE_MIGRATION]) == ("node", "true")
     assert HOOK_SIDECARS not in ann and decision.warnings == []
@@ -242,7 +249,8 @@ def test_a_non_default_prefix_is_handed_to_the_injected_process() -> None:
 def test_an_inject_or_node_vmi_migrates_silently_even_in_strict_mode(delivery: str) -> None:
     migration = {"metadata": {"name": "m", "namespace": "demo"}, "spec": {"vmiName": "web-1"}}
     covered = vmi(annotations={DELIVERY: delivery})
-    decision = validate_migration(migration, covered, namespace="demo", config=config(validation="strict"))
+    strict = config(validation="strict", node_agent=True)
+    decision = validate_migration(migration, covered, namespace="demo", config=strict, kubevirt=PLUGINS_ON)
     assert decision.allowed and decision.warnings == []
     bare = copy.deepcopy(vmi())
     refused = validate_migration(migration, bare, namespace="demo", config=config(validation="strict"))
