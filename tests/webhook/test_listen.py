@@ -1,12 +1,14 @@
 """Where the webhook listens: by default on ``::`` with IPv4 too (dual-stack), so it serves on an
 IPv6-only cluster as on an IPv4 one; ``0.0.0.0`` only where the kernel has no IPv6 (issue 25).
 
-The real webhook process (uvicorn, TLS from a test CA) is called over both loopbacks.
+The real webhook process (uvicorn, TLS from a test CA) is called over both loopbacks, and (as root)
+in a network namespace of its own whose loopback has no IPv4 address.
 """
 
 from __future__ import annotations
 
 import errno
+import secrets
 import socket
 import ssl
 import subprocess
@@ -104,3 +106,56 @@ def test_the_default_socket_is_dual_stack() -> None:
         assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
     finally:
         sock.close()
+
+
+_PROBE = """
+import ssl, sys, time, urllib.request
+port, ca = sys.argv[1], sys.argv[2]
+context = ssl.create_default_context(cafile=ca)
+deadline = time.monotonic() + 30
+while True:
+    try:
+        with urllib.request.urlopen(f"https://[::1]:{port}/healthz", context=context, timeout=5) as reply:
+            print(reply.status)
+            break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.2)
+"""
+
+
+@pytest.fixture
+def ipv6_only_netns() -> Iterator[str]:
+    """A network namespace of our own whose loopback has ::1 and no IPv4 address: an IPv6-only host."""
+    ns = f"bm-v6only-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", ns, "addr", "del", "127.0.0.1/8", "dev", "lo"], check=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+@pytest.mark.root
+def test_on_an_ipv6_only_host_the_default_serves_on_the_ipv6_loopback(tmp_path: Path, ipv6_only_netns: str) -> None:
+    files = CertificateAuthority(tmp_path / "pki").issue(hosts=("localhost", "::1"))
+    port = str(free_port())
+    log = tmp_path / "webhook.log"
+    netns = ["ip", "netns", "exec", ipv6_only_netns]
+    cmd = [*netns, sys.executable, "-m", "webhook", "--port", port,
+           "--tls-cert", str(files.cert), "--tls-key", str(files.key)]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        answer = subprocess.run(
+            [*netns, sys.executable, "-c", _PROBE, port, str(files.ca)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert answer.stdout.strip() == "200", answer.stderr + log.read_text()
+    finally:
+        stop(proc, grace=10)
