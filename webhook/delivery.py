@@ -35,7 +35,7 @@ def recorded_delivery(annotations: Mapping[str, object], keys: AnnotationKeys) -
 
 
 # KubeVirt's mark of a non-root VMI from before NonRoot was the default; virt-launcher runs
-# non-root for a VMI carrying it whatever the Root gate says (docs/kubevirt-facts.md L8).
+# non-root for a VMI carrying it whatever the Root gate says (docs/kubevirt-facts.md L11).
 NONROOT_ANNOTATION = "kubevirt.io/nonroot"
 
 

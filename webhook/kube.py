@@ -207,7 +207,7 @@ class KubeClient:
 def feature_gates_in(kubevirts: dict[str, Any]) -> frozenset[str]:
     """The feature gates listed in ``spec.configuration.developerConfiguration.featureGates`` of
     any KubeVirt CR in a list. An Alpha gate (Sidecar, Root, Plugins) is on only when listed there
-    (docs/kubevirt-facts.md L8, P9)."""
+    (docs/kubevirt-facts.md L11, P9)."""
     gates: set[str] = set()
     for item in kubevirts.get("items") or []:
         dev = ((item.get("spec") or {}).get("configuration") or {}).get("developerConfiguration") or {}
@@ -276,7 +276,7 @@ class SidecarGateCache:
 
     @property
     def root(self) -> bool | None:
-        """The Root gate: with it on, virt-api makes new VMIs root (facts L8)."""
+        """The Root gate: with it on, virt-api makes new VMIs root (facts L11)."""
         return self._gate("Root")
 
     async def refresh(self) -> bool | None:

@@ -4,7 +4,7 @@ Node delivery acts only where a node agent is deployed (``--node-agent``, the ch
 ``node.enabled``) and KubeVirt's ``Plugins`` gate is on: without the gate virt-handler calls no node
 hook at all (docs/kubevirt-facts.md P13). Inject delivery acts only in non-root launchers, and with
 KubeVirt's ``Root`` gate on virt-api makes every VMI root unless it carries ``kubevirt.io/nonroot``
-(facts L8). Such a VMI is admitted exactly as written (no allow annotation, no pinned MAC, no record),
+(facts L11). Such a VMI is admitted exactly as written (no allow annotation, no pinned MAC, no record),
 and the user is told why. The gates are read from the KubeVirt CR, as the Sidecar gate is.
 
 The API is the NAMED FAKE of tests/webhook/kubevirt_api.py (the CR's gates on demand).
