@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -24,11 +24,13 @@ from webhook.delivery import resolve_delivery
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import admission_openapi
 from webhook.orchestration import (
+    TARGET_POD_REFUSED,
     Decider,
     Runtime,
     decide_in_stance,
     decide_migration,
     decide_pod,
+    decide_target_pod,
     decide_vm,
     decide_vmi,
 )
@@ -80,10 +82,38 @@ async def _running(rt: Runtime, metrics: WebhookMetrics, *, background: bool) ->
             await rt.kube.aclose()
 
 
-def _admission_handler(
-    rt: Runtime, metrics: WebhookMetrics, endpoint: str, expect_kind: str, decide: Decider, *, fail_open: bool
-) -> Callable[[Request], Awaitable[Response]]:
-    """The handler of one admission endpoint: body in, decision by ``decide``, review answer out."""
+class Route(NamedTuple):
+    """One admission endpoint: its path (no leading slash), the kind it admits, its decider, and
+    its stance on a timeout or a bug: admit unchanged (``fail_open``) or refuse, saying ``refused``."""
+
+    endpoint: str
+    kind: str
+    decide: Decider
+    fail_open: bool
+    refused: str | None = None
+
+
+def admission_routes(rt: Runtime) -> list[Route]:
+    """The five admission endpoints; each fails open but strict migration validation and the
+    migration target pods' route (the chart's failurePolicy Fail entry: fail closed inside too)."""
+    return [
+        Route("mutate/virtualmachineinstances", "VirtualMachineInstance", decide_vmi, fail_open=True),
+        Route("mutate/virtualmachines", "VirtualMachine", decide_vm, fail_open=True),
+        Route("mutate/pods", "Pod", decide_pod, fail_open=True),
+        Route("mutate/migration-target-pods", "Pod", decide_target_pod, fail_open=False, refused=TARGET_POD_REFUSED),
+        Route(
+            "validate/virtualmachineinstancemigrations",
+            "VirtualMachineInstanceMigration",
+            decide_migration,
+            fail_open=rt.config.validation == "warn",
+            refused="refused (strict validation)",
+        ),
+    ]
+
+
+def _admission_handler(rt: Runtime, metrics: WebhookMetrics, route: Route) -> Callable[[Request], Awaitable[Response]]:
+    """The handler of one admission endpoint: body in, decision by its decider, review answer out."""
+    endpoint, expect_kind = route.endpoint, route.kind
 
     async def handler(request: Request) -> Response:
         started = time.perf_counter()
@@ -96,7 +126,9 @@ def _admission_handler(
         except BadReviewError as exc:
             metrics.requests.labels(endpoint, "bad_request").inc()
             return JSONResponse({"error": str(exc)}, 400)
-        decision, errored = await decide_in_stance(decide, review, rt, endpoint=endpoint, fail_open=fail_open)
+        decision, errored = await decide_in_stance(
+            route.decide, review, rt, endpoint=endpoint, fail_open=route.fail_open, refused=route.refused
+        )
         out = json.dumps(response(review, decision), separators=(",", ":")).encode()
         metrics.requests.labels(endpoint, "error" if errored else _verdict(decision)).inc()
         if decision.patch:
@@ -108,25 +140,13 @@ def _admission_handler(
 
 
 def _add_admission_routes(app: FastAPI, rt: Runtime, metrics: WebhookMetrics) -> None:
-    """The four admission endpoints; each fails open but the migration validator under strict."""
-    routes: list[tuple[str, str, Decider, bool]] = [
-        ("mutate/virtualmachineinstances", "VirtualMachineInstance", decide_vmi, True),
-        ("mutate/virtualmachines", "VirtualMachine", decide_vm, True),
-        ("mutate/pods", "Pod", decide_pod, True),
-        (
-            "validate/virtualmachineinstancemigrations",
-            "VirtualMachineInstanceMigration",
-            decide_migration,
-            rt.config.validation == "warn",
-        ),
-    ]
-    for endpoint, expect_kind, decide, fail_open in routes:
+    for route in admission_routes(rt):
         app.add_api_route(
-            f"/{endpoint}",
-            _admission_handler(rt, metrics, endpoint, expect_kind, decide, fail_open=fail_open),
+            f"/{route.endpoint}",
+            _admission_handler(rt, metrics, route),
             methods=["POST"],
-            name=endpoint,
-            **admission_openapi(expect_kind),
+            name=route.endpoint,
+            **admission_openapi(route.kind),
         )
 
 

@@ -22,7 +22,7 @@ from webhook.kube import InvalidNameError, KubeClient, KubeError, NotFoundError,
 from webhook.macs import non_unicast_macs, unicast_mac, vm_template_as_vmi
 from webhook.metrics import WebhookMetrics
 from webhook.migration_validation import kubevirt_initiated, validate_migration
-from webhook.pod_mutation import mutate_launcher_pod
+from webhook.pod_mutation import TARGET_POD_WAITS, mutate_launcher_pod
 from webhook.tls import ReloadingTLS
 from webhook.vm_mutation import mutate_vm
 from webhook.vmi_mutation import mutate_vmi, restore_dropped_macs
@@ -113,7 +113,8 @@ async def decide_vm(review: Review, rt: Runtime) -> Decision:
     return decision
 
 
-async def decide_pod(review: Review, rt: Runtime) -> Decision:
+async def decide_pod(review: Review, rt: Runtime, *, fail_closed: bool = False) -> Decision:
+    """``/mutate/pods``; with ``fail_closed``, ``/mutate/migration-target-pods`` (decide_target_pod)."""
     if review.operation != "CREATE":
         return Decision()
     metadata = review.obj["metadata"]
@@ -155,9 +156,22 @@ async def decide_pod(review: Review, rt: Runtime) -> Decision:
         vmi_macs=vmi_macs,
         pod_network_interfaces=pod_ifaces,
         kubevirt_version=rt.gate.kubevirt_version,
+        namespace=review.namespace,
+        fail_closed=fail_closed,
     )
     decision.warnings[:0] = warnings
     return decision
+
+
+# The fail-closed route's refusal when the server itself cannot decide (its deadline, a bug).
+TARGET_POD_REFUSED = f"migration target pod refused, as its fixer could not be set up: {TARGET_POD_WAITS}"
+
+
+async def decide_target_pod(review: Review, rt: Runtime) -> Decision:
+    """Migration target pods whose fixer the pod patch completes (the chart's failurePolicy Fail
+    entry): decided as any launcher pod, but one that would get no working fixer is refused, where
+    ``/mutate/pods`` admits it as it is. The route's stance refuses too (``TARGET_POD_REFUSED``)."""
+    return await decide_pod(review, rt, fail_closed=True)
 
 
 async def decide_migration(review: Review, rt: Runtime) -> Decision:
@@ -197,20 +211,23 @@ async def decide_migration(review: Review, rt: Runtime) -> Decision:
 
 
 async def decide_in_stance(
-    decide: Decider, review: Review, rt: Runtime, *, endpoint: str, fail_open: bool
+    decide: Decider, review: Review, rt: Runtime, *, endpoint: str, fail_open: bool, refused: str | None = None
 ) -> tuple[Decision, bool]:
     """The decision, within the deadline; on a timeout or a bug, the endpoint's own stance: the
-    mutators (and warn-mode validation) admit unchanged, strict validation refuses. Never a 500
-    the apiserver would turn into a failed create. Second item: whether it was a bug."""
+    mutators (and warn-mode validation) admit unchanged; strict validation and the migration
+    target pods' route refuse, saying ``refused`` (what the refusal means). Never a 500 the
+    apiserver would turn into a failed create. Second item: whether it was a bug."""
     try:
         async with asyncio.timeout(rt.config.request_deadline_s):
             return await decide(review, rt), False
     except TimeoutError:
         msg = f"{WARN_PREFIX}no answer within {rt.config.request_deadline_s}s"
-        return (Decision(warnings=[msg]) if fail_open else Decision.deny(msg, code=504)), False
+        if fail_open:
+            return Decision(warnings=[msg]), False
+        return Decision.deny(f"{msg}; {refused}" if refused else msg, code=504), False
     except Exception:
         log.exception("%s: unexpected error on %s", endpoint, review.uid)
         msg = f"{WARN_PREFIX}internal error"
         if fail_open:
             return Decision(warnings=[f"{msg}, object admitted unchanged"]), True
-        return Decision.deny(f"{msg}; refused (strict validation)", code=500), True
+        return Decision.deny(f"{msg}; {refused or 'refused'}", code=500), True

@@ -6,7 +6,8 @@ retried by virt-controller and the guest stays, working, on its source (docs/kub
 L8, L9).
 
 The routing is CEL (``matchConditions``), evaluated by the API server; the kube test
-(tests/kube/test_target_pods_fail_closed.py) shows what it does there. Here: the shape, and the one
+(tests/kube/test_target_pods_fail_closed.py) shows what it does there. Here: the shape, the route
+each entry calls (one the webhook serves for that kind), and the one
 part CEL evaluates with RE2, the image pattern, checked against the webhook's own ``is_our_image``
 with Python's ``re`` (the pattern is anchors, literals, classes and ``?``: the same in both).
 """
@@ -18,8 +19,12 @@ from typing import Any
 
 import pytest
 
-from tests.chart.conftest import Render, one
+from tests.chart.conftest import Render, by_kind, one
+from webhook.app import create_app
+from webhook.config import WebhookConfig
 from webhook.hook_sidecars import image_repository, is_our_image
+from webhook.kube import SidecarGateCache
+from webhook.orchestration import Runtime
 
 TARGET_ENTRY = "migration-target-pods"
 LAUNCHER_ENTRY = "virt-launcher-pods"
@@ -53,8 +58,12 @@ def test_target_pods_of_vmis_with_a_pod_fixer_go_to_an_entry_of_their_own_that_f
     # The same server path, scope, rules and namespaces as the launcher entry: only who goes where differs.
     for field in ("rules", "namespaceSelector", "timeoutSeconds", "sideEffects", "admissionReviewVersions"):
         assert target[field] == launcher[field], field
-    assert target["clientConfig"]["service"] == launcher["clientConfig"]["service"]
-    assert target["clientConfig"]["service"]["path"] == "/mutate/pods"
+    # The same Service; the route of its own fails closed inside the server too (a deadline, a
+    # bug, a pod the fixer cannot work in: refused, where /mutate/pods admits unchanged).
+    service, launcher_service = target["clientConfig"]["service"], launcher["clientConfig"]["service"]
+    assert {**service, "path": None} == {**launcher_service, "path": None}
+    assert service["path"] == "/mutate/migration-target-pods"
+    assert launcher_service["path"] == "/mutate/pods"
     assert target["reinvocationPolicy"] == "Never"
 
 
@@ -116,3 +125,29 @@ def test_fail_closed_can_be_turned_off_for_availability(render: Render) -> None:
     assert hooks[TARGET_ENTRY]["failurePolicy"] == "Ignore"
     with pytest.raises(RuntimeError, match="values don't meet the specifications of the schema"):
         render({"webhook": {"failurePolicy": {"migrationTargetPods": "Sometimes"}}})
+
+
+KIND_OF = {
+    "pods": "Pod",
+    "virtualmachineinstances": "VirtualMachineInstance",
+    "virtualmachines": "VirtualMachine",
+    "virtualmachineinstancemigrations": "VirtualMachineInstanceMigration",
+}
+
+
+def test_every_entry_calls_a_route_the_webhook_serves_for_the_kind_it_sends(render: Render) -> None:
+    """The chart and the webhook ship in one release: each entry's path is an admission route of
+    this webhook, and that route parses the kind the entry's rules send (its OpenAPI request body,
+    webhook/openapi.py, names the kind the parser expects)."""
+    app = create_app(Runtime(config=WebhookConfig(), gate=SidecarGateCache(None, forced=True, refresh_s=30)))
+    paths = app.openapi()["paths"]
+    objects = render()
+    hooks = [h for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+             for config in by_kind(objects, kind) for h in config["webhooks"]]  # fmt: skip
+    assert len(hooks) == 5
+    for hook in hooks:
+        path = hook["clientConfig"]["service"]["path"]
+        assert path in paths, (hook["name"], path)
+        request = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["request"]
+        ((resource,),) = {tuple(rule["resources"]) for rule in hook["rules"]}
+        assert request["properties"]["kind"]["properties"]["kind"]["enum"] == [KIND_OF[resource]], hook["name"]

@@ -7,12 +7,19 @@ controller creates them. What virt-controller then does with a refused target po
 migration Pending and creates the pod again, with backoff, while the source runs on;
 docs/kubevirt-facts.md L8, L9) is KubeVirt's and is not played here: kubelab has no migration
 controller.
+
+Refused are target pods the webhook cannot be called for (the entry's failurePolicy), and those its
+route, /mutate/migration-target-pods, refuses itself: when it runs into its own deadline, when the
+pod cannot get a working fixer, when our annotations would take it past Kubernetes' limit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +36,7 @@ from kubelab.fake_virt_controller import render_launcher_pod
 from kubelab.kubectl import Kubectl, to_yaml
 from kubelab.lab import RELEASE, SIDECAR_IMAGE, AdmissionLab
 from tests.kube.conftest import user_annotations, vmi_manifest
+from tests.webhook.server import hung_apiserver
 
 pytestmark = pytest.mark.kube
 
@@ -145,3 +153,152 @@ def test_while_the_webhook_is_down_only_target_pods_of_vmis_with_a_pod_fixer_are
         created = _create(kubectl, _pod(vmi, pod_name, target=True))
         assert created.returncode == 0, created.stderr
         assert _exists(kubectl, namespace, pod_name)
+
+
+# --- the webhook answers, but the target pod cannot get a working fixer: refused, saying why --------
+# (The chart's entry fails closed only when the webhook cannot be called; these are refusals of the
+# webhook's own route, /mutate/migration-target-pods. Before it, each such target pod was created
+# without its fixer, with a warning that only virt-controller's log saw.)
+
+DENIED = f'admission webhook "{TARGET_WEBHOOK}" denied the request: bridge-migration: '
+WAITS = (
+    "the migration stays Pending and KubeVirt creates the target pod again with backoff, "
+    "while the VM keeps running on its source"
+)
+
+
+def _without_libvirt_runtime(pod: dict[str, Any]) -> dict[str, Any]:
+    """What a launcher pod looks like after something took the volume away (compute's mount with it)."""
+    pod["spec"]["volumes"] = [v for v in pod["spec"]["volumes"] if v["name"] != LIBVIRT_RUNTIME_VOLUME]
+    for container in pod["spec"]["containers"]:
+        mounts = container.get("volumeMounts") or []
+        container["volumeMounts"] = [m for m in mounts if m["name"] != LIBVIRT_RUNTIME_VOLUME]
+    return pod
+
+
+NO_FIXER = {
+    # case: the VMI's delivery, the reason the refusal gives
+    "no-libvirt-runtime": ("hook", "the pod has no libvirt-runtime volume, so the fixer could not reach libvirt"),
+    "root-launcher": ("inject", "it is a root virt-launcher pod, where the injected fixer cannot reach libvirt"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NO_FIXER))
+def test_a_target_pod_the_webhook_cannot_give_a_fixer_is_refused_with_the_reason_and_a_first_pod_created(
+    chart_sidecar_image: str, kubectl: Kubectl, namespace: str, case: str
+) -> None:
+    delivery, reason = NO_FIXER[case]
+    vmi = _managed_vmi(kubectl, namespace, "web", delivery)
+
+    def pod(name: str, *, target: bool) -> dict[str, Any]:
+        migration = MIGRATION if target else None
+        if case == "root-launcher":
+            return render_launcher_pod(vmi, name=name, migration=migration, non_root=False)
+        return _without_libvirt_runtime(render_launcher_pod(vmi, name=name, migration=migration))
+
+    # What virt-controller gets back and records on the VMI (FailedCreate, "Error creating pod: ...").
+    refused = _create(kubectl, pod("virt-launcher-web-target", target=True))
+    assert refused.returncode != 0
+    assert DENIED + f"migration target pod of VMI {namespace}/web refused: {reason}" in refused.stderr
+    assert WAITS in refused.stderr
+    assert f"`kubectl delete vmim {MIGRATION['name']} -n {namespace}` cancels the migration" in refused.stderr
+    assert not _exists(kubectl, namespace, "virt-launcher-web-target")
+
+    # A VM starting is never held: the same pod as a first pod is created, with the warning as before.
+    first = _create(kubectl, pod("virt-launcher-web-first", target=False))
+    assert first.returncode == 0, first.stderr
+    assert "Warning: bridge-migration: " in first.stderr
+    assert not _has_fixer(
+        kubectl.get("pod", "virt-launcher-web-first", namespace=namespace), delivery, chart_sidecar_image
+    )
+
+
+@contextlib.contextmanager
+def _webhook_reading_a_hung_api(lab: AdmissionLab, tmp_path: Path) -> Iterator[None]:
+    """The webhook restarted against a NAMED FAKE hung API server (tests/webhook/server.py): every
+    read it makes hangs, so its own one-second deadline ends every review that reads. Restored after."""
+    assert lab.webhook is not None
+    saved = dict(lab.webhook.options)
+    with hung_apiserver(tmp_path) as (kubeconfig, _):
+        try:
+            lab.webhook.restart(kubeconfig=str(kubeconfig), request_deadline="1", api_timeout="30")
+            yield
+        finally:
+            lab.webhook.stop()
+            lab.webhook.options.clear()
+            lab.webhook.options.update(saved)
+            lab.webhook.start()
+
+
+def test_a_target_pod_the_webhook_cannot_answer_in_time_is_refused_and_a_first_pod_still_created(
+    chart_sidecar_image: str, lab: AdmissionLab, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """Before, the server's own deadline admitted the target pod unchanged (its fail-open stance)
+    and it ran without a working fixer: only an unreachable webhook held the migration."""
+    vmi = _managed_vmi(kubectl, namespace, "web", "hook")
+    with _webhook_reading_a_hung_api(lab, tmp_path):
+        refused = _create(kubectl, _pod(vmi, "virt-launcher-web-target", target=True))
+        assert refused.returncode != 0
+        assert DENIED + "no answer within 1.0s; migration target pod refused" in refused.stderr
+        assert WAITS in refused.stderr
+        # A VM starting is not held: its first pod needs no read (the gate reader's attempt is
+        # under way in the background and is not waited for), so it is decided and patched in time.
+        first = _create(kubectl, _pod(vmi, "virt-launcher-web-first", target=False))
+        assert first.returncode == 0, first.stderr
+    assert not _exists(kubectl, namespace, "virt-launcher-web-target")
+    assert _has_fixer(kubectl.get("pod", "virt-launcher-web-first", namespace=namespace), "hook", chart_sidecar_image)
+
+
+# --- annotations near Kubernetes' limit (262144 bytes in all, docs/kubevirt-facts.md K10) ----------
+
+LIMIT = 262144
+FILLER = "example.org/notes"
+
+
+def _size(annotations: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
+
+
+def _near_the_limit_vmi(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    """A hook VMI, stored, whose target pod's annotations come to 1 byte under the limit as
+    virt-controller renders them: so the VMI itself fits with ours, and so does the target pod
+    without ours. ``kubectl create``: apply would copy the whole manifest into an annotation."""
+    manifest = vmi_manifest("web", namespace, annotations={FILLER: "x"})
+    probe = json.loads(
+        kubectl.run("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=to_yaml(manifest)).stdout
+    )
+    target = _size(_pod(probe, "p", target=True)["metadata"]["annotations"])
+    manifest["metadata"]["annotations"][FILLER] = "x" * (1 + LIMIT - 1 - target)
+    kubectl.run("create", "-f", "-", stdin=to_yaml(manifest))
+    vmi = kubectl.get("vmi", "web", namespace=namespace)
+    assert HOOK_SIDECARS in vmi["metadata"]["annotations"]  # made migratable: the VMI fits with ours
+    return vmi
+
+
+def test_a_vmi_near_the_annotation_limit_starts_without_our_pod_annotations_and_its_target_pod_is_refused(
+    chart_sidecar_image: str, kubectl: Kubectl, namespace: str
+) -> None:
+    """Before, our kubevirt-version took the first pod past the limit: the API server refused it
+    ("Too long: may not be more than 262144 bytes") after we allowed it, and the VM never started."""
+    vmi = _near_the_limit_vmi(kubectl, namespace)
+    first_pod, target_pod = (
+        _pod(vmi, "virt-launcher-web-first", target=False),
+        _pod(vmi, "virt-launcher-web-t", target=True),
+    )
+    version_key = DEFAULT_KEYS.kubevirt_version
+    assert _size(target_pod["metadata"]["annotations"]) == LIMIT - 1
+    assert _size(first_pod["metadata"]["annotations"]) + len(version_key) + len("v1.9.0") > LIMIT
+
+    first = _create(kubectl, first_pod)
+    assert first.returncode == 0, first.stderr
+    assert (
+        f"Warning: bridge-migration: launcher pod of VMI {namespace}/web admitted as it is, without ours"
+        in first.stderr
+    )
+    stored = kubectl.get("pod", "virt-launcher-web-first", namespace=namespace)
+    assert version_key not in stored["metadata"]["annotations"]
+
+    refused = _create(kubectl, target_pod)
+    assert refused.returncode != 0
+    assert DENIED + f"migration target pod of VMI {namespace}/web refused: its annotations take" in refused.stderr
+    assert "over Kubernetes' limit of 262144 bytes in all" in refused.stderr and WAITS in refused.stderr

@@ -1,10 +1,13 @@
-"""Starting the real webhook process (uvicorn, TLS from a test CA) for integration tests."""
+"""Starting the real webhook process (uvicorn, TLS from a test CA) for integration tests, and a
+hung API server for it to read from."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,3 +57,45 @@ def running_webhook(tmp: Path, *args: str) -> Iterator[RunningWebhook]:
         yield hook
     finally:
         stop(proc, grace=10)
+
+
+@contextmanager
+def hung_apiserver(tmp_path: Path) -> Iterator[tuple[Path, list[socket.socket]]]:
+    """FAKE hung apiserver: accepts, never answers. Yields a kubeconfig pointing at it and the
+    connections it accepted so far."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters: [{{name: hung, cluster: {{server: "https://127.0.0.1:{port}", insecure-skip-tls-verify: true}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: c, context: {{cluster: hung, user: u}}}}]
+current-context: c
+"""
+    )
+    try:
+        yield kubeconfig, held
+    finally:
+        done.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()

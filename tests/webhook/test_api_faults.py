@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import pytest
 import yaml
 
 from kubelab.reviews import make_review
-from tests.webhook.server import running_webhook
+from tests.webhook.server import hung_apiserver, running_webhook
 from tests.webhook.vmis import vmi
 from webhook.admission import BadReviewError, parse_review
 from webhook.certs import CertificateAuthority
@@ -36,51 +33,9 @@ MIGRATION = {
 }
 
 
-@contextmanager
-def _silent_listener(tmp_path: Path) -> Iterator[tuple[Path, list[socket.socket]]]:
-    """FAKE hung apiserver: accepts, never answers. Yields a kubeconfig pointing at it and the
-    connections it accepted so far."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-                held.append(conn)
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    port = listener.getsockname()[1]
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters: [{{name: hung, cluster: {{server: "https://127.0.0.1:{port}", insecure-skip-tls-verify: true}}}}]
-users: [{{name: u, user: {{token: t}}}}]
-contexts: [{{name: c, context: {{cluster: hung, user: u}}}}]
-current-context: c
-"""
-    )
-    try:
-        yield kubeconfig, held
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        listener.close()
-
-
 @pytest.fixture
 def silent_apiserver(tmp_path: Path) -> Iterator[Path]:
-    with _silent_listener(tmp_path) as (kubeconfig, _):
+    with hung_apiserver(tmp_path) as (kubeconfig, _):
         yield kubeconfig
 
 
@@ -116,7 +71,7 @@ def test_a_vmi_name_that_climbs_into_another_namespace_is_refused_without_touchi
     """The real process, a real socket: not one connection reaches the API (the gate is forced on,
     so nothing else reads it). Before the fix the read went out, to namespace victims."""
     climbing = {**MIGRATION, "spec": {"vmiName": "../../victims/virtualmachineinstances/secret"}}
-    with _silent_listener(tmp_path) as (kubeconfig, accepted):
+    with hung_apiserver(tmp_path) as (kubeconfig, accepted):
         answer = review_migration(tmp_path, kubeconfig, "--api-timeout", "0.5", migration=climbing)
         assert accepted == []
     assert answer["allowed"] is False

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from kubelab.reviews import make_review
+from tests.webhook.launcher_pods import IMAGE, launcher_pod
 from tests.webhook.vmis import vmi
 from webhook.app import create_app
 from webhook.config import WebhookConfig
@@ -95,3 +96,29 @@ def test_a_bug_in_warn_mode_validation_admits_with_a_warning() -> None:
     _status, body = post(rt, "/validate/virtualmachineinstancemigrations", make_review(migration()))
     assert body["response"]["allowed"] is True
     assert "internal error" in body["response"]["warnings"][0]
+
+
+def test_a_bug_on_the_target_pod_route_refuses_the_target_pod_and_counts_an_error() -> None:
+    """``/mutate/migration-target-pods`` fails closed inside the server as its chart entry does
+    outside it: admitted unchanged, a target pod would run the guest without a working fixer.
+    ``/mutate/pods`` keeps admitting the same pod unchanged (first pods: a VM start never waits)."""
+    metrics = WebhookMetrics()
+    rt = Runtime(
+        config=WebhookConfig(sidecar_image=IMAGE),
+        gate=SidecarGateCache(None, forced=True, refresh_s=30),
+        kube=BuggyKube(),  # type: ignore[arg-type]
+        metrics=metrics,
+    )
+    review = make_review(launcher_pod(target=True))  # no macs on the pod: the VMI is read, and that raises
+    _status, body = post(rt, "/mutate/migration-target-pods", review)
+    assert body["response"]["allowed"] is False and "patch" not in body["response"]
+    assert body["response"]["status"]["code"] == 500
+    message = body["response"]["status"]["message"]
+    assert message.startswith("bridge-migration: internal error; migration target pod refused")
+    assert "the migration stays Pending" in message and "keeps running on its source" in message
+    assert errors(metrics, "mutate/migration-target-pods") == 1
+
+    _status, body = post(rt, "/mutate/pods", review)
+    assert body["response"]["allowed"] is True and "patch" not in body["response"]
+    assert "internal error, object admitted unchanged" in body["response"]["warnings"][0]
+    assert errors(metrics, "mutate/pods") == 1
