@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge_migration_contract import AnnotationKeys, KubevirtFamily
+from sidecar.core.domain import Domain
 from sidecar.core.events import LifecycleEvent
 from sidecar.core.removals import DeviceRemovals
 from sidecar.fixer.dispatch import Dispatcher
@@ -46,6 +47,49 @@ class Source:
     links: Callable[[], dict[str, PodLink]]
     keys: AnnotationKeys
     kubevirt_family: KubevirtFamily
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The engine as assembled: the executor, the fixer over it, and the dispatcher feeding it."""
+
+    executor: Executor
+    fixer: Fixer
+    dispatcher: Dispatcher
+
+
+def assemble(
+    *,
+    settings: FixerSettings,
+    removals: DeviceRemovals,
+    domain: Callable[[], Domain],
+    source: Source,
+    metrics: Metrics,
+    history_size: int = 100,
+) -> Engine:
+    """Executor, fixer and dispatcher over ``domain``, with a late release always handed to the
+    dispatcher's worker. `build_fixer` puts a libvirt watcher under it; tests put a fake domain."""
+    executor = Executor(settings, removals)
+    fixer = Fixer(
+        executor=executor,
+        domain=domain,
+        vmi=source.vmi,
+        annotations_file=source.annotations_file,
+        keys=source.keys,
+        links=source.links,
+        metrics=metrics,
+        history_size=history_size,
+        kubevirt_family=source.kubevirt_family,
+    )
+    dispatcher = Dispatcher(
+        # A libvirt event's time is when the guest resumed: the hold counts from it.
+        run_fixup=lambda trigger, at: fixer.run(trigger=trigger, trigger_time=at, resumed_at=at),
+        incoming=fixer.incoming_migration,
+        restore=fixer.restore_late,
+        settle=fixer.settle,
+    )
+    removals.on_late = dispatcher.late_removal
+    return Engine(executor=executor, fixer=fixer, dispatcher=dispatcher)
 
 
 def build_fixer(
@@ -84,24 +128,14 @@ def build_fixer(
         on_connected=connected,
         max_backoff=max_backoff,
     )
-    fixer = Fixer(
-        executor=Executor(settings, removals),
+    engine = assemble(
+        settings=settings,
+        removals=removals,
         domain=watcher.domain,
-        vmi=source.vmi,
-        annotations_file=source.annotations_file,
-        keys=source.keys,
-        links=source.links,
+        source=source,
         metrics=metrics,
         history_size=history_size,
-        kubevirt_family=source.kubevirt_family,
     )
-    dispatcher = Dispatcher(
-        # A libvirt event's time is when the guest resumed: the hold counts from it.
-        run_fixup=lambda trigger, at: fixer.run(trigger=trigger, trigger_time=at, resumed_at=at),
-        incoming=fixer.incoming_migration,
-        restore=fixer.restore_late,
-        settle=fixer.settle,
-    )
-    removals.on_late = dispatcher.late_removal
+    fixer, dispatcher = engine.fixer, engine.dispatcher
     parts = FixerParts(watcher=watcher, removals=removals, fixer=fixer, dispatcher=dispatcher)
     return parts

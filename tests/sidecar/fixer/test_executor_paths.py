@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 
+from bridge_migration_contract import AnnotationKeys
 from sidecar.core.models import FixupRecord, InterfaceFixup
 from sidecar.core.plan import InterfacePlan, make_plan
 from sidecar.core.removals import DeviceRemovals
 from sidecar.fixer import executor as executor_module
+from sidecar.fixer.build import Source, assemble
 from sidecar.fixer.dispatch import Dispatcher
 from sidecar.fixer.engine import Fixer
 from sidecar.fixer.executor import Executor
@@ -76,28 +78,25 @@ class Rig:
 
 
 def make_rig(dom_factory: Any, *, settings: FixerSettings = SETTINGS) -> Rig:
+    """The product's own wiring (build.assemble) over a fake domain instead of a libvirt watcher."""
     removals = DeviceRemovals()
     dom: FakeDomain = dom_factory(removals)
-    executor = Executor(settings, removals)
     annotations: dict[str, str] = {}
-    fixer = Fixer(
-        executor=executor,
+    engine = assemble(
+        settings=settings,
+        removals=removals,
         domain=lambda: dom,
-        vmi=lambda: vmi(annotations=annotations),
-        annotations_file=None,  # the VMI's annotations stand for the pod's
-        links=dict,  # policy pin: the pod-side MAC is not needed
+        source=Source(
+            vmi=lambda: vmi(annotations=annotations),
+            annotations_file=None,  # the VMI's annotations stand for the pod's
+            links=dict,  # policy pin: the pod-side MAC is not needed
+            keys=AnnotationKeys(),
+            kubevirt_family="v1.9+",
+        ),
         metrics=Metrics(),
-        ipv4_less=lambda names: frozenset(),
     )
-    dispatcher = Dispatcher(
-        run_fixup=lambda trigger, at: fixer.run(trigger=trigger, trigger_time=at, resumed_at=at),
-        incoming=fixer.incoming_migration,
-        restore=fixer.restore_late,
-        settle=fixer.settle,
-    )
-    removals.on_late = dispatcher.late_removal
-    dispatcher.start()
-    return Rig(dom, removals, executor, fixer, dispatcher, annotations)
+    engine.dispatcher.start()
+    return Rig(dom, removals, engine.executor, engine.fixer, engine.dispatcher, annotations)
 
 
 @pytest.fixture
