@@ -65,6 +65,13 @@ def _add_serving_flags(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--port", field="port", type=int, help="HTTPS port (default %(default)s)")
     _add(parser, "--tls-cert", field="tls_cert", help="PEM certificate (chain); re-read when it changes on disk")
     _add(parser, "--tls-key", field="tls_key", help="PEM private key for --tls-cert")
+    _add(
+        parser,
+        "--tls-reload-seconds",
+        field="tls_reload_s",
+        type=float,
+        help="how often the TLS files are looked at for a renewed pair (default %(default)s)",
+    )
     _add_switch(parser, "--dev", field="dev", help="without TLS files, serve with a throw-away self-signed certificate")
     _add_switch(
         parser,
@@ -187,6 +194,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> WebhookConfig:
         parser.error(str(exc))
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    if not float(args.tls_reload_seconds) > 0:  # also refuses nan
+        parser.error("--tls-reload-seconds must be > 0")
     if args.kubeconfig and not Path(args.kubeconfig).is_file():
         parser.error(f"--kubeconfig {args.kubeconfig}: no such file (or BM_WEBHOOK_KUBECONFIG)")
     if not args.tls_cert and not args.dev:
@@ -212,6 +221,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> WebhookConfig:
         keys=keys,
         request_deadline_s=float(args.request_deadline),
         api_timeout_s=float(args.api_timeout),
+        tls_reload_s=float(args.tls_reload_seconds),
         log_level=args.log_level,
         api_docs=args.api_docs,
     )

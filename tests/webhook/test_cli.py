@@ -27,6 +27,13 @@ def test_a_key_without_its_certificate_stops_it_too_even_in_dev_mode(capsys: pyt
     assert "--tls-cert and --tls-key go together" in refusal(["--dev", "--tls-key", "/tls/tls.key"], capsys)
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_tls_reload_period_that_is_not_positive_stops_the_webhook(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "--tls-reload-seconds must be > 0" in refusal(["--dev", "--tls-reload-seconds", value], capsys)
+
+
 def test_half_a_pair_from_the_environment_is_refused_like_the_flag(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -54,7 +61,11 @@ def no_webhook_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # The flags whose setting has another name in WebhookConfig (the unit is in the field's name).
-FIELD_OF = {"request_deadline": "request_deadline_s", "api_timeout": "api_timeout_s"}
+FIELD_OF = {
+    "request_deadline": "request_deadline_s",
+    "api_timeout": "api_timeout_s",
+    "tls_reload_seconds": "tls_reload_s",
+}
 
 
 @pytest.mark.usefixtures("no_webhook_environment")
