@@ -109,7 +109,7 @@ def _add_injected(spec: Mapping[str, Any], *, config: WebhookConfig) -> PatchOp:
 
 
 @dataclass(frozen=True)
-class NoFixer:
+class UnfixablePod:
     """Why a pod cannot be given a working fixer: ``warning`` where it is admitted as it is,
     ``reason`` and ``advice`` in the refusal of a target pod on the fail-closed route."""
 
@@ -118,8 +118,8 @@ class NoFixer:
     advice: str
 
 
-def _no_libvirt_runtime() -> NoFixer:
-    return NoFixer(
+def _no_libvirt_runtime() -> UnfixablePod:
+    return UnfixablePod(
         warning=f"pod has no {LIBVIRT_RUNTIME_VOLUME} volume; the sidecar cannot reach libvirt",
         reason=f"the pod has no {LIBVIRT_RUNTIME_VOLUME} volume, so the fixer could not reach libvirt",
         # virt-controller renders it in every launcher pod (docs/kubevirt-facts.md L6).
@@ -128,8 +128,8 @@ def _no_libvirt_runtime() -> NoFixer:
     )
 
 
-def _root_launcher(config: WebhookConfig) -> NoFixer:
-    return NoFixer(
+def _root_launcher(config: WebhookConfig) -> UnfixablePod:
+    return UnfixablePod(
         warning="a root virt-launcher pod: injected mode needs a non-root launcher; no container added",
         reason="it is a root virt-launcher pod, where the injected fixer cannot reach libvirt",
         # A VMI's runtime user is fixed when it is created (docs/kubevirt-facts.md L11).
@@ -138,8 +138,8 @@ def _root_launcher(config: WebhookConfig) -> NoFixer:
     )
 
 
-def _name_clash() -> NoFixer:
-    return NoFixer(
+def _name_clash() -> UnfixablePod:
+    return UnfixablePod(
         warning=f"the pod already has a container named {INJECTED_CONTAINER} that is not ours; none added",
         reason=f"it already has a container named {INJECTED_CONTAINER} that is not ours, so ours cannot be added",
         advice="Find what adds a container of that name (another mutating webhook) and rename it.",
@@ -148,7 +148,7 @@ def _name_clash() -> NoFixer:
 
 def _fixer_ops(
     spec: Mapping[str, Any], ours: list[Where], *, config: WebhookConfig, into: list[PatchOp]
-) -> NoFixer | None:
+) -> UnfixablePod | None:
     """Mounts for our hook sidecars, or (none there) our injected container; a problem instead."""
     volumes = spec.get("volumes")
     volume_names = _names(volumes) if isinstance(volumes, list) else set()
