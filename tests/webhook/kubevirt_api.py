@@ -65,14 +65,19 @@ def runtime(config: WebhookConfig, api: FakeKubeVirtApi) -> Runtime:
     return Runtime(config=config, gate=SidecarGateCache(kube, forced=forced, refresh_s=30), kube=kube)
 
 
-async def admit(rt: Runtime, endpoint: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """POST one CREATE review of ``obj`` to ``endpoint`` of the in-process app; its ``response``."""
+async def post_review(rt: Runtime, path: str, review: Mapping[str, Any]) -> dict[str, Any]:
+    """POST ``review`` (any AdmissionReview) to ``path`` of the in-process app; its ``response``."""
     app = create_app(rt, background=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://webhook") as client:
-        reply = await client.post(f"/{endpoint}", json=make_review(obj))
+        reply = await client.post(path, json=review)
     assert reply.status_code == 200, reply.text
     response: dict[str, Any] = reply.json()["response"]
     return response
+
+
+async def admit(rt: Runtime, endpoint: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """POST one CREATE review of ``obj`` to ``endpoint`` of the in-process app; its ``response``."""
+    return await post_review(rt, f"/{endpoint}", make_review(obj))
 
 
 def patch_of(response: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 
 from kubelab.reviews import make_review
 from tests.examples import examples
+from tests.webhook.kubevirt_api import post_review
 from tests.webhook.launcher_pods import IMAGE, launcher_pod
 from tests.webhook.vmis import vmi
-from webhook.app import create_app
 from webhook.config import WebhookConfig
 from webhook.kube import ApiTarget, InvalidNameError, KubeClient, SidecarGateCache
 from webhook.orchestration import Runtime
@@ -91,18 +91,13 @@ def admit(api: FakeApiserver, path: str, review: dict[str, Any], **config: Any) 
         kube=kube,
     )
 
-    async def post() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_app(rt, background=False))
-        async with httpx.AsyncClient(transport=transport, base_url="https://webhook.test") as client:
-            try:
-                return await client.post(path, json=review)
-            finally:
-                await kube.aclose()
+    async def post() -> dict[str, Any]:
+        try:
+            return await post_review(rt, path, review)
+        finally:
+            await kube.aclose()
 
-    resp = _loop.run_until_complete(post())
-    assert resp.status_code == 200, resp.text
-    answer: dict[str, Any] = resp.json()["response"]
-    return answer
+    return _loop.run_until_complete(post())
 
 
 def migration_review(vmi_name: str, namespace: str = "tenant") -> dict[str, Any]:

@@ -20,9 +20,9 @@ import jsonpatch
 import pytest
 
 from kubelab.reviews import make_review
+from tests.webhook.kubevirt_api import post_review
 from tests.webhook.launcher_pods import IMAGE, launcher_pod
 from tests.webhook.vmis import vmi
-from webhook.app import create_app
 from webhook.config import WebhookConfig
 from webhook.kube import ApiTarget, KubeClient, SidecarGateCache
 from webhook.orchestration import Runtime
@@ -47,18 +47,13 @@ def admit(path: str, review: Any, *, api_vmi: dict[str, Any] | None = None) -> d
         kube=kube,
     )
 
-    async def post() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_app(rt, background=False))
-        async with httpx.AsyncClient(transport=transport, base_url="https://webhook.test") as client:
-            try:
-                return await client.post(path, json=review)
-            finally:
-                await kube.aclose()
+    async def post() -> dict[str, Any]:
+        try:
+            return await post_review(rt, path, review)
+        finally:
+            await kube.aclose()
 
-    resp = _loop.run_until_complete(post())
-    assert resp.status_code == 200, resp.text
-    answer: dict[str, Any] = resp.json()["response"]
-    return answer
+    return _loop.run_until_complete(post())
 
 
 def patched(review: Any, answer: dict[str, Any]) -> dict[str, Any]:
