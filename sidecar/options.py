@@ -51,14 +51,20 @@ def add_fixer_arguments(parser: argparse.ArgumentParser, defaults: FixerSettings
     )
 
 
+def number(args: argparse.Namespace, flag: str, kind: type[int] | type[float]) -> float:
+    """The value of ``flag`` as ``kind``; ValueError naming the flag for the user."""
+    value = getattr(args, flag.lstrip("-").replace("-", "_"))
+    try:
+        return kind(value)
+    except ValueError as exc:
+        raise ValueError(f"{flag}: bad number: {exc}") from exc
+
+
 def fixer_settings_from_args(args: argparse.Namespace, defaults: FixerSettings) -> FixerSettings:
     """The fixer's settings from the flags add_fixer_arguments added; ValueError for the user."""
-    try:
-        link_pause_ms = int(args.link_pause_ms)
-        resume_settle_ms = int(args.resume_settle_ms)
-        detach_timeout = float(args.detach_timeout)
-    except ValueError as exc:
-        raise ValueError(f"bad number: {exc}") from exc
+    link_pause_ms = int(number(args, "--link-pause-ms", int))
+    resume_settle_ms = int(number(args, "--resume-settle-ms", int))
+    detach_timeout = number(args, "--detach-timeout", float)
     if link_pause_ms < 0 or resume_settle_ms < 0 or detach_timeout <= 0:
         raise ValueError("--link-pause-ms and --resume-settle-ms must be >= 0, --detach-timeout > 0")
     return FixerSettings(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bridge_migration_contract import DEFAULT_PREFIX, AnnotationKeys
 from sidecar.fixer.settings import FixerSettings
-from sidecar.options import add, add_fixer_arguments, annotation_keys, fixer_settings_from_args
+from sidecar.options import add, add_fixer_arguments, annotation_keys, fixer_settings_from_args, number
 
 # Inside the host's /var/run/kubevirt, which virt-handler mounts at the same path (facts P8).
 DEFAULT_NODE_SOCKET = "/var/run/kubevirt/plugins/bridge-migration.sock"
@@ -72,10 +72,7 @@ def add_node_agent_arguments(parser: argparse.ArgumentParser) -> None:
 
 def node_agent_settings_from_args(args: argparse.Namespace) -> NodeAgentSettings:
     """Validate parsed node-agent arguments; raises ValueError with a message for the user."""
-    try:
-        deadline = float(args.deadline)
-    except ValueError as exc:
-        raise ValueError(f"bad number: {exc}") from exc
+    deadline = number(args, "--deadline", float)
     if not 0 < deadline < 30:
         raise ValueError("--deadline must be > 0 and < 30 (virt-handler's default timeout)")
     fixer = fixer_settings_from_args(args, _DEFAULTS.fixer)

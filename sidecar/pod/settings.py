@@ -22,7 +22,7 @@ from bridge_migration_contract import (
     kubevirt_family,
 )
 from sidecar.fixer.settings import FixerSettings
-from sidecar.options import add, add_fixer_arguments, annotation_keys, fixer_settings_from_args, read_token
+from sidecar.options import add, add_fixer_arguments, annotation_keys, fixer_settings_from_args, number, read_token
 
 # virt-launcher runs as non-root by default and then talks to its own virtqemud through
 # this session URI; a root launcher uses qemu:///system (pass --libvirt-uri then).
@@ -122,26 +122,18 @@ def parse_listen(value: str, *, has_token: bool) -> tuple[str, int]:
     return host, int(port)
 
 
-def _number(args: argparse.Namespace, flag: str, kind: type[int] | type[float]) -> float:
-    value = getattr(args, flag.lstrip("-").replace("-", "_"))
-    try:
-        return kind(value)
-    except ValueError as exc:
-        raise ValueError(f"{flag}: bad number: {exc}") from exc
-
-
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """Validate parsed arguments; raises ValueError with a message for the user."""
     token = read_token(args.token_file)
     host, port = parse_listen(args.listen, has_token=token is not None)
     fixer = fixer_settings_from_args(args, _DEFAULTS.fixer)
-    history_size = int(_number(args, "--history-size", int))
+    history_size = int(number(args, "--history-size", int))
     if history_size < 1:
         raise ValueError("--history-size must be >= 1")
     delivery = next((d for d in FIXER_DELIVERIES if d == args.delivery), None)
     if delivery is None:
         raise ValueError(f"--delivery must be one of {', '.join(FIXER_DELIVERIES)}, got {args.delivery!r}")
-    end_grace = _number(args, "--end-grace", float)
+    end_grace = number(args, "--end-grace", float)
     if end_grace < 0:
         raise ValueError("--end-grace must be >= 0")
     try:
