@@ -4,6 +4,9 @@ A migration works the way KubeVirt does it: a NEW target pod (new namespace, new
 daemon, new IP from the target node, new CNI MAC) is created first, the domain migrates
 peer-to-peer into it with KubeVirt's flags, and the source pod is deleted afterwards.
 Everything is torn down by :meth:`Lab.close`, which also runs at interpreter exit.
+
+KubeVirt's own reconcile of the VMI's NICs runs beside every pod's domain, as virt-handler's
+syncs would (``Lab(reconcile=...)``, lab/reconcile.py; on by default).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from lab.network import (
 )
 from lab.paths import PREFIX, RUN_ROOT
 from lab.process import LabProcess
+from lab.reconcile import ReconcileMode, Reconciler, ReconcileTiming, timing_of, with_link_states
 from lab.sidecar import DEFAULT_LINK_PAUSE_MS, Sidecar
 from lab.vmi import lab_vmi
 from webhook.macs import pinned_mac as webhook_pinned_mac
@@ -77,6 +81,16 @@ CREATED_LAB_IDS: list[str] = []
 def pinned_mac(namespace: str, vmi: str, interface: str) -> str:
     """The MAC the webhook pins under policy ``pin``: the lab asks the webhook's own function."""
     return webhook_pinned_mac(namespace=namespace, vmi_name=vmi, interface=interface)
+
+
+def _mac_in(domain_xml: str, interface: str) -> str | None:
+    """The MAC of the ``ua-<interface>`` NIC in a domain XML."""
+    for iface in ET.fromstring(domain_xml).iter("interface"):
+        alias = iface.find("alias")
+        mac = iface.find("mac")
+        if alias is not None and alias.get("name") == domain_alias(interface) and mac is not None:
+            return mac.get("address")
+    return None
 
 
 def _cni_mac(network: NetworkDef, spec_macs: Mapping[str, str]) -> str:
@@ -103,6 +117,7 @@ class Pod:
     hooks: LauncherHooks | None = None  # the lab's virt-launcher hook client for the sidecar
     sidecar_exit: int | None = None  # the sidecar's exit code after Shutdown
     guest_macs: dict[str, str] = field(default_factory=dict)  # every network: name -> MAC served
+    reconciler: Reconciler | None = None  # KubeVirt's reconcile of the VMI in this pod (lab/reconcile.py)
 
     @property
     def ip(self) -> str:
@@ -135,6 +150,7 @@ class Vm:
     pods: list[Pod] = field(default_factory=list)
     networks: tuple[NetworkDef, ...] = (POD_NETWORK,)
     guest: GuestImage | None = None  # what it boots (None: a Vm made outside Lab.start_vm)
+    states: dict[str, str] = field(default_factory=dict)  # VMI interface -> its spec ``state`` (down)
 
     @property
     def domain_name(self) -> str:
@@ -145,13 +161,7 @@ class Vm:
 
     def domain_mac(self, interface: str = NIC_NAME) -> str | None:
         """The MAC of the ``ua-<interface>`` NIC in the live domain XML."""
-        root = ET.fromstring(self.domain().XMLDesc(0))
-        for iface in root.iter("interface"):
-            alias = iface.find("alias")
-            mac = iface.find("mac")
-            if alias is not None and alias.get("name") == domain_alias(interface) and mac is not None:
-                return mac.get("address")
-        return None
+        return _mac_in(self.domain().XMLDesc(0), interface)
 
     def guest_nic(self, network: str = NIC_NAME) -> str:
         """The name the guest gives the NIC of VMI network ``network`` (eth0; ens3 for Debian)."""
@@ -201,6 +211,7 @@ class Lab:
         nic_refresh: NicRefresh | None = None,
         net1: IpamMode | None = None,
         sidecar_delivery: FixerDelivery = "hook",
+        reconcile: ReconcileTiming | ReconcileMode = "kubevirt",
     ) -> None:
         # The guest type every VM of this lab boots (lab/guests.py); checked before anything starts.
         self.guest = guest_image(guest)
@@ -229,6 +240,10 @@ class Lab:
         # migration sockets here, so the lab's directory is that user's in session mode.
         # The VMI's nic-refresh annotation (what a user sets for a NetworkManager guest); None: unset.
         self.nic_refresh = nic_refresh
+        # KubeVirt's reconcile stand-in beside every domain (lab/reconcile.py): its timing, or
+        # "kubevirt" (KubeVirt's moments), "worst" (a target's first sync right after our
+        # change) or "off".
+        self.reconcile = timing_of(reconcile)
         self.libvirt_mode: LibvirtMode = libvirt_mode
         if libvirt_mode == "session":
             os.chown(self.run_dir, LAUNCHER_UID, LAUNCHER_UID)
@@ -378,16 +393,20 @@ class Lab:
         )
         pod.sidecar.wait_healthy()
 
-    def vmi_object(self, vm: Vm) -> dict[str, Any]:
+    def vmi_object(self, vm: Vm, *, live_xml: str | None = None) -> dict[str, Any]:
+        """The VMI as virt-handler holds it. Its status reports each NIC's MAC from the running
+        domain: ``live_xml`` when given (the reconcile stand-in passes what it read from its own
+        connection), else the domain where ``vm`` runs; before the domain exists there is no status."""
         annotations = self.annotations(namespace=vm.namespace, vmi=vm.name, policy=vm.policy, networks=vm.networks)
         if self.nic_refresh is not None:
             annotations[DEFAULT_KEYS.nic_refresh] = self.nic_refresh
         macs = self.spec_macs(vm.namespace, vm.name, vm.policy, vm.networks)
-        # virt-handler reports each bridge NIC's MAC in the status from the running domain; before
-        # the domain exists there is no status.
-        status: dict[str, str] = {}
-        with contextlib.suppress(libvirt.libvirtError):
-            status = {n.name: mac for n in vm.networks if (mac := vm.domain_mac(n.name))}
+        status: dict[str, str] | None = None
+        if live_xml is not None:
+            status = {n.name: mac for n in vm.networks if (mac := _mac_in(live_xml, n.name))}
+        else:
+            with contextlib.suppress(libvirt.libvirtError):
+                status = {n.name: mac for n in vm.networks if (mac := vm.domain_mac(n.name))}
         return lab_vmi(
             namespace=vm.namespace,
             name=vm.name,
@@ -395,6 +414,22 @@ class Lab:
             annotations=annotations,
             macs=macs,
             status_macs=status,
+            states=vm.states,
+        )
+
+    def _start_reconciler(self, pod: Pod, vm: Vm, *, migration_target: bool) -> None:
+        """KubeVirt's reconcile of ``vm`` in ``pod``, unless the lab's reconcile is off."""
+        if self.reconcile.mode == "off":
+            return
+        pod.reconciler = Reconciler(
+            pod=pod.name,
+            uri=pod.daemon.uri,
+            netns=pod.net.netns,
+            domain=vm.domain_name,
+            vmi=lambda xml: self.vmi_object(vm, live_xml=xml),
+            timing=self.reconcile,
+            kubevirt_version=self.kubevirt_version,
+            migration_target=migration_target,
         )
 
     def _launcher_hooks(self, pod: Pod, vm: Vm, domain_xml: str) -> str:
@@ -412,7 +447,9 @@ class Lab:
             return False
 
     def delete_pod(self, pod: Pod) -> None:
-        """Delete a pod: sidecar, domain (if still there), daemon, DHCP server, namespace."""
+        """Delete a pod: reconcile, sidecar, domain (if still there), daemon, DHCP server, namespace."""
+        if pod.reconciler is not None:
+            pod.reconciler.stop()  # its records stay readable
         if pod.hooks is not None:
             # virt-launcher's goodbye: the sidecar answers Shutdown and exits on its own.
             try:
@@ -465,12 +502,15 @@ class Lab:
         namespace: str = "default",
         second_nic: bool = False,
         net1: bool = False,
+        link_down: Sequence[str] = (),
     ) -> Vm:
         """Create the VM's first pod and boot the guest in it (returns once QEMU runs).
 
         ``second_nic`` adds a Multus network with macvtap binding (``secondary``, 10.245.x.0/24,
         named as KubeVirt names it); ``net1`` a bridge NIC on the lab's ``net1`` network (its IPAM
-        mode is the lab's). ``ping`` may list several addresses, comma-separated."""
+        mode is the lab's). ``ping`` may list several addresses, comma-separated. ``link_down``:
+        VMI interfaces whose spec says ``state: down`` (their domain NIC starts with its link down,
+        as virt-launcher defines it, facts R2)."""
         networks: tuple[NetworkDef, ...] = NETWORKS if second_nic else (POD_NETWORK,)
         if net1:
             networks = (*networks, self.net1)
@@ -500,14 +540,18 @@ class Lab:
             pods=[pod],
             networks=networks,
             guest=self.guest,
+            states=dict.fromkeys(link_down, "down"),
         )
         self.vms.append(vm)
         if sidecar:
             self.start_sidecar(pod, namespace=namespace, vmi=name, policy=policy)
         xml = self._launcher_hooks(pod, vm, xml)
-        # virt-launcher defines the domain, then starts it.
+        if vm.states:
+            xml = with_link_states(xml, {n: s for n, s in vm.states.items() if s == "down"})
+        # virt-launcher defines the domain, then starts it; from then on virt-handler syncs it.
         dom = pod.conn.defineXML(xml)
         dom.create()
+        self._start_reconciler(pod, vm, migration_target=False)
         return vm
 
     def migrate(
@@ -524,7 +568,10 @@ class Lab:
         ``paused``: the VM is paused first and migrated as KubeVirt migrates a paused VMI
         (VIR_MIGRATE_PAUSED): it arrives paused and only resumes when the user unpauses it
         (`unpause`); ``resumed`` in the record is then the time it arrived. ``on_target`` is called
-        with the target pod once it exists, before the migration starts."""
+        with the target pod once it exists, before the migration starts.
+
+        KubeVirt's reconcile (lab/reconcile.py) starts in the target pod before the migration and
+        syncs from the migration's end on; the source's stops syncing when the migration starts."""
         source = vm.pod
         target = self.create_target_pod(vm, node=to_node)
         if on_target is not None:
@@ -533,6 +580,7 @@ class Lab:
             self.start_sidecar(target, namespace=vm.namespace, vmi=vm.name, policy=vm.policy)
             # The target launcher runs the hooks too; the domain itself arrives by migration.
             self._launcher_hooks(target, vm, vm.domain().XMLDesc(0))
+        self._start_reconciler(target, vm, migration_target=True)
         self._migration_seq += 1
         sock = self.run_dir / f"migration-{self._migration_seq}.sock"
         params = {libvirt.VIR_MIGRATE_PARAM_URI: f"unix://{sock}"}
@@ -541,15 +589,24 @@ class Lab:
         if paused:
             dom.suspend()
             flags |= libvirt.VIR_MIGRATE_PAUSED
+        if source.reconciler is not None:
+            source.reconciler.suspend()  # a migration's source is not synced (facts R13)
         started = time.time()
-        dom.migrateToURI3(target.daemon.uri, params, flags)
+        try:
+            dom.migrateToURI3(target.daemon.uri, params, flags)
+        except libvirt.libvirtError:
+            if source.reconciler is not None:
+                source.reconciler.resume()
+            raise
         finished = time.time()
         target_events = target.lifecycle()
         if paused:
             resumed = target_events.wait("STARTED", "MIGRATED", timeout=timeout)
         else:
             resumed = target_events.wait("RESUMED", "MIGRATED", timeout=timeout)
-        source.lifecycle().wait("STOPPED", "MIGRATED", timeout=timeout)
+        stopped = source.lifecycle().wait("STOPPED", "MIGRATED", timeout=timeout)
+        if target.reconciler is not None:
+            target.reconciler.source_stopped(stopped.at)  # the hand-over before v1.6 (facts R7)
         record = MigrationRecord(
             vm=vm.name,
             source_pod=source.name,
