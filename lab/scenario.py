@@ -10,6 +10,10 @@ A scenario is a list of named steps (:class:`Steps`) over one :class:`Run`, and
 runner with steps of its own (a node agent instead of sidecars, the lab playing virt-handler)
 beside the shared ones here (``boot_nodes``, ``start_guests``, ``await_first_pings``,
 ``migrate``, ``await_recovery``).
+
+KubeVirt's reconcile stand-in (lab/reconcile.py) runs in every scenario by default
+(``run_scenario(..., reconcile=...)``); its syncs after each migration are in the outcome and
+marked ``kubevirt sync`` on the timeline.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from lab.dhcp import DEFAULT_KUBEVIRT_VERSION
 from lab.guests import DEFAULT_GUEST, GuestType
 from lab.l2 import IpamMode
 from lab.manual import lab_link_refresh
+from lab.reconcile import ReconcileMode, ReconcileTiming, Sync
 from lab.sidecar import DEFAULT_LINK_PAUSE_MS
 from lab.stuntime import StunProbe
 from lab.timeline import Timeline
@@ -132,6 +137,8 @@ class MigrationOutcome:
     net1_switch_port: str | None = None
     source_sidecar_exit: int | None = None  # the source pod's sidecar exit code after Shutdown
     guest_events: list[GuestEvent] = field(default_factory=list)  # the console from the migration on
+    # KubeVirt's syncs in the target pod (lab/reconcile.py) up to the end of the hop; empty: off.
+    kubevirt_syncs: list[Sync] = field(default_factory=list)
 
     @property
     def gap_seconds(self) -> float | None:
@@ -160,6 +167,7 @@ class ScenarioResult:
     final_domain_macs: dict[str, str | None] = field(default_factory=dict)  # VMI interface -> MAC
     first_macs: dict[str, str] = field(default_factory=dict)  # guest NIC -> MAC of its first lease
     first_addresses: dict[str, str] = field(default_factory=dict)  # guest NIC -> "ip/prefix" of it
+    reconcile: str = "kubevirt"  # the mode of KubeVirt's reconcile stand-in (lab/reconcile.py)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary for the benchmark: gaps, addresses and every timeline mark."""
@@ -170,6 +178,7 @@ class ScenarioResult:
             "guest": self.spec.guest,
             "sidecar": self.spec.sidecar,
             "net1": self.spec.net1,
+            "reconcile": self.reconcile,
             "ping_before": self.ping_before,
             "first_ip": self.first_ip,
             "first_mac": self.first_mac,
@@ -193,6 +202,15 @@ class ScenarioResult:
                     else None,
                     "recovered": m.first_reply is not None,
                     "fixup_actions": [i.get("action") for f in m.fixups for i in f.get("interfaces", [])],
+                    "kubevirt_syncs": [
+                        {
+                            "t_s": round(sync.at - m.record.started, 3),
+                            "reason": sync.reason,
+                            "changes": [str(c) for c in sync.changes],
+                            "error": sync.error,
+                        }
+                        for sync in m.kubevirt_syncs
+                    ],
                     "timeline": m.timeline.as_dicts(),
                 }
                 for m in self.migrations
@@ -302,7 +320,12 @@ def run_steps(run: RunT, steps: Steps[RunT]) -> RunT:
 
 
 def _timeline(
-    *, vm: Vm, record: MigrationRecord, fixups: list[dict[str, Any]], first_reply: GuestEvent | None
+    *,
+    vm: Vm,
+    record: MigrationRecord,
+    fixups: list[dict[str, Any]],
+    first_reply: GuestEvent | None,
+    syncs: list[Sync] | None = None,
 ) -> Timeline:
     tl = Timeline(origin=record.started)
     tl.add("migration start", record.started, f"{record.source_pod} -> {record.target_pod}")
@@ -317,6 +340,9 @@ def _timeline(
         actions = ",".join(f"{i.get('name')}:{i.get('action')}" for i in fixup.get("interfaces", []))
         tl.add("sidecar fixup started", fixup.get("started"), str(fixup.get("trigger", "")))
         tl.add("sidecar fixup done", fixup.get("finished"), f"{fixup.get('result')} {actions}")
+    for sync in syncs or []:
+        if sync.at >= record.started:
+            tl.add("kubevirt sync", sync.at, sync.describe())
     since = record.started
     for kind in ("carrier-up", "nic-up", "addr-add", "dhcp-ack"):
         guest_event = vm.console.first(kind, since=since)
@@ -512,6 +538,7 @@ def open_result(run: ScenarioRun) -> None:
         ping_before=True,
         first_macs={nic: lease.fields.get("mac", "") for nic, lease in run.leases.items()},
         first_addresses={nic: lease.fields.get("ip", "") for nic, lease in run.leases.items()},
+        reconcile=run.lab.reconcile.mode,
     )
 
 
@@ -579,6 +606,7 @@ def record_outcome(run: ScenarioRun) -> None:
     client, record, target = run.client, run.record, run.client.pod
     ack, reply = run.acks[run.primary], run.replies[run.primary]
     fixups = target.sidecar.fixups() if target.sidecar is not None else []
+    syncs = list(target.reconciler.syncs) if target.reconciler is not None else []
     net1_nic = run.net1_nic
     run.result.migrations.append(
         MigrationOutcome(
@@ -591,7 +619,7 @@ def record_outcome(run: ScenarioRun) -> None:
             dhcp_ack=ack,
             first_reply=reply,
             fixups=fixups,
-            timeline=_timeline(vm=client, record=record, fixups=fixups, first_reply=reply),
+            timeline=_timeline(vm=client, record=record, fixups=fixups, first_reply=reply, syncs=syncs),
             nic_acks=run.acks,
             nic_replies=run.replies,
             target_ips=run.target_ips,
@@ -602,6 +630,7 @@ def record_outcome(run: ScenarioRun) -> None:
             net1_ip=run.target_ips.get(net1_nic) if net1_nic else None,
             net1_switch_port=_switch_port(run.lab, client),
             guest_events=client.console.events(since=record.started),
+            kubevirt_syncs=syncs,
         )
     )
 
@@ -643,6 +672,7 @@ def run_scenario(
     guest: GuestType | None = None,
     nic_refresh: NicRefresh | None = None,
     delivery: FixerDelivery = "hook",
+    reconcile: ReconcileTiming | ReconcileMode = "kubevirt",
 ) -> ScenarioResult:
     """Run one scenario in a fresh lab (torn down on return) and report what happened.
 
@@ -652,6 +682,9 @@ def run_scenario(
     VMI's nic-refresh annotation. ``policy``, ``kubevirt_version`` and ``guest`` (the guest type)
     override the scenario's own. ``delivery`` inject runs the client's fixer as the webhook's
     injected container (no hook server, no hook calls; it exits on its own once the VM left a pod).
+    ``reconcile``: KubeVirt's reconcile stand-in in every pod (lab/reconcile.py): ``kubevirt``
+    (KubeVirt's moments, the default), ``worst`` (a target's first sync right after the fixer's
+    link-down), ``off``, or a full ``ReconcileTiming``.
     """
     spec = SPECS[kind]
     spec = dataclasses.replace(
@@ -667,6 +700,7 @@ def run_scenario(
         nic_refresh=nic_refresh,
         net1=spec.net1,
         sidecar_delivery=delivery,
+        reconcile=reconcile,
     )
     run = ScenarioRun(kind=kind, spec=spec, lab=lab, say=say, timeout=timeout, observe=observe)
     return run_steps(run, scenario_steps(kind, spec)).result
