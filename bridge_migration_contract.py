@@ -139,7 +139,8 @@ class AnnotationKeys:
 
     @property
     def nic_refresh(self) -> str:
-        """On a VMI (copied to its pod): how a NIC whose MAC stays is refreshed, ``link`` or ``reattach``."""
+        """On a VMI (copied to its pod): how a NIC whose MAC stays is refreshed: ``auto`` (the default),
+        ``link`` or ``reattach``."""
         return self.prefix + "nic-refresh"
 
     @property
@@ -193,9 +194,12 @@ def normalize_mac(value: str) -> str:
     return mac
 
 
-NicRefresh = Literal["link", "reattach"]
-NIC_REFRESHES: Final[tuple[NicRefresh, ...]] = ("link", "reattach")
-DEFAULT_NIC_REFRESH: Final[NicRefresh] = "link"
+# auto: a link refresh, checked through the guest agent and escalated to a reattach when the guest
+# did not renew (sidecar/fixer/closedloop.py); link: a link refresh only, still checked; reattach:
+# a detach and attach with the same MAC from the start.
+NicRefresh = Literal["auto", "link", "reattach"]
+NIC_REFRESHES: Final[tuple[NicRefresh, ...]] = ("auto", "link", "reattach")
+DEFAULT_NIC_REFRESH: Final[NicRefresh] = "auto"
 
 
 def parse_nic_refresh(value: object) -> NicRefresh:

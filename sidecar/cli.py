@@ -69,6 +69,17 @@ def _call(method: str, url: str, *, body: dict[str, Any] | None = None, token: s
             return exc.code, {"detail": raw.decode(errors="replace")}
 
 
+def _step(step: dict[str, Any]) -> str:
+    """One step as `link-refresh(held 420 ms, guest-idle)=stale`."""
+    notes = []
+    if step.get("heldMs") is not None:
+        notes.append(f"held {step['heldMs']:.0f} ms, {step.get('holdEndedBy')}")
+    if step.get("reasserted"):
+        notes.append(f"link set down again {step['reasserted']}x")
+    inner = f"({', '.join(notes)})" if notes else ""
+    return f"{step['action']}{inner}={step.get('outcome') or step['result']}"
+
+
 def _print_record(record: dict[str, Any]) -> None:
     print(
         f"fixup #{record['id']} ({record['trigger']}) result={record['result']}"
@@ -82,6 +93,10 @@ def _print_record(record: dict[str, Any]) -> None:
         if iface.get("error"):
             line += f"  error: {iface['error']}"
         print(line)
+        if iface.get("outcome"):
+            took = f" in {iface['verifiedMs']:.0f} ms" if iface.get("verifiedMs") is not None else ""
+            steps = " -> ".join(_step(s) for s in iface.get("steps", []))
+            print(f"  {'':<12} {iface['outcome'].upper()}{took}: {iface.get('outcomeReason', '')}  [{steps}]")
 
 
 def _print_status(status: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ the fixer's timing flags are derived from `FixerSettings` (defaults and help wri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -49,6 +50,26 @@ def add_fixer_arguments(parser: argparse.ArgumentParser, defaults: FixerSettings
         default=_seconds(defaults.detach_timeout_s),
         help="seconds to wait for the guest to release a NIC",
     )
+    add(
+        parser,
+        "--hold",
+        default="adaptive" if defaults.adaptive_hold else "fixed",
+        choices=("adaptive", "fixed"),
+        help="after a migration, end a link refresh's hold once the guest shows it handled the link change"
+        " (adaptive), or always at the resume settle time (fixed)",
+    )
+    add(
+        parser,
+        "--verify-window",
+        default=_seconds(defaults.verify_window_s),
+        help="seconds the guest agent is asked for a NIC's new address after a link refresh",
+    )
+    add(
+        parser,
+        "--reattach-verify-window",
+        default=_seconds(defaults.reattach_verify_window_s),
+        help="seconds the guest agent is asked for a NIC's new address after a reattach",
+    )
 
 
 def number(args: argparse.Namespace, flag: str, kind: type[int] | type[float]) -> float:
@@ -65,13 +86,22 @@ def fixer_settings_from_args(args: argparse.Namespace, defaults: FixerSettings) 
     link_pause_ms = int(number(args, "--link-pause-ms", int))
     resume_settle_ms = int(number(args, "--resume-settle-ms", int))
     detach_timeout = number(args, "--detach-timeout", float)
+    verify_window = number(args, "--verify-window", float)
+    reattach_window = number(args, "--reattach-verify-window", float)
     if link_pause_ms < 0 or resume_settle_ms < 0 or detach_timeout <= 0:
         raise ValueError("--link-pause-ms and --resume-settle-ms must be >= 0, --detach-timeout > 0")
-    return FixerSettings(
+    if verify_window <= 0 or reattach_window <= 0:
+        raise ValueError("--verify-window and --reattach-verify-window must be > 0")
+    if args.hold not in ("adaptive", "fixed"):
+        raise ValueError(f"--hold: must be adaptive or fixed, got {args.hold!r}")
+    return dataclasses.replace(
+        defaults,
         link_pause_s=link_pause_ms / 1000,
         resume_settle_s=resume_settle_ms / 1000,
-        link_down_spacing_s=defaults.link_down_spacing_s,
         detach_timeout_s=detach_timeout,
+        adaptive_hold=args.hold == "adaptive",
+        verify_window_s=verify_window,
+        reattach_verify_window_s=reattach_window,
     )
 
 

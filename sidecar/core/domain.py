@@ -8,7 +8,7 @@ drive the executor with wrapped real domains.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class DomainState(IntEnum):
@@ -44,3 +44,14 @@ class Domain(Protocol):
     def updateDeviceFlags(self, xml: str, flags: int = 0) -> int: ...  # noqa: N802
     def detachDeviceFlags(self, xml: str, flags: int = 0) -> int: ...  # noqa: N802
     def attachDeviceFlags(self, xml: str, flags: int = 0) -> int: ...  # noqa: N802
+    def vcpus(self) -> Any: ...
+    def interfaceAddresses(self, source: int, flags: int = 0) -> Any: ...  # noqa: N802
+    def metadata(self, type: int, uri: str | None, flags: int = 0) -> str: ...
+    def setMetadata(  # noqa: N802
+        self,
+        type: int,
+        metadata: str | None,
+        key: str | None,
+        uri: str | None,
+        flags: int = 0,
+    ) -> int: ...

@@ -18,8 +18,21 @@ from bridge_migration_contract import FixupAction, MacPolicy
 # (what the webhook pinned or recorded from the spec), the VMI spec, the VMI status (v1.9+), the
 # pod link; `domain` when none of them is known (sidecar/core/plan.py decides it).
 MacSource = Literal["annotation", "spec", "status", "pod", "domain"]
-FixupResult = Literal["success", "failed", "noop", "dry-run", "disabled"]
+# A fixup's result is what the guest showed afterwards, not what libvirt's calls returned:
+# verified (the guest agent showed every refreshed NIC with the address the target gives it),
+# unverified (the steps ran, but no agent answered for at least one NIC), failed (a NIC still
+# stale after the last step, or a step failed). noop, dry-run and disabled changed nothing.
+FixupResult = Literal["verified", "unverified", "failed", "noop", "dry-run", "disabled"]
 InterfaceResult = Literal["done", "failed", "restored", "planned", "skipped"]
+# What the guest showed for one NIC after its steps: verified (the expected address, seen through
+# the guest agent), unverified (nobody could tell: no agent, or no address to expect), stale (the
+# agent showed another address when the window ended), failed (stale after the last step of the
+# escalation, or a step could not be carried out).
+Outcome = Literal["verified", "unverified", "stale", "failed"]
+# What ended a link refresh's hold: the guest's vCPU went idle after the link-down (it handled
+# the link change), the pause for a fixup asked for by hand, the settle time after the resume
+# (no evidence came), or the guest agent showed the NIC lost its address.
+HoldEnd = Literal["guest-idle", "pause", "settle", "agent"]
 # node-hook: virt-handler called the node agent (KubeVirt v1.9 Plugin API, docs/node-agent.md).
 Trigger = Literal[
     "resumed-migrated", "postcopy-completed", "unpaused-after-migration", "catch-up", "manual", "node-hook"
@@ -28,6 +41,25 @@ Trigger = Literal[
 
 class Model(msgspec.Struct, rename="camel", kw_only=True):
     """Base of every wire model: camelCase names, keyword-only construction."""
+
+
+class FixupStep(Model, omit_defaults=True):
+    """One step of the escalation for one NIC, and what the guest showed after it."""
+
+    action: FixupAction
+    result: InterfaceResult
+    outcome: Outcome | None = None
+    detail: str = ""
+    duration_ms: float = 0.0
+    held_ms: Annotated[float | None, msgspec.Meta(description="Link refresh: how long the link stayed down")] = None
+    hold_ended_by: HoldEnd | None = None
+    reasserted: Annotated[
+        int,
+        msgspec.Meta(
+            description="Link refresh: how often another libvirt client (KubeVirt's own reconcile) raised the link"
+            " during the hold and the fixer set it down again"
+        ),
+    ] = 0
 
 
 class InterfaceFixup(Model):
@@ -41,6 +73,13 @@ class InterfaceFixup(Model):
     result: InterfaceResult
     error: str | None = None
     duration_ms: float = 0.0
+    outcome: Outcome | None = None
+    outcome_reason: str = ""
+    verified_ms: Annotated[
+        float | None, msgspec.Meta(description="From the trigger (the resume event) to the guest showing its address")
+    ] = None
+    address: Annotated[str | None, msgspec.Meta(description="The IPv4 address the guest agent showed last")] = None
+    steps: list[FixupStep] = msgspec.field(default_factory=list)
 
 
 class FixupRecord(Model):
@@ -124,6 +163,7 @@ class ErrorBody(Model, omit_defaults=True):
 WIRE_MODELS: tuple[type[Model], ...] = (
     FixupRecord,
     InterfaceFixup,
+    FixupStep,
     FixupRequest,
     Status,
     InterfaceStatus,

@@ -297,6 +297,7 @@ def _action(
         # before it acts); a NIC that goes away and comes back makes it start DHCP anew.
         return "reattach", f"MAC unchanged ({source}); reattach requested (nic-refresh){note}"
     if want == current:
+        # auto starts here too; the closed loop escalates to a reattach when the guest did not renew.
         return "link-refresh", f"MAC unchanged ({source}){note}"
     return "reattach", f"MAC {current} -> {want} ({source}){note}"
 
@@ -310,7 +311,7 @@ def make_plan(
     pod_macs: Mapping[str, str],
     family: KubevirtFamily = "v1.9+",
     only: Collection[str] | None = None,
-    refresh: NicRefresh = "link",
+    refresh: NicRefresh = "auto",
     skip: SkipMultusBridges = frozenset(),
     ipv4_less: Collection[str] = frozenset(),
     recorded: Collection[str] | None = None,

@@ -19,6 +19,8 @@ from bridge_migration_contract import AnnotationKeys, KubevirtFamily
 from sidecar.core.domain import Domain
 from sidecar.core.events import LifecycleEvent
 from sidecar.core.removals import DeviceRemovals
+from sidecar.core.verify import Expected
+from sidecar.fixer import podlinks
 from sidecar.fixer.dispatch import Dispatcher
 from sidecar.fixer.engine import Fixer
 from sidecar.fixer.executor import Executor
@@ -47,6 +49,8 @@ class Source:
     links: Callable[[], dict[str, PodLink]]
     keys: AnnotationKeys
     kubevirt_family: KubevirtFamily
+    # Pod link name -> the IPv4 address the guest must hold behind it (sidecar/core/verify.py).
+    pod_address: Callable[[str], Expected] = podlinks.ipv4_of
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ def assemble(
         metrics=metrics,
         history_size=history_size,
         kubevirt_family=source.kubevirt_family,
+        pod_address=source.pod_address,
     )
     dispatcher = Dispatcher(
         # A libvirt event's time is when the guest resumed: the hold counts from it.

@@ -17,15 +17,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bridge_migration_contract import DEFAULT_KEYS, NEWEST_FAMILY, AnnotationKeys, KubevirtFamily, MacPolicy
+from bridge_migration_contract import (
+    DEFAULT_KEYS,
+    NEWEST_FAMILY,
+    AnnotationKeys,
+    FixupAction,
+    KubevirtFamily,
+    MacPolicy,
+    NicRefresh,
+)
 from sidecar.core import podinfo
 from sidecar.core.domain import Domain, DomainState
 from sidecar.core.errors import DomainNotRunningError, UnknownInterfaceError
 from sidecar.core.models import FixupRecord, FixupResult, InterfaceFixup, Trigger
 from sidecar.core.plan import InterfacePlan, known_interface_names, make_plan, multus_pod_links
 from sidecar.core.removals import LateRemoval
-from sidecar.fixer import podlinks
-from sidecar.fixer.executor import Executor
+from sidecar.core.verify import UNKNOWN, Expected, ladder
+from sidecar.fixer import guestagent, memory, podlinks
+from sidecar.fixer.closedloop import ClosedLoop
+from sidecar.fixer.executor import Executor, modify_flags
+from sidecar.fixer.guestagent import AgentView
 from sidecar.fixer.metrics import Metrics
 from sidecar.fixer.podlinks import PodLink, pod_macs
 
@@ -79,6 +90,32 @@ def _require_running(dom: Domain) -> None:
         raise DomainNotRunningError(f"domain {dom.name()} is {name}, not running: nothing to fix yet")
 
 
+def overall_result(interfaces: list[InterfaceFixup]) -> FixupResult:
+    """A run is verified when every NIC it refreshed was; failed when one failed or stayed stale."""
+    outcomes = [i.outcome for i in interfaces if i.outcome is not None]
+    if any(i.result in ("failed", "restored") for i in interfaces) or any(o in ("failed", "stale") for o in outcomes):
+        return "failed"
+    if outcomes and all(o == "verified" for o in outcomes):
+        return "verified"
+    return "unverified"
+
+
+def summary(interfaces: list[InterfaceFixup]) -> str:
+    """One clause per NIC for the log line and the record: its outcome, its steps, and why."""
+    parts = []
+    for i in interfaces:
+        if i.error:
+            parts.append(f"{i.name}: {i.error}")
+            continue
+        if i.outcome is None:
+            parts.append(f"{i.name}: {i.result}" + (f" ({i.error})" if i.error else ""))
+            continue
+        steps = " -> ".join(s.action for s in i.steps)
+        took = f" in {i.verified_ms:.0f} ms" if i.verified_ms is not None else ""
+        parts.append(f"{i.name}: {i.outcome}{took} after {steps}: {i.outcome_reason}")
+    return "; ".join(parts) if parts else "no interface to refresh"
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -97,8 +134,14 @@ class Fixer:
         history_size: int = 100,
         kubevirt_family: KubevirtFamily = NEWEST_FAMILY,
         ipv4_less: Callable[[Iterable[str]], frozenset[str]] = podlinks.ipv4_less,
+        pod_address: Callable[[str], Expected] = podlinks.ipv4_of,
+        read_agent: Callable[[Domain], AgentView] | None = None,
     ) -> None:
         self._executor = executor
+        self._pod_address = pod_address
+        self._loop = ClosedLoop(
+            executor=executor, settings=executor.settings, read_agent=read_agent or guestagent.AgentReader()
+        )
         self._ipv4_less = ipv4_less
         self._kubevirt_family = kubevirt_family
         self._domain = domain
@@ -192,18 +235,49 @@ class Fixer:
             return self._finish(base, result="disabled", message="disabled by annotation", interfaces=[])
         if not req.force and wanted and wanted <= done_before:
             return self._finish(base, result="noop", message="already fixed since the last migration", interfaces=[])
-        results = [self._executor.apply(dom, p, resumed_at=req.resumed_at) for p in plans]
-        ok = all(r.result in ("done", "skipped") for r in results)
-        if ok:
+        remembered = memory.recall(dom)
+        loop = self._loop.run(
+            dom,
+            plans,
+            ladders={p.alias: ladder(p.action, info.nic_refresh, remembered.get(p.alias)) for p in plans},
+            expected={p.alias: self._expected(p.pod_link) for p in plans},
+            resumed_at=req.resumed_at,
+            trigger_time=req.trigger_time,
+        )
+        results = loop.interfaces
+        self._remember(dom, plans, info.nic_refresh, remembered, loop.verified_at)
+        result = overall_result(results)
+        if result != "failed":
             with self._history_lock:
                 self._fixed.setdefault(generation, set()).update(r.name for r in results)
-        failed = [f"{r.name}: {r.error}" for r in results if r.error]
-        return self._finish(
-            base,
-            result="success" if ok else "failed",
-            message="; ".join(failed) if failed else f"{len(results)} interface(s) handled",
-            interfaces=results,
-        )
+        return self._finish(base, result=result, message=summary(results), interfaces=results)
+
+    def _expected(self, pod_link: str | None) -> Expected:
+        return UNKNOWN if pod_link is None else self._pod_address(pod_link)
+
+    @staticmethod
+    def _remember(
+        dom: Domain,
+        plans: list[InterfacePlan],
+        refresh: NicRefresh,
+        remembered: dict[str, FixupAction],
+        verified_at: dict[str, FixupAction],
+    ) -> None:
+        """Under auto, a NIC whose MAC stays and that needed the reattach starts there next time;
+        one that a link refresh brought back starts with a link refresh again."""
+        if refresh != "auto":
+            return
+        starts = dict(remembered)
+        for plan in plans:
+            step = verified_at.get(plan.alias)
+            if plan.action != "link-refresh" or step is None:
+                continue
+            if step == "reattach":
+                starts[plan.alias] = step
+            else:
+                starts.pop(plan.alias, None)
+        if starts != remembered:
+            memory.remember(dom, starts, modify_flags(dom))
 
     @staticmethod
     def _wanted(asked: list[str] | None, known: list[str]) -> set[str]:
@@ -272,6 +346,14 @@ class Fixer:
         m.runs.labels(trigger=record.trigger, result=record.result).inc()
         for iface in record.interfaces:
             m.interface_fixups.labels(action=iface.action, result=iface.result).inc()
+            if iface.outcome is not None:
+                last = iface.steps[-1].action if iface.steps else iface.action
+                m.outcomes.labels(outcome=iface.outcome, step=last).inc()
+            if iface.verified_ms is not None:
+                m.time_to_verified.observe(iface.verified_ms / 1000)
+            reasserted = sum(s.reasserted for s in iface.steps)
+            if reasserted:
+                m.link_reasserted.labels().inc(reasserted)
         if record.interfaces and record.duration_ms is not None:
             m.duration.observe(record.duration_ms / 1000)
             if record.trigger in _EVENT_TRIGGERS and record.event_to_done_ms is not None:

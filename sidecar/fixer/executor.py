@@ -17,9 +17,11 @@ import msgspec
 
 from sidecar.core.domain import Domain
 from sidecar.core.domxml import parse_interfaces, with_link_state, with_mac
-from sidecar.core.models import InterfaceFixup
+from sidecar.core.models import FixupStep, InterfaceFixup
 from sidecar.core.plan import InterfacePlan
 from sidecar.core.removals import DeviceRemovals, LateRemoval
+from sidecar.fixer import linkhold
+from sidecar.fixer.linkhold import HoldReport
 from sidecar.fixer.settings import FixerSettings
 
 log = logging.getLogger(__name__)
@@ -124,13 +126,16 @@ class Executor:
         return attached
 
     def apply(self, dom: Domain, plan: InterfacePlan, *, resumed_at: float | None = None) -> InterfaceFixup:
-        """Carry out one interface's plan. ``resumed_at`` (wall clock) is when the guest resumed
-        after a migration, None for a fixup asked for by hand: a link refresh then holds the link
-        down until ``resume_settle_s`` after it, at least ``link_pause_s``."""
+        """Carry out one interface's plan (one step of its escalation). ``resumed_at`` (wall clock)
+        is when the guest resumed after a migration, None for a fixup asked for by hand: a link
+        refresh then holds the link down for the pause only (sidecar/fixer/linkhold.py). The record
+        carries this step in ``steps``."""
         start = time.monotonic()
+        report: HoldReport | None = None
         try:
             if plan.action == "link-refresh":
-                result = self._link_refresh(dom, plan, resumed_at)
+                report = self._link_refresh(dom, plan, resumed_at)
+                result = plan.record(result="done", new_mac=plan.current_mac)
             elif plan.action == "reattach":
                 result = self._reattach(dom, plan)
             else:
@@ -138,16 +143,22 @@ class Executor:
         except Exception as exc:
             log.exception("fixup of %s failed", plan.alias)
             result = plan.record(result="failed", new_mac=plan.expected_mac, error=_error_text(exc))
-        return msgspec.structs.replace(result, duration_ms=(time.monotonic() - start) * 1000)
+        took = (time.monotonic() - start) * 1000
+        step = FixupStep(action=plan.action, result=result.result, detail=result.error or "", duration_ms=took)
+        if report is not None:
+            step = msgspec.structs.replace(
+                step, held_ms=report.held_s * 1000, hold_ended_by=report.ended_by, reasserted=report.reasserted
+            )
+        return msgspec.structs.replace(result, duration_ms=took, steps=[step])
 
     def link_pause(self, resumed_at: float | None) -> float:
-        """Seconds a link refresh starting now keeps the link down."""
+        """The longest a link refresh starting now keeps the link down (without a cut by another client)."""
         pause = self.settings.link_pause_s
         if resumed_at is not None:
             pause = max(pause, resumed_at + self.settings.resume_settle_s - time.time())
         return pause
 
-    def _link_refresh(self, dom: Domain, plan: InterfacePlan, resumed_at: float | None) -> InterfaceFixup:
+    def _link_refresh(self, dom: Domain, plan: InterfacePlan, resumed_at: float | None) -> HoldReport:
         flags = modify_flags(dom)
         xml = plan.interface.xml
         self._space_link_down()
@@ -165,12 +176,18 @@ class Executor:
             )
             flags = MODIFY_LIVE
             with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "down"), flags, what=f"{plan.alias} link down")
+        down = with_link_state(xml, "down")
         try:
-            time.sleep(self.link_pause(resumed_at))
+            return linkhold.hold(
+                dom,
+                plan.alias,
+                settings=self.settings,
+                resumed_at=resumed_at,
+                set_down=lambda: with_job_retry(dom.updateDeviceFlags, down, flags, what=f"{plan.alias} link down"),
+            )
         finally:
             # Whatever happens, try to bring the link back up.
             with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "up"), flags, what=f"{plan.alias} link up")
-        return plan.record(result="done", new_mac=plan.current_mac)
 
     def restore_late(self, dom: Domain, late: LateRemoval) -> bool:
         """Attach a late-released NIC back, unless something already did. True if attached."""
@@ -225,9 +242,24 @@ class Executor:
                 dom.attachDeviceFlags, with_mac(original, plan.expected_mac), flags, what=f"{plan.alias} attach"
             )
         except Exception as exc:
+            if self._attached_by_another(dom, plan):
+                # KubeVirt's reconcile attaches a Multus NIC it finds missing (docs/kubevirt-facts.md
+                # R3), with the spec's MAC or the target pod's: when that is the MAC we wanted, the
+                # guest has what the reattach was for, and the closed loop checks the rest.
+                log.warning("%s was attached again by another client with %s before us", plan.alias, plan.expected_mac)
+                self._mark(restore, unsettled=False)
+                return plan.record(result="done", new_mac=plan.expected_mac)
             return self._put_back(dom, plan, restore, error=_error_text(exc), earlier=earlier)
         self._mark(restore, unsettled=False)
         return plan.record(result="done", new_mac=plan.expected_mac)
+
+    def _attached_by_another(self, dom: Domain, plan: InterfacePlan) -> bool:
+        """After our detach: the NIC is back in the live domain with the MAC we meant to give it."""
+        try:
+            live = [i for i in parse_interfaces(dom.XMLDesc(0)) if i.alias == plan.alias]
+        except Exception:
+            return False
+        return bool(live) and live[0].mac == plan.expected_mac and not self.removals.pending(dom.name(), plan.alias)
 
     def _not_released(self, dom: Domain, plan: InterfacePlan, restore: LateRemoval) -> InterfaceFixup:
         """The guest has not released the device; it still has its NIC, so stop here, but the

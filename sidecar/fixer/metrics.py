@@ -127,6 +127,20 @@ class Metrics:
         self.event_to_done = Histogram(
             "bridge_migration_event_to_fixup_done_seconds", "From the libvirt resume event to the end of the fixup"
         )
+        self.outcomes = Counter(
+            "bridge_migration_interface_outcomes",
+            "Per-interface outcomes as the guest showed them (verified, unverified, stale, failed) by the last step",
+            ("outcome", "step"),
+        )
+        self.time_to_verified = Histogram(
+            "bridge_migration_time_to_verified_seconds",
+            "From the resume event (or request) to the guest agent showing the NIC's expected address",
+        )
+        self.link_reasserted = Counter(
+            "bridge_migration_link_reasserted",
+            "Link-downs set again after another client (KubeVirt's reconcile) raised the link during a hold",
+            (),
+        )
 
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format."""
@@ -136,6 +150,9 @@ class Metrics:
             self.restores,
             self.duration,
             self.event_to_done,
+            self.outcomes,
+            self.time_to_verified,
+            self.link_reasserted,
         )
         lines = [line for family in families for line in family.expose()]
         return ("\n".join(lines) + "\n").encode()

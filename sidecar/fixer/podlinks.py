@@ -100,6 +100,21 @@ def has_ipv4(name: str) -> bool | None:
     return True
 
 
+def ipv4_of(name: str) -> str | None:
+    """The IPv4 address link ``name`` of this namespace holds (None: none), or ``"unknown"``.
+
+    The dummy that keeps the pod interface's name keeps its address too (facts D7, M1): the one
+    KubeVirt's DHCP server hands the guest, so the one the closed loop expects the guest to hold."""
+    packed = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            answer = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, packed)
+        except OSError as exc:
+            return None if exc.errno == errno.EADDRNOTAVAIL else "unknown"
+    # struct ifreq: 16 bytes of name, then a sockaddr_in (family, port, 4 address bytes).
+    return socket.inet_ntoa(answer[20:24])
+
+
 def ipv4_less(names: Iterable[str]) -> frozenset[str]:
     """The links among ``names`` known to hold no IPv4 address."""
     return frozenset(n for n in names if has_ipv4(n) is False)

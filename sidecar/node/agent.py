@@ -50,12 +50,21 @@ class _Run:
     outcome: Outcome | None = None
 
 
-_RESULTS: Final[dict[str, AgentResult]] = {"success": "success", "noop": "noop", "disabled": "skipped"}
+_RESULTS: Final[dict[str, AgentResult]] = {
+    "verified": "verified",
+    "unverified": "unverified",
+    "noop": "noop",
+    "disabled": "skipped",
+}
 
 
 def _fixed_by(outcome: Outcome | None) -> set[str]:
     record = outcome.record if outcome is not None else None
-    return {i.name for i in record.interfaces if i.result in ("done", "skipped")} if record else set()
+    if record is None:
+        return set()
+    return {
+        i.name for i in record.interfaces if i.result in ("done", "skipped") and i.outcome not in ("failed", "stale")
+    }
 
 
 class NodeAgent:
@@ -122,7 +131,7 @@ class NodeAgent:
                 migration_uid=target.migration_uid,
                 domain=target.domain,
             )
-        if not fresh and outcome.result in ("success", "noop", "deferred"):
+        if not fresh and outcome.result in ("verified", "unverified", "noop", "deferred"):
             return Outcome(
                 result="noop",
                 message=f"already handled for this migration ({outcome.result}: {outcome.message})",

@@ -20,6 +20,7 @@ from sidecar.core.domain import DomainState
 from sidecar.core.errors import DomainNotRunningError, LibvirtUnavailableError
 from sidecar.core.events import EventType, LifecycleEvent, ResumedDetail
 from sidecar.core.models import FixupRecord
+from sidecar.core.verify import CHANGED, UNKNOWN, Expected
 from sidecar.fixer.build import FixerParts, Source, build_fixer
 from sidecar.fixer.engine import Fixer
 from sidecar.fixer.metrics import Metrics
@@ -27,6 +28,13 @@ from sidecar.node.settings import NodeAgentSettings
 from sidecar.node.target import TargetPod
 
 log = logging.getLogger(__name__)
+
+
+def address_from_outside(pod_link: str) -> Expected:
+    """The agent runs outside the launcher pod's network namespace and cannot read its links: on the
+    pod network (``eth0``) the guest must hold a new address; a Multus NIC stays unverified."""
+    return CHANGED if pod_link == "eth0" else UNKNOWN
+
 
 # sun_path holds 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH: Final = 107
@@ -116,7 +124,14 @@ def _open(
         settings=settings.fixer,
         uri=settings.libvirt_uri_template.format(socket=socket),
         domain_name=target.domain,
-        source=Source(vmi=lambda: vmi, annotations_file=None, links=dict, keys=settings.keys, kubevirt_family="v1.9+"),
+        source=Source(
+            vmi=lambda: vmi,
+            annotations_file=None,
+            links=dict,
+            keys=settings.keys,
+            kubevirt_family="v1.9+",
+            pod_address=address_from_outside,
+        ),
         metrics=Metrics(),
         observe=observe,
         max_backoff=1.0,

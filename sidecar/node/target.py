@@ -24,7 +24,7 @@ HOOK_POINT: Final = "PostMigrationTarget"
 # The launcher's libvirt-runtime emptyDir as the kubelet lays it out (facts P8, L4).
 SOCKET_IN_POD: Final = "volumes/kubernetes.io~empty-dir/libvirt-runtime/virtqemud-sock"
 
-AgentResult = Literal["success", "failed", "noop", "skipped", "running", "deferred", "error"]
+AgentResult = Literal["verified", "unverified", "failed", "noop", "skipped", "running", "deferred", "error"]
 
 
 class HookError(Exception):

@@ -273,7 +273,7 @@ def test_the_sidecar_from_the_image_fixes_a_migrated_guest(sidecar_image: str) -
         wait_for(done, timeout=120, interval=0.5, what="the container sidecar's automatic fixup")
         record = done()
         print("fixup record from the container sidecar:", json.dumps(record, indent=1))
-        assert record is not None and record["result"] == "success", record
+        assert record is not None and record["result"] == "unverified", record
         [iface] = record["interfaces"]
         assert (iface["action"], iface["result"], iface["newMac"]) == ("reattach", "done", target.cni_mac)
         assert vm.domain_mac() == target.cni_mac

@@ -53,8 +53,15 @@ def assert_recovered_from_addr_add(outcome: MigrationOutcome, *, guest_mac: str)
     assert outcome.first_reply.after(added[-1])
 
 
-def only_fixup(outcome: MigrationOutcome) -> dict[str, Any]:
-    """The one fixup the target sidecar made (dry runs aside); it succeeded."""
+def only_fixup(outcome: MigrationOutcome, *, agent: bool = False) -> dict[str, Any]:
+    """The one fixup the target sidecar made (dry runs aside): verified through the guest agent
+    (``agent``: the Debian guests run qemu-guest-agent), unverified without one (busybox)."""
     (fixup,) = [f for f in outcome.fixups if not f.get("dryRun")]
-    assert fixup["result"] == "success"
+    assert fixup["result"] == ("verified" if agent else "unverified"), fixup
+    for nic in fixup["interfaces"]:
+        assert nic["outcome"] == ("verified" if agent else "unverified"), nic
+        if agent:
+            assert nic["verifiedMs"] > 0 and nic["address"] is not None, nic
+        else:
+            assert "guest agent is not connected" in nic["outcomeReason"], nic
     return fixup

@@ -143,6 +143,12 @@ class FakeDomain:
         self._threads: list[threading.Thread] = []
         self.calls: list[tuple[str, int]] = []  # (method, flags) of every device call libvirt accepted
         self.guest_saw: list[str] = []  # what the guest noticed, as the lab guest's console reports it
+        # The guest agent: None is a guest without one (libvirt's "not connected" error); else
+        # called for each interfaceAddresses(SRC_AGENT) and answers as libvirt-python does (or raises).
+        self.agent: Callable[[], object] | None = None
+        # The guest's vCPU run time in ns for vcpus(); None: libvirt cannot tell (raises).
+        self.vcpu_ns: Callable[[], int] | None = None
+        self._metadata: dict[str, str] = {}  # namespace URI -> element (libvirt's <metadata> children)
 
     # --- the Domain Protocol ---
     def name(self) -> str:
@@ -239,6 +245,41 @@ class FakeDomain:
                 if where == "live":
                     self.guest_saw.append(f"nic-up {alias} mac={_mac(new)}")
         return self._done("attachDeviceFlags", flags, after)
+
+    def vcpus(self) -> tuple[list[tuple[int, int, int, int]], list[tuple[bool, ...]]]:
+        self._require_alive()
+        if self.vcpu_ns is None:
+            raise libvirt_error(libvirt.VIR_ERR_OPERATION_INVALID, "Requested operation is not valid")
+        return [(0, 1, self.vcpu_ns(), 0)], [(True,)]
+
+    def interfaceAddresses(self, source: int, flags: int = 0) -> object:  # noqa: N802
+        self._require_alive()
+        if self.agent is None:
+            # libvirt's text when the domain's agent channel is not connected (seen in the lab).
+            raise libvirt_error(
+                libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+                "Guest agent is not responding: QEMU guest agent is not connected",
+            )
+        return self.agent()
+
+    def metadata(self, type: int, uri: str | None, flags: int = 0) -> str:
+        self._require_alive()
+        if uri not in self._metadata:
+            raise libvirt_error(
+                libvirt.VIR_ERR_NO_DOMAIN_METADATA, "metadata not found: Requested metadata element is not present"
+            )
+        return self._metadata[uri]
+
+    def setMetadata(  # noqa: N802
+        self, type: int, metadata: str | None, key: str | None, uri: str | None, flags: int = 0
+    ) -> int:
+        self._require_alive()
+        assert uri is not None
+        if metadata is None:
+            self._metadata.pop(uri, None)
+        else:
+            self._metadata[uri] = metadata
+        return 0
 
     # --- what the test does to the guest and to libvirt ---
     def fail_call(self, method: str, nth: int, error: libvirt.libvirtError) -> None:

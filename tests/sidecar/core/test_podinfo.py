@@ -61,12 +61,14 @@ def test_a_bad_policy_or_bad_macs_value_is_ignored_but_the_rest_is_used(tmp_path
     assert len(info.problems) == 2
 
 
-def test_the_nic_refresh_mode_is_read_and_a_bad_one_falls_back_to_link(tmp_path: Path) -> None:
+def test_the_nic_refresh_mode_is_read_and_a_bad_one_falls_back_to_auto(tmp_path: Path) -> None:
     info = podinfo.load(write(tmp_path, 'bridge-migration.kubevirt.io/nic-refresh="reattach"\n'), vmi=None)
     assert (info.nic_refresh, info.problems) == ("reattach", ())
-    assert podinfo.load(write(tmp_path, ""), vmi=None).nic_refresh == "link"
+    link = podinfo.load(write(tmp_path, 'bridge-migration.kubevirt.io/nic-refresh="link"\n'), vmi=None)
+    assert link.nic_refresh == "link"
+    assert podinfo.load(write(tmp_path, ""), vmi=None).nic_refresh == "auto"
     bad = podinfo.load(write(tmp_path, 'bridge-migration.kubevirt.io/nic-refresh="flap"\n'), vmi=None)
-    assert bad.nic_refresh == "link" and "nic-refresh" in bad.problems[0]
+    assert bad.nic_refresh == "auto" and "nic-refresh" in bad.problems[0]
 
 
 def test_without_the_file_the_vmi_annotations_are_used(tmp_path: Path) -> None:

@@ -194,7 +194,7 @@ def test_libvirtd_killed_in_the_middle_of_a_reattach_the_nic_comes_back_when_lib
     # And the sidecar works as before: a fixup now completes (back to the original MAC: a refresh).
     want_mac(pod, original)
     status_code, again = sidecar_of(pod).call("POST", "/v1/fixup", {"force": True})
-    assert (status_code, again["result"], again["interfaces"][0]["action"]) == (200, "success", "link-refresh")
+    assert (status_code, again["result"], again["interfaces"][0]["action"]) == (200, "unverified", "link-refresh")
 
 
 def boot_deaf_to_unplug(vm: Vm) -> float:
@@ -242,7 +242,7 @@ def test_a_guest_that_never_releases_the_nic_keeps_it_and_the_sidecar_reports_an
     want_mac(pod, original)
     since = time.time()
     status_code, again = sidecar_of(pod).call("POST", "/v1/fixup", {"force": True})
-    assert (status_code, again["result"], again["interfaces"][0]["action"]) == (200, "success", "link-refresh")
+    assert (status_code, again["result"], again["interfaces"][0]["action"]) == (200, "unverified", "link-refresh")
     vm.console.wait("carrier-up", since=since, nic="eth0", timeout=60)
 
 
@@ -266,12 +266,12 @@ def test_two_fixup_requests_at_once_on_a_fresh_sidecar_do_one_fixup_and_one_noop
         thread.start()
     for thread in threads:
         thread.join(180)
-    assert sorted((r["status"], r["body"]["result"]) for r in results) == [(200, "noop"), (200, "success")]
+    assert sorted((r["status"], r["body"]["result"]) for r in results) == [(200, "noop"), (200, "unverified")]
     status = sidecar_of(pod).status()
-    assert [r["result"] for r in sidecar_of(pod).fixups()] == ["success", "noop"]
+    assert [r["result"] for r in sidecar_of(pod).fixups()] == ["unverified", "noop"]
     assert status["lastFixup"]["result"] == "noop"
     assert status["restorePending"] == []
-    assert metric(pod, "bridge_migration_fixup_runs_total", trigger="manual", result="success") == 1
+    assert metric(pod, "bridge_migration_fixup_runs_total", trigger="manual", result="unverified") == 1
     assert metric(pod, "bridge_migration_fixup_runs_total", trigger="manual", result="noop") == 1
     assert metric(pod, "bridge_migration_interface_fixups_total", action="link-refresh", result="done") == 1
     logged = sidecar_log(pod)[mark:]

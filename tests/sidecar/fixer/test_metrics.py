@@ -19,11 +19,11 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 def test_counters_read_back_by_label() -> None:
     m = Metrics()
-    m.runs.labels(trigger="manual", result="success").inc()
-    m.runs.labels(trigger="manual", result="success").inc()
+    m.runs.labels(trigger="manual", result="verified").inc()
+    m.runs.labels(trigger="manual", result="verified").inc()
     m.interface_fixups.labels(action="reattach", result="done").inc()
     got = samples(m)
-    assert got[("bridge_migration_fixup_runs_total", (("result", "success"), ("trigger", "manual")))] == 2
+    assert got[("bridge_migration_fixup_runs_total", (("result", "verified"), ("trigger", "manual")))] == 2
     assert got[("bridge_migration_interface_fixups_total", (("action", "reattach"), ("result", "done")))] == 1
 
 

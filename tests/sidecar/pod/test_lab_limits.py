@@ -80,7 +80,7 @@ def test_the_sidecar_does_its_job_within_64m_and_200m(lab: Lab) -> None:
 
     wait_for(fixed, timeout=120, interval=0.5, what="automatic fixup under the limits")
     record = fixed()
-    assert record is not None and record["result"] == "success", record
+    assert record is not None and record["result"] == "unverified", record
     [iface] = record["interfaces"]  # type: ignore[misc]
     assert (iface["action"], iface["result"], iface["newMac"]) == ("reattach", "done", target.cni_mac)
     wait_guest_nic(vm, mac=target.cni_mac, since=since)

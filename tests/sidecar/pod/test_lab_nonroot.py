@@ -185,7 +185,7 @@ def test_it_does_a_real_reattach_on_the_guest(nonroot: NonRootSidecar) -> None:
     original = nonroot.vm.domain_mac()
     since = time.time()
     record = nonroot.cli("fixup", "--force")
-    assert record["result"] == "success", record
+    assert record["result"] == "unverified", record
     [iface] = record["interfaces"]
     assert (iface["action"], iface["result"], iface["oldMac"], iface["newMac"]) == (
         "reattach",
