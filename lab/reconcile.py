@@ -364,7 +364,8 @@ class Reconciler:
         self.ended_at: float | None = None  # the migration's end as the target stamped it
         self.ignored: list[tuple[float, str]] = []  # events before the first sync of a target
         self._cond = threading.Condition()
-        self._active = not migration_target
+        # From when the VMI is this node's to sync (None: not yet, or no longer).
+        self._active_from: float | None = None if migration_target else time.time()
         self._arrived = False
         self._stopped = False
         self._due: float | None = None
@@ -502,28 +503,34 @@ class Reconciler:
     def suspend(self) -> None:
         """This pod's domain is now a migration's source: no syncs (facts R13)."""
         with self._cond:
-            self._active = False
+            self._active_from = None
             self._due = None
             self._reasons = []
 
     def resume(self) -> None:
         """The migration failed: the source is synced again."""
         with self._cond:
-            self._active = True
+            self._active_from = time.time()
             self._cond.notify_all()
 
     # --- the queue and the worker ----------------------------------------------------------------
+    def _active(self, now: float) -> bool:
+        return self._active_from is not None and self._active_from <= now
+
     def _request(self, reason: str, *, at: float | None = None, activate: bool = False) -> None:
+        """Queue a sync at ``at`` (default: after the event delay). ``activate``: this is the
+        first sync of a target; the VMI is the node's from ``at`` on, and events before then
+        are not synced (facts R6)."""
         now = time.time()
+        due = now + self.timing.event_delay_s if at is None else at
         with self._cond:
             if self._stopped:
                 return
-            if activate:
-                self._active = True
-            if not self._active:
+            if activate and not self._active(due):
+                self._active_from = due
+            elif not activate and not self._active(now):
                 self.ignored.append((now, reason))
                 return
-            due = now + self.timing.event_delay_s if at is None else at
             if self._due is None or due < self._due:
                 self._due = due
             self._reasons.append(reason)
@@ -534,17 +541,15 @@ class Reconciler:
             with self._cond:
                 while not self._stopped:
                     now = time.time()
-                    if self._active and self._due is not None and self._due <= now:
+                    if self._due is not None and self._due <= now:
                         break
                     if self._next_resync <= now:
                         self._next_resync += self.timing.resync_s
-                        if self._active:
+                        if self._active(now):
                             self._due = now
                             self._reasons.append("resync")
                             continue
-                    wake = self._next_resync
-                    if self._active and self._due is not None:
-                        wake = min(self._due, wake)
+                    wake = self._next_resync if self._due is None else min(self._due, self._next_resync)
                     self._cond.wait(timeout=max(0.0, wake - now))
                 if self._stopped:
                     return

@@ -139,6 +139,9 @@ class MigrationOutcome:
     guest_events: list[GuestEvent] = field(default_factory=list)  # the console from the migration on
     # KubeVirt's syncs in the target pod (lab/reconcile.py) up to the end of the hop; empty: off.
     kubevirt_syncs: list[Sync] = field(default_factory=list)
+    # When the target stamped the migration's end as KubeVirt's launcher would (facts R12); None:
+    # reconcile off, worst mode, or not yet.
+    kubevirt_end: float | None = None
 
     @property
     def gap_seconds(self) -> float | None:
@@ -202,6 +205,7 @@ class ScenarioResult:
                     else None,
                     "recovered": m.first_reply is not None,
                     "fixup_actions": [i.get("action") for f in m.fixups for i in f.get("interfaces", [])],
+                    "kubevirt_end_s": None if m.kubevirt_end is None else round(m.kubevirt_end - m.record.started, 3),
                     "kubevirt_syncs": [
                         {
                             "t_s": round(sync.at - m.record.started, 3),
@@ -326,6 +330,7 @@ def _timeline(
     fixups: list[dict[str, Any]],
     first_reply: GuestEvent | None,
     syncs: list[Sync] | None = None,
+    kubevirt_end: float | None = None,
 ) -> Timeline:
     tl = Timeline(origin=record.started)
     tl.add("migration start", record.started, f"{record.source_pod} -> {record.target_pod}")
@@ -340,6 +345,7 @@ def _timeline(
         actions = ",".join(f"{i.get('name')}:{i.get('action')}" for i in fixup.get("interfaces", []))
         tl.add("sidecar fixup started", fixup.get("started"), str(fixup.get("trigger", "")))
         tl.add("sidecar fixup done", fixup.get("finished"), f"{fixup.get('result')} {actions}")
+    tl.add("kubevirt migration end", kubevirt_end, "the end stamp, or the hand-over (facts R12)")
     for sync in syncs or []:
         if sync.at >= record.started:
             tl.add("kubevirt sync", sync.at, sync.describe())
@@ -607,6 +613,7 @@ def record_outcome(run: ScenarioRun) -> None:
     ack, reply = run.acks[run.primary], run.replies[run.primary]
     fixups = target.sidecar.fixups() if target.sidecar is not None else []
     syncs = list(target.reconciler.syncs) if target.reconciler is not None else []
+    end = target.reconciler.ended_at if target.reconciler is not None else None
     net1_nic = run.net1_nic
     run.result.migrations.append(
         MigrationOutcome(
@@ -619,7 +626,9 @@ def record_outcome(run: ScenarioRun) -> None:
             dhcp_ack=ack,
             first_reply=reply,
             fixups=fixups,
-            timeline=_timeline(vm=client, record=record, fixups=fixups, first_reply=reply, syncs=syncs),
+            timeline=_timeline(
+                vm=client, record=record, fixups=fixups, first_reply=reply, syncs=syncs, kubevirt_end=end
+            ),
             nic_acks=run.acks,
             nic_replies=run.replies,
             target_ips=run.target_ips,
@@ -631,6 +640,7 @@ def record_outcome(run: ScenarioRun) -> None:
             net1_switch_port=_switch_port(run.lab, client),
             guest_events=client.console.events(since=record.started),
             kubevirt_syncs=syncs,
+            kubevirt_end=end,
         )
     )
 

@@ -1,17 +1,25 @@
-"""The lab's stand-in of KubeVirt's reconcile, its decisions without libvirt (facts R2, R3, R12).
+"""The lab's stand-in of KubeVirt's reconcile without a lab (facts R2, R3, R6, R12, R14): its
+decisions as pure functions, and its queue on libvirt's in-process test driver, whose domains
+take no device changes (every sync that changes something fails there, which is the requeue).
 
 The stand-in itself, on real daemons and guests, is tests/lab/test_reconcile.py.
 """
 
 from __future__ import annotations
 
+import secrets
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 
+import libvirt
 import pytest
 
+from lab.events import ensure_event_loop
 from lab.network import NET1_PER_NODE, POD_NETWORK, SECOND_NETWORK
+from lab.process import wait_for
 from lab.reconcile import (
     Change,
+    Reconciler,
     ReconcileTiming,
     Sync,
     desired_link_states,
@@ -150,3 +158,75 @@ def test_a_timing_knob_names_its_mode_and_a_sync_reads_as_what_it_did() -> None:
     assert sync.describe() == "device-removed ua-net1: net1: attached mac 02:aa on tapx"
     assert Sync(2.0, "resync", ()).describe() == "resync: no change"
     assert str(Change("default", "link", "down", None)) == "default: link down -> none"
+
+
+# --- the queue, on libvirt's test driver -------------------------------------------------------
+
+TEST_URI = "test:///default"  # one in-process driver state, shared by every connection to it
+
+
+@pytest.fixture
+def test_domain() -> Iterator[tuple[str, object]]:
+    """A running domain with one NIC, ``ua-default``, its link down, on the test driver."""
+    ensure_event_loop()
+    conn = libvirt.open(TEST_URI)
+    name = f"default_vm{secrets.token_hex(3)}"
+    xml = _domain(("default", "down")).replace("type='qemu'", "type='test'").replace("default_vm", name)
+    xml = xml.replace("<devices>", "<memory>65536</memory><os><type>hvm</type></os><devices>")
+    dom = conn.defineXML(xml)
+    dom.create()
+    try:
+        yield name, dom
+    finally:
+        dom.destroy()
+        dom.undefine()
+        conn.close()
+
+
+def _reconciler(name: str, *, target: bool, version: str = "v1.9.0", **timing: float) -> Reconciler:
+    return Reconciler(
+        pod="pod",
+        uri=TEST_URI,
+        netns="unused",
+        domain=name,
+        # The pod network only: a Multus NIC missing from the domain would be read in a pod.
+        vmi=lambda xml: lab_vmi(
+            namespace="default", name="vm", networks=(POD_NETWORK,), annotations={}, status_macs={}
+        ),
+        timing=ReconcileTiming(**timing),  # type: ignore[arg-type]
+        kubevirt_version=version,
+        migration_target=target,
+    )
+
+
+def test_a_failed_sync_is_queued_again_each_time_it_fails(test_domain: tuple[str, object]) -> None:
+    name, _ = test_domain
+    rec = _reconciler(name, target=False)
+    try:
+        wait_for(lambda: len(rec.syncs) >= 4, timeout=30, what="four syncs")
+    finally:
+        rec.stop()
+    first, *retries = rec.syncs[:4]
+    assert first.reason == "domain running"
+    # The link is down, the spec wants none: the update is tried and fails on the test driver.
+    assert all(s.changes == () and s.error and "virDomainUpdateDeviceFlags" in s.error for s in rec.syncs[:4])
+    assert [s.reason for s in retries] == [f"requeued after error {n}" for n in (1, 2, 3)]
+
+
+def test_a_targets_events_before_its_first_sync_are_not_synced(test_domain: tuple[str, object]) -> None:
+    name, dom = test_domain
+    # v1.5: the first sync follows the source's hand-over, which the lab reports.
+    rec = _reconciler(name, target=True, version="v1.5.0", ack_delay_s=0.05)
+    try:
+        dom.suspend()  # type: ignore[attr-defined]
+        dom.resume()  # type: ignore[attr-defined]
+        wait_for(lambda: len(rec.ignored) >= 2, timeout=30, what="two lifecycle events")
+        assert rec.syncs == []
+        rec.source_stopped(0.0)  # long ago: the first sync is due at once
+        first = wait_for(lambda: rec.syncs[:1], timeout=30, what="the first sync")[0]
+        assert first.reason.startswith("migration ended on the target")
+        assert rec.ended_at == 0.0
+        assert [r for _, r in rec.ignored] == ["lifecycle SUSPENDED/0", "lifecycle RESUMED/0"]
+    finally:
+        rec.stop()
+    assert rec.syncs[0] == first
