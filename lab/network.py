@@ -270,15 +270,16 @@ class PodNetwork:
         # The bridge's own address (169.254.75.1<index>/32, the DHCP server's) is lab.dhcp's.
         for dev in (net.cni_nic, net.bridge):
             ip(self.netns, "link", "set", dev, "up")
-        if net.multus:
-            # virt-handler leaves a Multus NIC's dummy down with the CNI's address, if there was
-            # one (facts M1): the sidecar tells from it whether virt-launcher serves DHCP there.
-            if nic.ip:
-                prefix = self.node.subnet_of(net).prefixlen
-                ip(self.netns, "addr", "add", f"{nic.ip}/{prefix}", "dev", net.pod_link, "noprefixroute")
-                # The address is local to the pod now: only the guest may answer ARP for it.
-                sysctl(self.netns, "net.ipv4.conf.all.arp_ignore", "1")
-        else:
+        if nic.ip:
+            # The dummy keeps the CNI's address (facts D7 for the pod network, M1 for a Multus
+            # one): the fixer reads from it the address the guest must get (its closed loop), and
+            # for a Multus NIC whether virt-launcher serves DHCP there at all.
+            prefix = self.node.subnet_of(net).prefixlen
+            ip(self.netns, "addr", "add", f"{nic.ip}/{prefix}", "dev", net.pod_link, "noprefixroute")
+            # The address is local to the pod now: only the guest may answer ARP for it (D7).
+            sysctl(self.netns, "net.ipv4.conf.all.arp_ignore", "1")
+        if not net.multus:
+            # virt-handler leaves a Multus NIC's dummy down (M1).
             ip(self.netns, "link", "set", net.pod_link, "up")
 
     def delete(self, *, timeout: float = 30.0) -> None:
