@@ -115,6 +115,9 @@ class StunProbe:
         self._old = EchoStream(netns, source_address)
         self._new: EchoStream | None = None
         self._since: float | None = None
+        # Set by finish(): when the target pod's address first answered (wall clock), for
+        # comparing the fixer's own "verified" time with what the outside saw.
+        self.first_new_reply: float | None = None
         self._old.start()
 
     def target(self, pod: HasAddress) -> None:
@@ -139,4 +142,6 @@ class StunProbe:
             while not new.replies and time.monotonic() < deadline:
                 time.sleep(0.05)
         old_replies = self._old.stop()
-        return gap_ms(old_replies, new.stop() if new is not None else [])
+        new_replies = new.stop() if new is not None else []
+        self.first_new_reply = min(new_replies) if new_replies else None
+        return gap_ms(old_replies, new_replies)
