@@ -1,13 +1,15 @@
 """The lab's guest types: what boots, with how much memory, and what the guest calls its NICs.
 
 ``busybox`` (the default, the fast lane): the cached Debian cloud kernel and a busybox initramfs
-whose init runs udhcpc itself (lab/guest/). ``debian-networkd``: a Debian 12 minbase with
-systemd, udev and systemd-networkd in their stock behaviour (lab/guest-debian/, built by
-scripts/build-guest-debian.sh), on a read-only ext4 disk that the source and the target QEMU
-of a migration share, with a tmpfs overlay for the guest's writes. ``debian-nm``: the same with
-NetworkManager (its internal DHCP client, its default wired profiles) instead of networkd
-(scripts/build-guest-debian.sh nm). All write the same ``LAB <uptime> <event> ...`` lines to
-the serial console (lab/console.py).
+whose init runs udhcpc itself (lab/guest/), and no guest agent. ``debian-networkd``: a Debian 12
+minbase with systemd, udev, systemd-networkd and qemu-guest-agent in their stock behaviour
+(lab/guest-debian/, built by scripts/build-guest-debian.sh), on a read-only ext4 disk that the
+source and the target QEMU of a migration share, with a tmpfs overlay for the guest's writes.
+``debian-nm``: the same with NetworkManager (its internal DHCP client, its default wired
+profiles) instead of networkd (scripts/build-guest-debian.sh nm). Every domain has KubeVirt's
+guest-agent channel (lab/domain.py): the Debian guests' agent answers on it, the busybox guest
+leaves it unconnected. All write the same ``LAB <uptime> <event> ...`` lines to the serial
+console (lab/console.py).
 """
 
 from __future__ import annotations

@@ -2,15 +2,18 @@
 # Build one of the lab's Debian 12 guests, as root, idempotently:
 #   scripts/build-guest-debian.sh [networkd|nm]     (default: networkd)
 # networkd: guest type "debian-networkd"; nm: guest type "debian-nm".
-# A minbase bookworm made by mmdebstrap with systemd, udev, dbus, iproute2 and iputils-ping and
-# the flavour's network stack in its stock configuration: networkd, systemd-networkd enabled
-# with one stock-like .network file (lab/guest-debian/50-dhcp.network); nm, network-manager
-# (its internal DHCP client) with no configuration at all, so its default "Wired connection"
-# profile does DHCP on every NIC. Both get the lab's observer service (reports only,
-# lab/guest-debian/lab-observer, told the flavour by /etc/lab-guest) and the
-# modules of the lab's guest kernel. It becomes an ext4 image made without loop mounts
-# (mke2fs -d), attached read-only to the domain, and a small busybox initramfs that loads
-# virtio_blk and overlay and switch_roots into systemd over a tmpfs overlay.
+# A minbase bookworm made by mmdebstrap with systemd, udev, dbus, iproute2, iputils-ping and
+# qemu-guest-agent, and the flavour's network stack in its stock configuration: networkd,
+# systemd-networkd enabled with one stock-like .network file (lab/guest-debian/50-dhcp.network);
+# nm, network-manager (its internal DHCP client) with no configuration at all, so its default
+# "Wired connection" profile does DHCP on every NIC. qemu-guest-agent as Debian ships it, nothing
+# enabled or configured by us: the package's udev rule pulls its unit in when
+# /dev/virtio-ports/org.qemu.guest_agent.0 appears (the domain's agent channel, lab/domain.py),
+# once udev has loaded virtio_console from the kernel modules copied into the root. Both get the
+# lab's observer service (reports only, lab/guest-debian/lab-observer, told the flavour by
+# /etc/lab-guest) and the modules of the lab's guest kernel. It becomes an ext4 image made
+# without loop mounts (mke2fs -d), attached read-only to the domain, and a small busybox
+# initramfs that loads virtio_blk and overlay and switch_roots into systemd over a tmpfs overlay.
 # Needs the unpacked guest kernel of scripts/install-lab.sh (which calls this script).
 # Output, keyed on the inputs: /var/cache/bridge-migration/guest/debian-<flavour>-<key>/{root.img,initrd.cpio.gz},
 # and the link .../guest/debian-<flavour> to it. Debian package updates on the mirror are not an
@@ -47,6 +50,8 @@ done
 
 suite=bookworm
 packages=(systemd systemd-sysv udev dbus iproute2 iputils-ping) # systemd brings systemd-networkd
+# The guest agent the fixer asks through libvirt (issue 23): Debian's package, stock config.
+packages+=(qemu-guest-agent)
 # mmdebstrap installs no recommends: no wpasupplicant, modemmanager, ppp or dnsmasq-base.
 if [[ $flavour == nm ]]; then packages+=(network-manager); fi
 # What the initramfs loads, in order; ext4 and crc32c are built into the cloud kernel.
@@ -88,6 +93,18 @@ mmdebstrap --quiet --variant=minbase --format=directory --include="$include" \
 mkdir -p "$rootfs/lib/modules"
 cp -a "$kdir/lib/modules/$kver" "$rootfs/lib/modules/"
 depmod -b "$rootfs" "$kver"
+# Fail the build rather than boot a guest whose agent never starts: the package's udev rule for
+# the channel's port, its unit, and virtio_console (a module of the cloud kernel, not in the
+# initramfs) indexed for udev to load when the virtio-serial device shows up.
+grep -qs 'org.qemu.guest_agent.0' "$rootfs"/lib/udev/rules.d/*qemu-guest-agent.rules || {
+  say "no udev rule of qemu-guest-agent for org.qemu.guest_agent.0"
+  exit 1
+}
+[[ -f $rootfs/lib/systemd/system/qemu-guest-agent.service ]] || { say "no qemu-guest-agent.service"; exit 1; }
+grep -q ' virtio_console$' "$rootfs/lib/modules/$kver/modules.alias" || {
+  say "virtio_console is not in the guest's modules.alias"
+  exit 1
+}
 
 install -m 0755 lab/guest-debian/lab-observer "$rootfs/usr/local/sbin/lab-observer"
 install -m 0644 lab/guest-debian/lab-observer.service "$rootfs/etc/systemd/system/lab-observer.service"
