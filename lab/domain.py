@@ -3,14 +3,17 @@
 Direct kernel boot of the cached Debian cloud kernel and the guest type's initramfs (and,
 for the Debian guest, its root image as a read-only virtio disk), TCG (the machines have no
 usable KVM), the guest type's memory, one virtio NIC per pod tap with the alias
-virt-launcher would give it (``ua-<interface name>``), and the serial console appended to a
-file the host tails (``append='on'`` so the migration target keeps writing the same file).
+virt-launcher would give it (``ua-<interface name>``), the serial console appended to a
+file the host tails (``append='on'`` so the migration target keeps writing the same file), and
+the guest-agent channel KubeVirt gives every domain (the Debian guests run qemu-guest-agent on
+it; the busybox guest has no agent, so libvirt finds nothing at its end).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 from xml.sax.saxutils import quoteattr
 
 from bridge_migration_contract import domain_alias
@@ -57,6 +60,16 @@ def root_disk_xml(image: Path) -> str:
     )
 
 
+# KubeVirt's guest-agent channel, on every domain whatever the VMI says (facts R9): a unix channel
+# with no <source>, so each libvirt daemon picks the socket path itself (and leaves its own out of
+# the XML it migrates, so the target picks again), and a virtio port named org.qemu.guest_agent.0
+# in the guest. A session daemon's path is <XDG_CONFIG_HOME>/libvirt/qemu/channel/target/
+# domain-<id>-<first 20 characters of the name>/org.qemu.guest_agent.0, and a unix socket path
+# has at most 107 bytes: the daemon's XDG_CONFIG_HOME has to be as short as KubeVirt's
+# /var/run/kubevirt-private (lab/libvirtd.py) or a domain with a long name fails to start.
+GUEST_AGENT_CHANNEL_XML: Final = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+
+
 def domain_xml(*, name: str, nics: list[Nic], console: Path, cmdline: str, guest: GuestImage) -> str:
     interfaces = "".join(interface_xml(nic) for nic in nics)
     disk = root_disk_xml(guest.root_disk) if guest.root_disk is not None else ""
@@ -81,6 +94,7 @@ def domain_xml(*, name: str, nics: list[Nic], console: Path, cmdline: str, guest
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     {interfaces}
     {disk}
+    {GUEST_AGENT_CHANNEL_XML}
     <serial type='file'>
       <source path={quoteattr(str(console))} append='on'/>
       <target port='0'/>
