@@ -54,6 +54,11 @@ namespaces = [ ]
 
 LAUNCHER_UID: Final = 107  # KubeVirt's non-root launcher user (qemu), pkg/util NonRootUID
 SOCKET_NAME: Final = "virtqemud-sock"  # what KubeVirt's URI names
+# The session daemon's XDG_CONFIG_HOME, where KubeVirt's non-root launcher has it. The path is not
+# cosmetic: libvirt puts the guest-agent channel's socket under it (<it>/libvirt/qemu/channel/
+# target/domain-<id>-<first 20 chars of the name>/org.qemu.guest_agent.0), and a unix socket path
+# has at most 107 bytes; a longer directory fails to start a domain with a long name.
+PRIVATE_DIR: Final = "/var/run/kubevirt-private"
 LibvirtMode = Literal["session", "system"]
 # Shared by every session daemon, so only the first pays for the QEMU capability probe (as
 # /var/cache/libvirt is for system daemons); KubeVirt keeps it in the pod's private dir.
@@ -124,18 +129,19 @@ class LibvirtDaemon:
     def _session_script(self) -> str:
         """Prepare the pod's session daemon; the shell line that starts it as uid 107."""
         uid = LAUNCHER_UID
-        private = self.run_dir / "private"  # XDG_CONFIG_HOME (KubeVirt: /var/run/kubevirt-private)
+        private = self.run_dir / "private"  # bind-mounted at PRIVATE_DIR in the daemon's mount namespace
         etc = self.run_dir / "etc"
         for d in (self.sock_dir, private / "libvirt", etc, SESSION_CACHE):
             d.mkdir(parents=True, exist_ok=True)
-        Path("/run/libvirt").mkdir(parents=True, exist_ok=True)  # the bind mount's mount point
+        for point in ("/run/libvirt", PRIVATE_DIR):  # the bind mounts' mount points
+            Path(point).mkdir(parents=True, exist_ok=True)
         (private / "libvirt" / "qemu.conf").write_text(_SESSION_QEMU_CONF)
         (private / "libvirt" / "libvirtd.conf").write_text(
             f'host_uuid = "{self.host_uuid}"\nlog_outputs = "3:file:{self.run_dir / "libvirtd.log"}"\n'
         )
         # libvirtd looks its own user up; a launcher image has a passwd entry for 107.
         (etc / "passwd").write_text(
-            Path("/etc/passwd").read_text() + f"qemu:x:{uid}:{uid}::{private}:/usr/sbin/nologin\n"
+            Path("/etc/passwd").read_text() + f"qemu:x:{uid}:{uid}::{PRIVATE_DIR}:/usr/sbin/nologin\n"
         )
         (etc / "group").write_text(Path("/etc/group").read_text() + f"qemu:x:{uid}:\n")
         # The compute container gets /dev/net/tun from KubeVirt's device plugin; this machine's
@@ -150,15 +156,16 @@ class LibvirtDaemon:
         for d in (self.run_dir, self.sock_dir, private, private / "libvirt", SESSION_CACHE):
             os.chown(d, uid, uid)
         env = {
-            "HOME": str(private),
+            "HOME": PRIVATE_DIR,
             "XDG_RUNTIME_DIR": "/var/run",
-            "XDG_CONFIG_HOME": str(private),
+            "XDG_CONFIG_HOME": PRIVATE_DIR,
             "XDG_CACHE_HOME": str(SESSION_CACHE),
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         }
         q = shlex.quote
         mounts = [
             f"mount --bind {q(str(self.sock_dir))} /run/libvirt",
+            f"mount --bind {q(str(private))} {PRIVATE_DIR}",
             f"mount --bind {q(str(tun))} /dev/net/tun",
             f"mount --bind {q(str(etc / 'passwd'))} /etc/passwd",
             f"mount --bind {q(str(etc / 'group'))} /etc/group",
