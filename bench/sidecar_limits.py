@@ -23,6 +23,7 @@ from typing import Any
 
 from bench.common import RESULTS, write_result
 from lab.cluster import Lab
+from lab.guests import GUEST_TYPES, GuestType
 from lab.paths import VENV_PYTHON
 from lab.process import wait_for
 from lab.shell import in_netns, run
@@ -81,12 +82,13 @@ def _mib(status: dict[str, str], key: str) -> float:
     return round(int(status[key].split()[0]) / 1024, 1)
 
 
-def one_run(*, rounds: int, soak_s: float, soak_rate: float) -> dict[str, Any]:
-    # v1.8: follow-pod reattaches there (the heavier path; docs/kubevirt-facts.md D2).
-    with Lab(sidecar_limits=True, kubevirt_version="v1.8.0") as lab:
+def one_run(*, rounds: int, soak_s: float, soak_rate: float, guest: GuestType = "busybox") -> dict[str, Any]:
+    # v1.8: follow-pod reattaches there (the heavier path; docs/kubevirt-facts.md D2). A Debian
+    # guest runs qemu-guest-agent: the fixup is then verified through it (the closed loop's calls).
+    with Lab(sidecar_limits=True, kubevirt_version="v1.8.0", guest=guest) as lab:
         lab.add_nodes("a", "b")
         vm = lab.start_vm(name="capped", node="a", policy="follow-pod", sidecar=True)
-        vm.console.wait("dhcp-ack", nic="eth0", timeout=180)
+        vm.console.wait("dhcp-ack", nic=vm.guest_nic(), timeout=180)
         migration = lab.migrate(vm, to_node="b")
         target = vm.pod.sidecar
         assert target is not None and target.limits is not None
@@ -113,6 +115,7 @@ def one_run(*, rounds: int, soak_s: float, soak_rate: float) -> dict[str, Any]:
             "start_to_healthz_s": round(healthy_at - target.started_at, 3),
             "resume_to_fixup_done_s": round(record["finished"] - migration.resumed, 3),
             "fixup": {"result": record["result"], "action": record["interfaces"][0]["action"]},
+            "guest": guest,
             "idle_after_fixup": {
                 "rss_mib": _mib(idle, "VmRSS"),
                 "anon_mib": _mib(idle, "RssAnon"),
@@ -140,13 +143,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=400, help="rounds of 5 REST calls (default: 2,000 calls)")
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--soak-rate", type=float, default=20.0, help="REST calls per second in the soak")
+    parser.add_argument("--guest", choices=GUEST_TYPES, default="busybox", help="guest type (default %(default)s)")
+    parser.add_argument("--name", default="sidecar_limits", help="result file name")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     runs_n, rounds = (1, 20) if args.quick else (args.runs, args.rounds)
     runs = []
     for i in range(runs_n):
         soak = args.soak_seconds if i == 0 else 0.0
-        runs.append(one_run(rounds=rounds, soak_s=soak, soak_rate=args.soak_rate))
+        runs.append(one_run(rounds=rounds, soak_s=soak, soak_rate=args.soak_rate, guest=args.guest))
         print(
             f"run {i + 1}/{runs_n}: {json.dumps({k: v for k, v in runs[-1].items() if k != 'soak'})}", file=sys.stderr
         )
@@ -165,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summary,
         "runs": runs,
     }
-    write_result("sidecar_limits", result, args.out)
+    result["guest"] = args.guest
+    write_result(args.name, result, args.out)
     print(f"sidecar under 64M/200m: {json.dumps(summary)}")
     return result
 
