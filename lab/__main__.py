@@ -9,6 +9,7 @@ import sys
 from bridge_migration_contract import NIC_REFRESHES
 from lab.cleanup import cleanup
 from lab.guests import DEFAULT_GUEST, GUEST_TYPES, GuestType
+from lab.reconcile import RECONCILE_MODES
 from lab.scenario import SCENARIOS, ScenarioKind, ScenarioResult, run_scenario
 from lab.sidecar import DEFAULT_LINK_PAUSE_MS
 
@@ -20,6 +21,9 @@ def _report(result: ScenarioResult) -> None:
     for i, m in enumerate(result.migrations, 1):
         gap = f"{m.gap_seconds:.2f} s" if m.gap_seconds is not None else "no reply"
         print(f"migration {i}: connectivity gap (guest resumed on target -> first ping reply): {gap}")
+        for fixup in m.fixups:
+            # The fixer's own verdict: verified, unverified or failed, and why (its record's message).
+            print(f"migration {i}: fixup #{fixup.get('id')} {fixup.get('result')}: {fixup.get('message')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +42,14 @@ def main(argv: list[str] | None = None) -> int:
             help="the sidecar's link-refresh pause (default: the fixer's, %(default)s)",
         )
         p.add_argument(
-            "--nic-refresh", choices=NIC_REFRESHES, help="the VMI's nic-refresh annotation (default: none, i.e. link)"
+            "--nic-refresh", choices=NIC_REFRESHES, help="the VMI's nic-refresh annotation (default: none, i.e. auto)"
+        )
+        p.add_argument(
+            "--reconcile",
+            choices=RECONCILE_MODES,
+            default="kubevirt",
+            help="KubeVirt's reconcile stand-in: at KubeVirt's moments, worst (a target's first sync right after"
+            " the fixer's link-down) or off (default: %(default)s)",
         )
     clean = sub.add_parser("cleanup", help="remove leftover lab namespaces, processes and run directories")
     clean.add_argument("--lab-id", help="only this lab (default: every lab, running or not)")
@@ -58,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         guest=guest,
         link_pause_ms=args.link_pause_ms,
         nic_refresh=args.nic_refresh,
+        reconcile=args.reconcile,
     )
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
