@@ -221,6 +221,31 @@ def test_when_the_attach_fails_the_original_nic_is_put_back_and_the_record_says_
     assert rig.fixer.watched() == []
 
 
+class RacedByKubevirt(FakeDomain):
+    """KubeVirt's reconcile attaches a Multus NIC it finds missing (docs/kubevirt-facts.md R3): here
+    its attach lands between the guest's release and ours, with the MAC we were about to give."""
+
+    raced = False
+
+    def attachDeviceFlags(self, xml: str, flags: int = 0) -> int:  # noqa: N802
+        if not self.raced:
+            self.raced = True
+            super().attachDeviceFlags(xml, flags)  # KubeVirt's, with the same MAC
+        return super().attachDeviceFlags(xml, flags)  # ours: refused, the alias is taken
+
+
+def test_a_nic_kubevirt_attached_back_with_the_wanted_mac_before_us_counts_as_done() -> None:
+    raced = make_rig(lambda removals: RacedByKubevirt(domain_xml(), events=removals))
+    try:
+        raced.want(NEW_MAC)
+        iface = only(raced.fixup())
+    finally:
+        raced.drain()
+    assert (iface.result, iface.new_mac, iface.error) == ("done", NEW_MAC, None)
+    assert raced.dom.live_nics() == [(ALIAS, NEW_MAC, "up")]
+    assert raced.fixer.watched() == []
+
+
 def test_an_attach_refused_while_the_migration_job_holds_the_domain_is_retried(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
