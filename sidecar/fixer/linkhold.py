@@ -106,7 +106,7 @@ def hold(
         ceiling = max(floor, down_at + resumed_at + settings.resume_settle_s - time.time())
     watch = _IdleWatch(dom, settings.idle_ratio) if resumed_at is not None and settings.adaptive_hold else None
     reasserted = 0
-    ended_by: HoldEnd = "pause" if resumed_at is None else "settle"
+    ended_by: HoldEnd = "settle" if ceiling > floor else "pause"
     while (now := time.monotonic()) < ceiling:
         if watch is not None and now >= floor and watch.idle_polls >= _IDLE_POLLS:
             ended_by = "guest-idle"

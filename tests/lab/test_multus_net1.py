@@ -59,7 +59,8 @@ def _assert_net1_renewed_and_pings(outcome: MigrationOutcome, *, first_mac: str,
 
 def _net1_fixup(outcome: MigrationOutcome) -> dict[str, str]:
     (fixup,) = [f for f in outcome.fixups if not f.get("dryRun")]
-    assert fixup["result"] == "verified", fixup  # the Debian guest's agent showed both NICs' addresses
+    # The busybox guest has no agent: the fixer says it could not check (the Debian runs below are verified).
+    assert fixup["result"] == "unverified", fixup
     (net1,) = [i for i in fixup["interfaces"] if i["name"] == "net1"]
     return net1  # type: ignore[no-any-return]
 

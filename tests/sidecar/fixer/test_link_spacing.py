@@ -202,3 +202,23 @@ def test_a_cut_hold_starts_over_so_the_link_stays_down_a_full_pause_after_the_re
     [down, again, up] = dom.calls
     assert (down[1], again[1], up[1]) == ("down", "down", "up")
     assert up[0] - again[0] == pytest.approx(0.1)
+
+
+def test_a_link_set_down_again_counts_for_the_spacing_of_the_next_nics_link_down(clock: FakeClock) -> None:
+    dom, plans = _two_refreshes(clock)
+    first = plans[0].alias
+
+    def reconcile_late(d: FakeDomain) -> None:
+        # KubeVirt's sync raises the first NIC 0.9 s into its hold (after a fixed 1 s settle).
+        if d.clock.now >= 0.9 and first in d.down and not getattr(d, "synced", False):
+            d.synced = True  # type: ignore[attr-defined]
+            d.down.discard(first)
+
+    dom.on_read = reconcile_late
+    executor = Executor(FixerSettings(link_pause_s=0.1, resume_settle_s=1.0, adaptive_hold=False), DeviceRemovals())
+    resumed_at = clock.time()
+    for plan in plans:
+        executor.apply(dom, plan, resumed_at=resumed_at)
+    downs = [t for t, state in dom.calls if state == "down"]
+    assert len(downs) == 3  # the first NIC's, set again once, the second NIC's
+    assert downs[2] - downs[1] >= 1.5 - 1e-9
