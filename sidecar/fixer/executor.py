@@ -38,6 +38,7 @@ ERR_OPERATION_INVALID = 55
 ERR_OPERATION_TIMEOUT = 68
 ERR_DEVICE_MISSING = 99  # VIR_ERR_DEVICE_MISSING: "device not found"
 JOB_RETRIES = 3
+LINKWATCH_S = 1.0  # a Linux guest reports carrier-down at most once a second (settings.link_down_spacing_s)
 JOB_RETRY_PAUSE_S = 1.0
 
 
@@ -85,14 +86,25 @@ class Executor:
         # under the reattach. Settled once libvirt is back (`settle`): attached again if gone.
         self._unsettled: dict[tuple[str, str], LateRemoval] = {}
         self._unsettled_lock = threading.Lock()
-        self._last_link_down: float | None = None  # time.monotonic() of the last link-down
+        # When the guest's kernel reports our last link-down, at the earliest (time.monotonic()): it
+        # reports carrier-down at most once a second, so a link-down within a second of the
+        # previous report waits for that second to end (linkwatch). Set by every link-down we make.
+        self._last_link_down: float | None = None
 
     def _space_link_down(self) -> None:
+        """Wait until the guest has reported our last link-down and its once-a-second limit allows
+        a new report (the spacing's margin included), then count this link-down."""
         if self._last_link_down is not None:
             wait = self._last_link_down + self.settings.link_down_spacing_s - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-        self._last_link_down = time.monotonic()
+        self._count_link_down()
+
+    def _count_link_down(self) -> None:
+        now = time.monotonic()
+        last = self._last_link_down
+        # A link-down less than a second after the previous report is reported a second after it.
+        self._last_link_down = now if last is None else max(now, last + LINKWATCH_S)
 
     def unsettled(self) -> list[LateRemoval]:
         with self._unsettled_lock:
@@ -194,7 +206,7 @@ class Executor:
         guest's kernel reports it at most a second after the previous one (see link_down_spacing_s),
         and a next NIC's flap inside that second would reach its network stack as no change."""
         with_job_retry(dom.updateDeviceFlags, down_xml, flags, what=f"{alias} link down")
-        self._last_link_down = time.monotonic()
+        self._count_link_down()
 
     def restore_late(self, dom: Domain, late: LateRemoval) -> bool:
         """Attach a late-released NIC back, unless something already did. True if attached."""

@@ -33,7 +33,10 @@ class FixerSettings:
     limit; carrier-up is exempt). A second NIC's 100 ms flap inside that second reaches the
     guest's network stack as no change at all: systemd-networkd on a Multus NIC was seen to miss
     it in the lab. 1.5 s is the 1 s limit plus room for a guest that handles the first event late
-    (with 1.1 s, one of two lab runs on a busy machine still saw networkd miss the second flap)."""
+    (with 1.1 s, one of two lab runs on a busy machine still saw networkd miss the second flap).
+    It counts from when the guest reports the previous link-down: a link-down less than a second
+    after the one before it (a link set down again during its hold, after KubeVirt's reconcile raised
+    it) is reported a second after that one, and the next NIC waits 1.5 s from then."""
 
     detach_timeout_s: float = 30.0
     """How long a reattach waits for the guest to release the NIC (ACPI unplug needs the guest)."""
