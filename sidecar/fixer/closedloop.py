@@ -43,10 +43,6 @@ class _Nic:
     verdict: Verdict | None = None
     verified_wall: float | None = None  # wall clock when the agent showed the expected address
     before: frozenset[str] | None = None  # what the NIC held before its first step (CHANGED only)
-    # During one verification: the agent's first answer for the NIC (boxed, as it may be None) and
-    # whether every answer since was the same (the guest kept what it had: stale early).
-    first_seen: tuple[frozenset[str] | None] | None = None
-    unchanged: bool = True
 
     @property
     def mac(self) -> str | None:
@@ -163,12 +159,20 @@ class ClosedLoop:
         if not nics:
             return None
         started = time.monotonic()
+        windows = {
+            id(n): self._settings.verify_window_s
+            if n.steps[n.index] == "link-refresh"
+            else self._settings.reattach_verify_window_s
+            for n in nics
+        }
+        first: dict[int, frozenset[str] | None] = {}
+        kept = {id(n): True for n in nics}
+        pending = list(nics)
         for nic in nics:
-            nic.first_seen, nic.unchanged = None, True
             verdict = judge(expected=nic.expected, seen=None, before=nic.before)
             if verdict.judgement == "unverifiable":
                 nic.outcome, nic.verdict = "unverified", verdict
-        pending = [n for n in nics if n.outcome is None]
+        pending = [n for n in pending if n.outcome is None]
         while pending:
             view = self._read_agent(dom)
             if not view.answered:
@@ -180,15 +184,15 @@ class ClosedLoop:
             elapsed = time.monotonic() - started
             for nic in list(pending):
                 seen = view.by_mac.get(nic.mac or "")
-                if nic.first_seen is None:
-                    nic.first_seen = (seen,)
-                elif nic.first_seen != (seen,):
-                    nic.unchanged = False
+                key = id(nic)
+                if key not in first:
+                    first[key] = seen
+                elif seen != first[key]:
+                    kept[key] = False
                 link_step = nic.steps[nic.index] == "link-refresh"
-                kept_old = link_step and nic.unchanged and bool(seen) and elapsed >= self._settings.stale_after_s
+                kept_old = link_step and kept[key] and bool(seen) and elapsed >= self._settings.stale_after_s
                 verdict = judge(expected=nic.expected, seen=seen, kept_old=kept_old, before=nic.before)
-                window = self._settings.verify_window_s if link_step else self._settings.reattach_verify_window_s
-                if verdict.judgement == "pending" and elapsed >= window:
+                if verdict.judgement == "pending" and elapsed >= windows[key]:
                     verdict = at_window_end(verdict)
                 if verdict.judgement != "pending":
                     nic.verdict = verdict
