@@ -9,20 +9,24 @@ migration of a VM that needed the reattach starts there.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 
+from bridge_migration_contract import AnnotationKeys
 from sidecar.core.models import FixupRecord, InterfaceFixup
 from sidecar.core.removals import DeviceRemovals
 from sidecar.fixer import memory
+from sidecar.fixer.build import Source, assemble
+from sidecar.fixer.engine import Fixer
 from sidecar.fixer.guestagent import AgentReader
+from sidecar.fixer.metrics import Metrics
 from sidecar.fixer.settings import FixerSettings
 from tests.sidecar.fakes import FakeDomain, libvirt_error
-from tests.sidecar.fixer import test_executor_paths as executor_paths
-from tests.sidecar.fixer.test_executor_paths import Rig
-from tests.sidecar.samples import GUEST_MAC, domain_xml
+from tests.sidecar.samples import GUEST_MAC, domain_xml, vmi
 
 OLD, NEW = "10.244.1.7", "10.244.2.9"
 FAST = FixerSettings(
@@ -45,27 +49,56 @@ def agent_answer(address: str | None, mac: str = GUEST_MAC) -> dict[str, object]
     }
 
 
-def make_rig(*, refresh: str | None = None, pod_address: str | None = NEW) -> Rig:
-    """The executor paths' rig (the product's own wiring over a fake domain), with short windows,
-    policy pin for the guest's MAC and the pod link's address the loop expects."""
-    rig = executor_paths.make_rig(
-        lambda removals: FakeDomain(domain_xml(), events=removals), settings=FAST, pod_address=pod_address
-    )
-    rig.want(GUEST_MAC)
+@dataclass
+class Rig:
+    dom: FakeDomain
+    fixer: Fixer
+    stop: Callable[[], None]
+
+    def fixup(self, **kwargs: object) -> FixupRecord:
+        return self.fixer.run(trigger="manual", force=True, **kwargs)  # type: ignore[arg-type]
+
+    def metric(self, name: str) -> list[str]:
+        return [line for line in self.fixer.metrics.exposition().decode().splitlines() if line.startswith(name)]
+
+
+def make_rig(*, refresh: str | None = None, settings: FixerSettings = FAST, pod_address: str | None = NEW) -> Rig:
+    removals = DeviceRemovals()
+    dom = FakeDomain(domain_xml(), events=removals)
+    annotations = {
+        "bridge-migration.kubevirt.io/mac-policy": "pin",
+        "bridge-migration.kubevirt.io/macs": json.dumps({"default": GUEST_MAC}),
+    }
     if refresh is not None:
-        rig.annotations["bridge-migration.kubevirt.io/nic-refresh"] = refresh
-    return rig
+        annotations["bridge-migration.kubevirt.io/nic-refresh"] = refresh
+    engine = assemble(
+        settings=settings,
+        removals=removals,
+        domain=lambda: dom,
+        source=Source(
+            vmi=lambda: vmi(annotations=annotations),
+            annotations_file=None,
+            links=dict,
+            keys=AnnotationKeys(),
+            kubevirt_family="v1.9+",
+            pod_address=lambda _link: pod_address,
+        ),
+        metrics=Metrics(),
+    )
+    engine.dispatcher.start()
 
+    def stop() -> None:
+        dom.join()
+        engine.dispatcher.stop(timeout=10)
 
-def metric(rig: Rig, name: str) -> list[str]:
-    return [line for line in rig.fixer.metrics.exposition().decode().splitlines() if line.startswith(name)]
+    return Rig(dom, engine.fixer, stop)
 
 
 @pytest.fixture
 def rig() -> Iterator[Rig]:
     the_rig = make_rig()
     yield the_rig
-    the_rig.drain()
+    the_rig.stop()
 
 
 def only(record: FixupRecord) -> InterfaceFixup:
@@ -86,8 +119,8 @@ def test_a_guest_that_renews_on_the_flap_is_verified_after_the_link_refresh(rig:
     assert [s.action for s in nic.steps] == ["link-refresh"]
     assert nic.verified_ms is not None and nic.verified_ms > 0
     assert f"default: verified in {nic.verified_ms:.0f} ms after link-refresh: holds {NEW}" == record.message
-    assert metric(rig, 'bridge_migration_interface_outcomes_total{outcome="verified",step="link-refresh"}') != []
-    assert metric(rig, "bridge_migration_time_to_verified_seconds_count") == [
+    assert rig.metric('bridge_migration_interface_outcomes_total{outcome="verified",step="link-refresh"}') != []
+    assert rig.metric("bridge_migration_time_to_verified_seconds_count") == [
         "bridge_migration_time_to_verified_seconds_count 1.0"
     ]
 
@@ -123,7 +156,7 @@ def test_under_nic_refresh_link_a_stale_guest_is_not_escalated_but_reported_fail
         rig.dom.agent = lambda: agent_answer(OLD)
         record = rig.fixup()
     finally:
-        rig.drain()
+        rig.stop()
     nic = only(record)
     assert (record.result, nic.outcome, [s.action for s in nic.steps]) == ("failed", "failed", ["link-refresh"])
     assert nic.outcome_reason == f"still stale after link-refresh: kept {OLD} through the step (expected {NEW})"
@@ -139,7 +172,7 @@ def test_a_statically_configured_guest_stops_after_the_last_step_failed_with_the
     assert [s.action for s in nic.steps] == ["link-refresh", "reattach"]
     assert nic.outcome_reason.startswith("still stale after link-refresh, reattach: ")
     assert static in nic.outcome_reason and NEW in nic.outcome_reason
-    assert metric(rig, 'bridge_migration_interface_outcomes_total{outcome="failed",step="reattach"}') != []
+    assert rig.metric('bridge_migration_interface_outcomes_total{outcome="failed",step="reattach"}') != []
 
 
 def test_an_agent_that_lists_no_interfaces_leaves_the_nic_unverified_not_escalated(rig: Rig) -> None:
@@ -200,5 +233,5 @@ def test_on_the_node_the_pod_network_nic_must_show_an_address_it_did_not_have_be
         rig.dom.agent = renews_after(rig.dom, "carrier-up")
         nic = only(rig.fixup())
     finally:
-        rig.drain()
+        rig.stop()
     assert (nic.outcome, nic.outcome_reason) == ("verified", f"holds {NEW}, new since the migration")

@@ -23,7 +23,6 @@ from bridge_migration_contract import AnnotationKeys
 from sidecar.core.models import FixupRecord, InterfaceFixup
 from sidecar.core.plan import InterfacePlan, make_plan
 from sidecar.core.removals import DeviceRemovals
-from sidecar.core.verify import UNKNOWN, Expected
 from sidecar.fixer import executor as executor_module
 from sidecar.fixer.build import Source, assemble
 from sidecar.fixer.dispatch import Dispatcher
@@ -78,7 +77,7 @@ class Rig:
         return sum(float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix))
 
 
-def make_rig(dom_factory: Any, *, settings: FixerSettings = SETTINGS, pod_address: Expected = UNKNOWN) -> Rig:
+def make_rig(dom_factory: Any, *, settings: FixerSettings = SETTINGS) -> Rig:
     """The product's own wiring (build.assemble) over a fake domain instead of a libvirt watcher."""
     removals = DeviceRemovals()
     dom: FakeDomain = dom_factory(removals)
@@ -93,8 +92,6 @@ def make_rig(dom_factory: Any, *, settings: FixerSettings = SETTINGS, pod_addres
             links=dict,  # policy pin: the pod-side MAC is not needed
             keys=AnnotationKeys(),
             kubevirt_family="v1.9+",
-            # The address the closed loop expects: never this machine's own links.
-            pod_address=lambda _link: pod_address,
         ),
         metrics=Metrics(),
     )

@@ -111,22 +111,6 @@ class FakeDomain:
         raise AssertionError("a link refresh attaches nothing")
 
 
-def raise_once(alias: str, *, at: float, note: bool = False) -> Callable[[FakeDomain], None]:
-    """Another libvirt client (KubeVirt's sync) raising ``alias``'s link once: at the first read from
-    ``at`` on while the link is down; ``note`` records it among the calls."""
-    done = False
-
-    def on_read(d: FakeDomain) -> None:
-        nonlocal done
-        if not done and d.clock.now >= at and alias in d.down:
-            done = True
-            d.down.discard(alias)
-            if note:
-                d.calls.append((d.clock.now, "up by reconcile"))
-
-    return on_read
-
-
 def _two_refreshes(clock: FakeClock) -> tuple[FakeDomain, list[InterfacePlan]]:
     xml = domain_xml(extra=MACVTAP_IFACE)
     plans = make_plan(domain_xml=xml, vmi=THREE_NIC_VMI, policy="pin", macs={}, pod_macs={})
@@ -184,8 +168,16 @@ def test_the_adaptive_hold_without_evidence_lasts_until_the_settle_time(clock: F
 
 def test_a_link_raised_by_another_client_during_the_hold_is_set_down_again(clock: FakeClock) -> None:
     dom, plans = _two_refreshes(clock)
-    # KubeVirt's sync lands 40 ms after our link-down and sets the link back to the spec (up).
-    dom.on_read = raise_once(plans[0].alias, at=0.04, note=True)
+    alias = plans[0].alias
+
+    def reconcile_once(d: FakeDomain) -> None:
+        # KubeVirt's sync lands 40 ms after our link-down and sets the link back to the spec (up).
+        if d.clock.now >= 0.04 and alias in d.down and not getattr(d, "synced", False):
+            d.synced = True  # type: ignore[attr-defined]
+            d.down.discard(alias)
+            d.calls.append((d.clock.now, "up by reconcile"))
+
+    dom.on_read = reconcile_once
     executor = Executor(FixerSettings(link_pause_s=0.1, resume_settle_s=1.0, adaptive_hold=False), DeviceRemovals())
     result = executor.apply(dom, plans[0], resumed_at=clock.time())
     states = [state for _, state in dom.calls]
@@ -196,8 +188,15 @@ def test_a_link_raised_by_another_client_during_the_hold_is_set_down_again(clock
 
 def test_a_cut_hold_starts_over_so_the_link_stays_down_a_full_pause_after_the_reassert(clock: FakeClock) -> None:
     dom, plans = _two_refreshes(clock)
-    # A sync that lands at 90 ms, just before a 100 ms pause would end (a fixup by hand).
-    dom.on_read = raise_once(plans[0].alias, at=0.09)
+    alias = plans[0].alias
+
+    def reconcile_late(d: FakeDomain) -> None:
+        # A sync that lands at 90 ms, just before a 100 ms pause would end (a fixup by hand).
+        if d.clock.now >= 0.09 and alias in d.down and not getattr(d, "synced", False):
+            d.synced = True  # type: ignore[attr-defined]
+            d.down.discard(alias)
+
+    dom.on_read = reconcile_late
     executor = Executor(FixerSettings(link_pause_s=0.1), DeviceRemovals())
     executor.apply(dom, plans[0])
     [down, again, up] = dom.calls
@@ -207,8 +206,15 @@ def test_a_cut_hold_starts_over_so_the_link_stays_down_a_full_pause_after_the_re
 
 def test_a_link_set_down_again_counts_for_the_spacing_of_the_next_nics_link_down(clock: FakeClock) -> None:
     dom, plans = _two_refreshes(clock)
-    # KubeVirt's sync raises the first NIC 0.9 s into its hold (after a fixed 1 s settle).
-    dom.on_read = raise_once(plans[0].alias, at=0.9)
+    first = plans[0].alias
+
+    def reconcile_late(d: FakeDomain) -> None:
+        # KubeVirt's sync raises the first NIC 0.9 s into its hold (after a fixed 1 s settle).
+        if d.clock.now >= 0.9 and first in d.down and not getattr(d, "synced", False):
+            d.synced = True  # type: ignore[attr-defined]
+            d.down.discard(first)
+
+    dom.on_read = reconcile_late
     executor = Executor(FixerSettings(link_pause_s=0.1, resume_settle_s=1.0, adaptive_hold=False), DeviceRemovals())
     resumed_at = clock.time()
     for plan in plans:
