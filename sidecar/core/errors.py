@@ -3,14 +3,6 @@
 from __future__ import annotations
 
 
-def libvirt_error_code(exc: BaseException) -> int | None:
-    """libvirt's virErrorNumber of ``exc`` (a libvirtError), None for any other exception; read
-    without importing libvirt, so the modules that only handle its errors stay free of it."""
-    code_of = getattr(exc, "get_error_code", None)
-    code = code_of() if callable(code_of) else None
-    return code if isinstance(code, int) else None
-
-
 class NoDomainError(Exception):
     """There is no domain to look after (yet), or several and no --domain."""
 

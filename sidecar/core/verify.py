@@ -79,7 +79,7 @@ def judge(
     return Verdict("pending", f"holds {shown}, expected {expected}", addresses[0])
 
 
-def at_window_end(verdict: Verdict) -> Verdict:
+def at_window_end(verdict: Verdict, expected: Expected) -> Verdict:
     """The verdict once the window is over: what is still pending is stale."""
     if verdict.judgement != "pending":
         return verdict

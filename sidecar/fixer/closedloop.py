@@ -193,7 +193,7 @@ class ClosedLoop:
                 kept_old = link_step and kept[key] and bool(seen) and elapsed >= self._settings.stale_after_s
                 verdict = judge(expected=nic.expected, seen=seen, kept_old=kept_old, before=nic.before)
                 if verdict.judgement == "pending" and elapsed >= windows[key]:
-                    verdict = at_window_end(verdict)
+                    verdict = at_window_end(verdict, nic.expected)
                 if verdict.judgement != "pending":
                     nic.verdict = verdict
                     nic.outcome = "verified" if verdict.judgement == "verified" else "stale"

@@ -17,7 +17,6 @@ import msgspec
 
 from sidecar.core.domain import Domain
 from sidecar.core.domxml import parse_interfaces, with_link_state, with_mac
-from sidecar.core.errors import libvirt_error_code
 from sidecar.core.models import FixupStep, InterfaceFixup
 from sidecar.core.plan import InterfacePlan
 from sidecar.core.removals import DeviceRemovals, LateRemoval
@@ -46,9 +45,10 @@ JOB_RETRY_PAUSE_S = 1.0
 def held_by_another_job(exc: BaseException) -> bool:
     """True for libvirt's "the domain is busy with another job" errors (e.g. the incoming
     migration's job, which can still be held when RESUMED/MIGRATED arrives on the target)."""
-    code = libvirt_error_code(exc)
-    if code is None:
+    code_of = getattr(exc, "get_error_code", None)
+    if not callable(code_of):
         return False
+    code = code_of()
     text = str(exc).lower()
     if code == ERR_OPERATION_TIMEOUT:
         return "lock" in text or "job" in text
@@ -163,24 +163,32 @@ class Executor:
             )
         return msgspec.structs.replace(result, duration_ms=took, steps=[step])
 
+    def link_pause(self, resumed_at: float | None) -> float:
+        """The longest a link refresh starting now keeps the link down (without a cut by another client)."""
+        pause = self.settings.link_pause_s
+        if resumed_at is not None:
+            pause = max(pause, resumed_at + self.settings.resume_settle_s - time.time())
+        return pause
+
     def _link_refresh(self, dom: Domain, plan: InterfacePlan, resumed_at: float | None) -> HoldReport:
         flags = modify_flags(dom)
         xml = plan.interface.xml
-        down = with_link_state(xml, "down")
         self._space_link_down()
         try:
-            with_job_retry(dom.updateDeviceFlags, down, flags, what=f"{plan.alias} link down")
+            with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "down"), flags, what=f"{plan.alias} link down")
         except Exception as exc:
             # The live NIC is not always the definition's twin: after a NIC was put back (a late
             # release, a restore) the definition may hold it at another PCI address, and libvirt
             # then finds no matching device there. The carrier flap only matters live.
-            if not (flags & MODIFY_CONFIG and libvirt_error_code(exc) == ERR_DEVICE_MISSING):
+            code_of = getattr(exc, "get_error_code", None)
+            if not (flags & MODIFY_CONFIG and callable(code_of) and code_of() == ERR_DEVICE_MISSING):
                 raise
             log.warning(
                 "%s: not found in the persistent definition (%s); refreshing the live link only", plan.alias, exc
             )
             flags = MODIFY_LIVE
-            with_job_retry(dom.updateDeviceFlags, down, flags, what=f"{plan.alias} link down")
+            with_job_retry(dom.updateDeviceFlags, with_link_state(xml, "down"), flags, what=f"{plan.alias} link down")
+        down = with_link_state(xml, "down")
         try:
             return linkhold.hold(
                 dom,

@@ -24,13 +24,16 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-from sidecar.core.domain import Domain
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 SRC_AGENT = 1  # VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT; spelled out: this module imports no libvirt
 ADDR_TYPE_IPV4 = 0  # VIR_IP_ADDR_TYPE_IPV4
+
+
+class AgentDomain(Protocol):
+    def interfaceAddresses(self, source: int, flags: int = 0) -> Any: ...  # noqa: N802 - libvirt's name
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def parse_interfaces(answer: object) -> dict[str, frozenset[str]]:
     return {mac: frozenset(ips) for mac, ips in out.items()}
 
 
-def _ask(dom: Domain) -> AgentView:
+def _ask(dom: AgentDomain) -> AgentView:
     started = time.monotonic()
     try:
         answer = dom.interfaceAddresses(SRC_AGENT, 0)
@@ -86,7 +89,7 @@ class AgentReader:
         self._lock = threading.Lock()
         self._stuck: threading.Thread | None = None
 
-    def __call__(self, dom: Domain) -> AgentView:
+    def __call__(self, dom: AgentDomain) -> AgentView:
         with self._lock:
             if self._stuck is not None and self._stuck.is_alive():
                 return AgentView(False, error="an earlier guest agent call has not returned yet")

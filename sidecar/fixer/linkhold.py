@@ -21,8 +21,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sidecar.core.domain import Domain
 from sidecar.core.domxml import parse_interfaces
 from sidecar.core.models import HoldEnd
 from sidecar.fixer.settings import FixerSettings
@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 _IDLE_POLLS = 2  # consecutive idle windows that count as evidence
 
 
+class HoldDomain(Protocol):
+    def XMLDesc(self, flags: int = 0) -> str: ...  # noqa: N802 - libvirt's name
+    def vcpus(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class HoldReport:
     held_s: float
@@ -39,7 +44,7 @@ class HoldReport:
     reasserted: int
 
 
-def vcpu_seconds(dom: Domain) -> float | None:
+def vcpu_seconds(dom: HoldDomain) -> float | None:
     """The guest's vCPU run time in seconds (libvirt's virDomainGetVcpus); None when unknown."""
     try:
         info, _maps = dom.vcpus()
@@ -48,7 +53,7 @@ def vcpu_seconds(dom: Domain) -> float | None:
         return None
 
 
-def link_is_down(dom: Domain, alias: str) -> bool | None:
+def link_is_down(dom: HoldDomain, alias: str) -> bool | None:
     """The live link state of ``alias``: True down, False up (or unset), None not readable/absent."""
     try:
         xml = dom.XMLDesc(0)
@@ -63,7 +68,7 @@ def link_is_down(dom: Domain, alias: str) -> bool | None:
 class _IdleWatch:
     """Consecutive polls in which the guest's vCPUs ran less than ``ratio`` of the wall time."""
 
-    def __init__(self, dom: Domain, ratio: float) -> None:
+    def __init__(self, dom: HoldDomain, ratio: float) -> None:
         self._dom, self._ratio = dom, ratio
         self._last: tuple[float, float] | None = None
         self.idle_polls = 0
@@ -84,7 +89,7 @@ class _IdleWatch:
 
 
 def hold(
-    dom: Domain,
+    dom: HoldDomain,
     alias: str,
     *,
     settings: FixerSettings,

@@ -14,11 +14,9 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final, Protocol
 
 from bridge_migration_contract import FixupAction
-from sidecar.core.domain import Domain
-from sidecar.core.errors import libvirt_error_code
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +27,29 @@ ERR_NO_DOMAIN_METADATA = 80  # VIR_ERR_NO_DOMAIN_METADATA: nothing stored yet
 _STEPS: Final[frozenset[str]] = frozenset({"link-refresh", "reattach"})
 
 
-def recall(dom: Domain) -> dict[str, FixupAction]:
+class MetadataDomain(Protocol):
+    def metadata(self, type: int, uri: str | None, flags: int = 0) -> str: ...
+    def setMetadata(  # noqa: N802 - libvirt's name
+        self,
+        type: int,
+        metadata: str | None,
+        key: str | None,
+        uri: str | None,
+        flags: int = 0,
+    ) -> int: ...
+
+
+def _code(exc: BaseException) -> Any:
+    code_of = getattr(exc, "get_error_code", None)
+    return code_of() if callable(code_of) else None
+
+
+def recall(dom: MetadataDomain) -> dict[str, FixupAction]:
     """Domain alias -> the step that verified last time; empty when nothing (valid) is stored."""
     try:
         text = dom.metadata(METADATA_ELEMENT, URI, 0)
     except Exception as exc:
-        if libvirt_error_code(exc) != ERR_NO_DOMAIN_METADATA:
+        if _code(exc) != ERR_NO_DOMAIN_METADATA:
             log.warning("cannot read what worked last time from the domain's metadata: %s", exc)
         return {}
     try:
@@ -57,7 +72,7 @@ def to_xml(starts: Mapping[str, FixupAction]) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def remember(dom: Domain, starts: Mapping[str, FixupAction], flags: int) -> bool:
+def remember(dom: MetadataDomain, starts: Mapping[str, FixupAction], flags: int) -> bool:
     """Store ``starts`` (alias -> step) in the live domain (and its definition, per ``flags``).
     An empty mapping removes the element. True when libvirt took it."""
     try:

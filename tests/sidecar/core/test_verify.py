@@ -13,7 +13,7 @@ def test_the_pod_address_held_is_verified_and_another_one_is_pending_until_the_w
     assert judge(expected=NEW, seen={NEW}).judgement == "verified"
     pending = judge(expected=NEW, seen={OLD})
     assert pending.judgement == "pending"
-    stale = at_window_end(pending)
+    stale = at_window_end(pending, NEW)
     assert (stale.judgement, stale.address) == ("stale", OLD)
     assert "expected 10.244.2.9" in stale.reason
 
