@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
@@ -45,10 +46,11 @@ from lab.dhcp import DEFAULT_KUBEVIRT_VERSION, served_mac, start_dhcp_servers
 from lab.domain import Nic, domain_name, domain_xml
 from lab.events import EventLog, LifecycleEvent, ensure_event_loop
 from lab.guests import DEFAULT_GUEST, GuestImage, GuestType, guest_image
-from lab.l2 import IpamMode, L2Network
+from lab.l2 import MACVTAP_SUBNET, IpamMode, L2Network
 from lab.launcher_hooks import LauncherHooks, define_domain_through_hooks
 from lab.libvirtd import LAUNCHER_UID, LibvirtDaemon, LibvirtMode
 from lab.network import (
+    MACVTAP_NET,
     NET1_KEPT,
     NET1_PER_NODE,
     NETWORKS,
@@ -212,6 +214,7 @@ class Lab:
         net1: IpamMode | None = None,
         sidecar_delivery: FixerDelivery = "hook",
         reconcile: ReconcileTiming | ReconcileMode = "kubevirt",
+        macvtap: bool = False,
     ) -> None:
         # The guest type every VM of this lab boots (lab/guests.py); checked before anything starts.
         self.guest = guest_image(guest)
@@ -251,6 +254,11 @@ class Lab:
         # The seed's Multus network for VMs started with net1=True, in this IPAM mode (lab.l2).
         self.net1_mode: IpamMode | None = net1
         self.l2: L2Network | None = None
+        # The macvtap binding plugin's network (lab.l2, lab.network MACVTAP_NET), for VMs started
+        # with macvtap=True; its L2 exists once the nodes do.
+        self.macvtap = macvtap
+        self.mvt: L2Network | None = None
+        self._lingering: list[threading.Timer] = []
         self.pods: list[Pod] = []
         self.vms: list[Vm] = []
         self._pod_seq = 0
@@ -278,6 +286,16 @@ class Lab:
             self.nodes[name] = node
         if self.net1_mode == "kept" and self.l2 is None:
             self.l2 = L2Network(lab_id=self.id, prefix=PREFIX, run_dir=self.run_dir, nodes=list(self.nodes.values()))
+        if self.macvtap and self.mvt is None:
+            self.mvt = L2Network(
+                lab_id=self.id,
+                prefix=PREFIX,
+                run_dir=self.run_dir,
+                nodes=list(self.nodes.values()),
+                name=MACVTAP_NET.name,
+                subnet=MACVTAP_SUBNET,
+                node_side="lower",
+            )
 
     @property
     def net1(self) -> NetworkDef:
@@ -503,6 +521,7 @@ class Lab:
         second_nic: bool = False,
         net1: bool = False,
         link_down: Sequence[str] = (),
+        macvtap: bool = False,
     ) -> Vm:
         """Create the VM's first pod and boot the guest in it (returns once QEMU runs).
 
@@ -510,10 +529,15 @@ class Lab:
         named as KubeVirt names it); ``net1`` a bridge NIC on the lab's ``net1`` network (its IPAM
         mode is the lab's). ``ping`` may list several addresses, comma-separated. ``link_down``:
         VMI interfaces whose spec says ``state: down`` (their domain NIC starts with its link down,
-        as virt-launcher defines it, facts R2)."""
+        as virt-launcher defines it, facts R2). ``macvtap``: a NIC on the lab's macvtap network
+        (``mvt``, the binding plugin; Lab(macvtap=True))."""
         networks: tuple[NetworkDef, ...] = NETWORKS if second_nic else (POD_NETWORK,)
         if net1:
             networks = (*networks, self.net1)
+        if macvtap:
+            if self.mvt is None:
+                raise ValueError("this lab has no macvtap network (Lab(macvtap=True))")
+            networks = (*networks, MACVTAP_NET)
         # A new VMI has no status yet: its pod's server answers the spec MAC or the pod's own.
         pod = self.create_pod(
             vm=name, node=node, spec_macs=self.spec_macs(namespace, name, policy, networks), networks=networks
@@ -529,6 +553,8 @@ class Lab:
         if net1 and self.l2 is not None:
             # The network's server keeps an address for the guest's MAC, so the lab knows it.
             self.l2.reserve(vm=name, mac=pod.guest_macs[self.net1.name])
+        if macvtap and self.mvt is not None:
+            self.mvt.reserve(vm=name, mac=pod.guest_macs[MACVTAP_NET.name])
         vm = Vm(
             namespace=namespace,
             name=name,
@@ -562,13 +588,17 @@ class Lab:
         timeout: float = 240.0,
         paused: bool = False,
         on_target: Callable[[Pod], None] | None = None,
+        source_linger_s: float = 0.0,
     ) -> MigrationRecord:
         """Live-migrate ``vm`` into a new pod on ``to_node`` and delete the source pod.
 
         ``paused``: the VM is paused first and migrated as KubeVirt migrates a paused VMI
         (VIR_MIGRATE_PAUSED): it arrives paused and only resumes when the user unpauses it
         (`unpause`); ``resumed`` in the record is then the time it arrived. ``on_target`` is called
-        with the target pod once it exists, before the migration starts.
+        with the target pod once it exists, before the migration starts. ``source_linger_s``: the
+        source pod (its network namespace, devices, daemon) lives on that long after the migration
+        before it is deleted, in the background: KubeVirt's source pod completes only once its
+        containers have exited, seconds and up to about 46 s later (facts V8); 0 deletes it at once.
 
         KubeVirt's reconcile (lab/reconcile.py) starts in the target pod before the migration and
         syncs from the migration's end on; the source's stops syncing when the migration starts."""
@@ -619,8 +649,14 @@ class Lab:
         )
         vm.pod = target
         vm.pods.append(target)
-        # KubeVirt deletes the source virt-launcher pod once the migration succeeded.
-        self.delete_pod(source)
+        # The source pod goes once its containers have exited (facts V8).
+        if source_linger_s > 0:
+            timer = threading.Timer(source_linger_s, self.delete_pod, args=(source,))
+            timer.daemon = True
+            self._lingering.append(timer)
+            timer.start()
+        else:
+            self.delete_pod(source)
         return record
 
     def unpause(self, vm: Vm) -> float:
@@ -634,10 +670,15 @@ class Lab:
         if self._closed:
             return
         self._closed = True
+        for timer in self._lingering:
+            timer.cancel()
+            timer.join(timeout=60)  # one already deleting its pod finishes first
         for vm in self.vms:
             vm.console.stop()
         if self.l2 is not None:
             self.l2.close()
+        if self.mvt is not None:
+            self.mvt.close()
         for pod in list(self.pods):
             try:
                 self.delete_pod(pod)

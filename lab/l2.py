@@ -13,6 +13,13 @@ The other IPAM mode, ``per-node`` (a subnet per node, as flannel through Multus 
 nothing from here: that CNI gives the pod an address, so virt-launcher serves DHCP for the NIC
 itself (M2) and the network is routed per node like the lab's pod network (lab.network).
 
+The macvtap binding plugin's network (``mvt``, facts V2-V6) is built the same way with one
+difference: a node has no bridge for it, its uplink ``up-mvt`` is the lower device on which every
+pod's macvtap is made (lab.network), in mode bridge, so pods of one node reach each other inside
+the node's macvlan port and everything else over the uplink. ``add_neighbour`` puts a pod on a
+node that talks to the VMs over that same port (a macvlan in bridge mode): it is who suffers when
+a migrated VM's stale source device keeps its MAC (facts V7).
+
 The DHCP server is dnsmasq, a real general-purpose server, not a KubeVirt stand-in: it answers
 any MAC and gives each MAC the lab registered a reserved address (``reserve``), so the lab can
 probe that address before the guest asks; an unknown MAC gets one from the dynamic range.
@@ -26,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from lab.network import NODE_BRIDGE, Node, add_netns
+from lab.network import MACVTAP_LOWER, NODE_BRIDGE, Node, add_netns
 from lab.process import LabProcess, wait_for
 from lab.shell import ip, run
 
@@ -34,6 +41,8 @@ from lab.shell import ip, run
 IpamMode = Literal["kept", "per-node"]
 SWITCH_BRIDGE: Final = "sw"
 KEPT_SUBNET: Final = ipaddress.IPv4Network("192.168.77.0/24")
+MACVTAP_SUBNET: Final = ipaddress.IPv4Network("192.168.78.0/24")
+FIRST_NEIGHBOUR_HOST: Final = 230
 LEASE_TIME: Final = "1h"  # a network's own server: renewals far beyond any scenario
 FIRST_RESERVED_HOST: Final = 20
 DNSMASQ: Final = "/usr/sbin/dnsmasq"
@@ -105,20 +114,56 @@ class _Server:
             self.process.stop()
 
 
-class L2Network:
-    """The ``net1`` network of a lab in one IPAM mode; created once the nodes exist."""
+# How a node meets the stretched network: the bridge CNI's node bridge holding the uplink
+# (net1 kept), or the bare uplink as the lower device of the pods' macvtaps (mvt).
+NodeSide = Literal["bridge", "lower"]
 
-    def __init__(self, *, lab_id: str, prefix: str, run_dir: Path, nodes: list[Node]) -> None:
-        self.switch_netns = f"{prefix}-{lab_id}-l2"
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A pod on one node with a plain interface on the macvtap network (a macvlan in bridge mode on
+    the node's uplink, as a second macvtap-network pod would have): it pings the VMs from there."""
+
+    netns: str
+    node: str
+    address: str
+
+
+class L2Network:
+    """One stretched network of a lab (``net1`` kept, or the macvtap network); created once the
+    nodes exist."""
+
+    def __init__(
+        self,
+        *,
+        lab_id: str,
+        prefix: str,
+        run_dir: Path,
+        nodes: list[Node],
+        name: str = "net1",
+        subnet: ipaddress.IPv4Network = KEPT_SUBNET,
+        node_side: NodeSide = "bridge",
+    ) -> None:
+        self.name = name
+        self._prefix = f"{prefix}-{lab_id}"
+        self.switch_netns = f"{self._prefix}-l2" if name == "net1" else f"{self._prefix}-{name}"
+        self._node_side = node_side
         self._next_host = FIRST_RESERVED_HOST
+        self._next_neighbour = FIRST_NEIGHBOUR_HOST
         self._hosts: dict[str, int] = {}  # VM name -> its host number on every subnet
-        for node in nodes:
-            ip(node.netns, "link", "add", NODE_BRIDGE, "type", "bridge", "forward_delay", "0")
-            ip(node.netns, "link", "set", NODE_BRIDGE, "up")
-        self.server = self._build_switch(nodes, run_dir)
+        self._nodes = {node.name: node for node in nodes}
+        if node_side == "bridge":
+            for node in nodes:
+                ip(node.netns, "link", "add", NODE_BRIDGE, "type", "bridge", "forward_delay", "0")
+                ip(node.netns, "link", "set", NODE_BRIDGE, "up")
+        self.server = self._build_switch(nodes, run_dir, subnet)
         self.server.start()
 
-    def _build_switch(self, nodes: list[Node], run_dir: Path) -> _Server:
+    @property
+    def uplink(self) -> str:
+        return "up-net1" if self._node_side == "bridge" else MACVTAP_LOWER
+
+    def _build_switch(self, nodes: list[Node], run_dir: Path, subnet: ipaddress.IPv4Network) -> _Server:
         add_netns(self.switch_netns)
         ns = self.switch_netns
         ip(ns, "link", "add", SWITCH_BRIDGE, "type", "bridge", "forward_delay", "0")
@@ -126,18 +171,37 @@ class L2Network:
             port = f"port-{node.name}"
             run(
                 [
-                    "ip", "link", "add", "up-net1", "netns", node.netns, "type", "veth",
+                    "ip", "link", "add", self.uplink, "netns", node.netns, "type", "veth",
                     "peer", "name", port, "netns", ns,
                 ]
             )  # fmt: skip
-            ip(node.netns, "link", "set", "up-net1", "master", NODE_BRIDGE)
-            ip(node.netns, "link", "set", "up-net1", "up")
+            if self._node_side == "bridge":
+                ip(node.netns, "link", "set", self.uplink, "master", NODE_BRIDGE)
+            ip(node.netns, "link", "set", self.uplink, "up")
             ip(ns, "link", "set", port, "master", SWITCH_BRIDGE)
             ip(ns, "link", "set", port, "up")
-        server = _Server(netns=ns, iface=SWITCH_BRIDGE, subnet=KEPT_SUBNET, run_dir=run_dir / "net1-dhcp")
-        ip(ns, "addr", "add", f"{server.gateway}/{KEPT_SUBNET.prefixlen}", "dev", SWITCH_BRIDGE)
+        server = _Server(netns=ns, iface=SWITCH_BRIDGE, subnet=subnet, run_dir=run_dir / f"{self.name}-dhcp")
+        ip(ns, "addr", "add", f"{server.gateway}/{subnet.prefixlen}", "dev", SWITCH_BRIDGE)
         ip(ns, "link", "set", SWITCH_BRIDGE, "up")
         return server
+
+    def add_neighbour(self, node: str) -> Neighbour:
+        """A neighbour pod on ``node`` (macvtap network only), with a static address of the subnet."""
+        if self._node_side != "lower":
+            raise ValueError("neighbours share a macvtap network's lower device; net1 has none")
+        host = self._next_neighbour
+        self._next_neighbour += 1
+        netns = f"{self._prefix}-nbr{host}"
+        add_netns(netns)
+        the_node = self._nodes[node]
+        link = f"nbr{host}"
+        ip(the_node.netns, "link", "add", "link", self.uplink, "name", link, "type", "macvlan", "mode", "bridge")
+        ip(the_node.netns, "link", "set", link, "netns", netns)
+        ip(netns, "link", "set", link, "name", "net1")
+        address = str(self.server.subnet.network_address + host)
+        ip(netns, "addr", "add", f"{address}/{self.server.subnet.prefixlen}", "dev", "net1")
+        ip(netns, "link", "set", "net1", "up")
+        return Neighbour(netns=netns, node=node, address=address)
 
     def reserve(self, *, vm: str, mac: str) -> str:
         """Reserve ``vm``'s address for ``mac`` (a VM keeps one address whatever its MACs)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,23 @@ TAP_OWNER = 107  # KubeVirt's non-root launcher user; root QEMU (system mode) ca
 def random_cni_mac() -> str:
     """A MAC like the ones bridge-style CNIs hand out (locally administered, 0a:58 prefix)."""
     return "0a:58:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
+
+
+def wait_for_path(path: str, *, timeout: float = 5.0) -> None:
+    """devtmpfs makes a new macvtap's /dev/tapN asynchronously after the link exists."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def unused_tap_index() -> int:
+    """An interface index whose /dev/tapN does not exist (lab.network.PodNetwork._macvtap)."""
+    while True:
+        index = 10_000 + secrets.randbelow(1_000_000)
+        if not os.path.exists(f"/dev/tap{index}"):
+            return index
 
 
 def netns_exists(name: str) -> bool:
@@ -84,7 +102,8 @@ class NetworkDef:
     name: str
     octet: int
     multus: bool = False
-    # The VMI interface's binding on it (the pod side is plumbed the same way for both).
+    # The VMI interface's binding on it. bridge: the pod side as virt-launcher lays out a bridge
+    # binding; macvtap: the binding plugin's pod side, a macvtap device macvtap-cni made (facts V2, V3).
     binding: Literal["bridge", "macvtap"] = "bridge"
     # A network with its own DHCP server (lab.l2): the CNI gives the pod interface no address
     # and the node side is a port of the node's bridge, so virt-launcher serves no DHCP there.
@@ -108,11 +127,16 @@ class NetworkDef:
 
     @property
     def tap(self) -> str:
+        """The domain interface's ``<target dev>``: the bridge binding's tap, or for the macvtap
+        plugin the pod's macvtap device itself (facts V2: no tap of that name exists)."""
+        if self.binding == "macvtap":
+            return self.pod_link
         return "tap" + self.pod_link[3:] if self.multus else "tap0"
 
 
 POD_NETWORK = NetworkDef(name="default", octet=244)
-SECOND_NETWORK = NetworkDef(name="secondary", octet=245, multus=True, binding="macvtap")
+# A second bridge NIC on a Multus network with a subnet per node, served by virt-launcher (M2).
+SECOND_NETWORK = NetworkDef(name="secondary", octet=245, multus=True)
 NETWORKS = (POD_NETWORK, SECOND_NETWORK)
 # The seed's Multus case, a bridge NIC on a Multus network named net1, in two IPAM modes:
 # kept: one L2 across the nodes with the network's own DHCP server (lab.l2), no pod address;
@@ -120,6 +144,12 @@ NETWORKS = (POD_NETWORK, SECOND_NETWORK)
 NET1_KEPT = NetworkDef(name="net1", octet=77, multus=True, external_dhcp=True)
 NET1_PER_NODE = NetworkDef(name="net1", octet=246, multus=True)
 ROUTED_NETWORKS = (POD_NETWORK, SECOND_NETWORK, NET1_PER_NODE)
+# The macvtap binding plugin's network (facts V2-V6): one L2 across the nodes behind each node's
+# uplink (the macvtap's lower device), served by its own DHCP server (lab.l2), no pod address.
+MACVTAP_NET = NetworkDef(name="mvt", octet=78, multus=True, binding="macvtap", external_dhcp=True)
+# The node's uplink into that L2: the lower device every macvtap of the network is made on.
+MACVTAP_LOWER = "up-mvt"
+MACVTAP_TAP_OWNER = 107  # macvtap-cni gives the device's /dev/tapN to uid/gid 107 by default (V3)
 
 
 @dataclass
@@ -233,6 +263,9 @@ class PodNetwork:
 
     def _create_nic(self, nic: PodNic) -> None:
         node, net = self.node, nic.network
+        if net.binding == "macvtap":
+            self._macvtap(nic)
+            return
         run(
             [
                 "ip", "link", "add", net.cni_nic, "netns", self.netns, "type", "veth",
@@ -281,6 +314,35 @@ class PodNetwork:
         if not net.multus:
             # virt-handler leaves a Multus NIC's dummy down (M1).
             ip(self.netns, "link", "set", net.pod_link, "up")
+
+    def _macvtap(self, nic: PodNic) -> None:
+        """What macvtap-cni's device plugin and CNI do for a pod (facts V3): a macvtap in mode
+        bridge made on the node's uplink under a temporary name, moved into the pod, renamed to
+        the interface KubeVirt asked for, given the spec's MAC (V6; else it keeps its random
+        one), brought up, and its /dev/tapN handed to the launcher's user. No address, no bridge,
+        no tap: the domain's interface is this device itself (V2)."""
+        node, net = self.node, nic.network
+        temp = "mvt" + secrets.token_hex(4)
+        # A node has its own /dev; the lab's nodes share this machine's, where the device is named
+        # after its ifindex, which each namespace counts on its own: the lab picks an index no
+        # namespace uses, or a target's QEMU would open the source's /dev/tapN.
+        index = unused_tap_index()
+        ip(
+            node.netns, "link", "add", "link", MACVTAP_LOWER, "name", temp, "index", str(index),
+            "type", "macvtap", "mode", "bridge",
+        )  # fmt: skip
+        ip(node.netns, "link", "set", temp, "netns", self.netns)
+        ip(self.netns, "link", "set", temp, "name", net.pod_link)
+        # Without a spec MAC the device keeps a random one: the lab's random_cni_mac stands for it.
+        ip(self.netns, "link", "set", net.pod_link, "address", nic.cni_mac)
+        ip(self.netns, "link", "set", net.pod_link, "up")
+        tap = run(["ip", "netns", "exec", self.netns, "ls", f"/sys/class/net/{net.pod_link}/macvtap"]).split()
+        # libvirt opens /dev/tap<ifindex> of the device it is given; the node's index must have
+        # survived the move into the pod, or the character device is another name.
+        if tap != [f"tap{index}"]:
+            raise RuntimeError(f"macvtap {net.pod_link} in {self.netns}: ifindex {index} but device {tap}")
+        wait_for_path(f"/dev/tap{index}")
+        os.chown(f"/dev/tap{index}", MACVTAP_TAP_OWNER, MACVTAP_TAP_OWNER)
 
     def delete(self, *, timeout: float = 30.0) -> None:
         # Deleting the pod namespace destroys the CNI veths and with them the node-side ends and

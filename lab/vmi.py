@@ -2,9 +2,9 @@
 
 Only what the sidecar and the lab's reconcile stand-in (lab/reconcile.py) read: metadata (name,
 namespace, annotations), the interfaces (with ``state`` when one is set) and networks of the spec,
-and the interfaces of the status. The pod network and ``net1`` use ``bridge`` binding; the lab's
-``secondary`` network is a Multus network with ``macvtap`` binding (its pod side is plumbed like a
-bridge binding's).
+and the interfaces of the status. The pod network, ``secondary`` and ``net1`` use ``bridge``
+binding; the lab's macvtap network ``mvt`` the macvtap binding plugin (``binding: {name: macvtap}``,
+facts V2), the only macvtap KubeVirt v1.5+ admits (V1).
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def lab_vmi(
     nets: list[dict[str, Any]] = []
     for net in networks:
         iface: dict[str, Any] = {"name": net.name}
-        iface[net.binding] = {}
+        if net.binding == "macvtap":
+            iface["binding"] = {"name": "macvtap"}
+        else:
+            iface[net.binding] = {}
         if net.multus:
             nets.append({"name": net.name, "multus": {"networkName": f"lab-{net.name}"}})
         else:
