@@ -18,6 +18,7 @@ from grpclib.server import Server
 
 from sidecar.hookapi import node_hook_v1alpha1_grpc, node_hook_v1alpha1_pb2
 from sidecar.node.agent import NodeAgent
+from sidecar.node.macvtap_release import MacvtapReleaser
 from sidecar.node.settings import NodeAgentSettings
 
 if TYPE_CHECKING:
@@ -85,8 +86,14 @@ async def _serve(settings: NodeAgentSettings) -> int:
         settings.kubelet_pods_dir,
         settings.deadline,
     )
+    # Issue 27, on the source node: off unless asked for (it needs more privileges than the hook).
+    releaser = MacvtapReleaser(settings) if settings.release_stale_macvtap else None
+    if releaser is not None:
+        releaser.start()
     await stop.wait()
     log.info("stopping")
+    if releaser is not None:
+        await asyncio.to_thread(releaser.stop)
     server.close()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(server.wait_closed(), settings.deadline)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from bridge_migration_contract import DEFAULT_PREFIX, AnnotationKeys
 from sidecar.fixer.settings import FixerSettings
@@ -19,6 +20,8 @@ DEFAULT_NODE_LIBVIRT_URI = "qemu+unix:///session?socket={socket}"
 # a node hook call, so a reattach the guest is slow to release should be given up on well
 # before a call could time out (the work goes on in the background after the answer anyway).
 NODE_FIXER = FixerSettings(detach_timeout_s=15.0)
+# KubeVirt's non-root launcher user: its virtqemud, and so the socket, are uid 107's (facts L4).
+LAUNCHER_UID: Final = 107
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class NodeAgentSettings:
     log_level: str = "INFO"
     fixer: FixerSettings = NODE_FIXER
     keys: AnnotationKeys = field(default_factory=AnnotationKeys)
+    # Issue 27: set a migrated VM's macvtap down on the source node (sidecar/node/macvtap_release.py).
+    release_stale_macvtap: bool = False
+    launcher_uid: int = LAUNCHER_UID  # only a virtqemud socket of this owner is watched
 
 
 _DEFAULTS = NodeAgentSettings()
@@ -65,6 +71,15 @@ def add_node_agent_arguments(parser: argparse.ArgumentParser) -> None:
         default=f"{d.deadline:g}",
         help="seconds a call may take before it is answered (virt-handler waits 30 s by default)",
     )
+    add(
+        parser,
+        "--release-stale-macvtap",
+        default=d.release_stale_macvtap,
+        action="store_true",
+        help="watch this node's launchers and set a macvtap down once its VM has migrated away"
+        " (needs hostPID, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_NET_ADMIN)",
+    )
+    add(parser, "--launcher-uid", default=str(d.launcher_uid), help="owner of the launchers' virtqemud sockets")
     add_fixer_arguments(parser, d.fixer)
     add(parser, "--log-level", default=d.log_level.lower(), help="debug, info, warning or error")
     add(parser, "--annotation-prefix", default=DEFAULT_PREFIX, help="prefix of our annotation keys on the VMI")
@@ -78,6 +93,9 @@ def node_agent_settings_from_args(args: argparse.Namespace) -> NodeAgentSettings
     fixer = fixer_settings_from_args(args, _DEFAULTS.fixer)
     if "{socket}" not in str(args.libvirt_uri_template):
         raise ValueError("--libvirt-uri-template must contain {socket}")
+    launcher_uid = int(number(args, "--launcher-uid", int))
+    if launcher_uid < 0:
+        raise ValueError("--launcher-uid must be >= 0")
     root = Path(args.node_root)
     pods = Path(args.kubelet_pods_dir) if args.kubelet_pods_dir else root / "var/lib/kubelet/pods"
     return NodeAgentSettings(
@@ -90,4 +108,18 @@ def node_agent_settings_from_args(args: argparse.Namespace) -> NodeAgentSettings
         log_level=str(args.log_level).upper(),
         fixer=fixer,
         keys=annotation_keys(args.annotation_prefix),
+        release_stale_macvtap=_switch(args.release_stale_macvtap, "--release-stale-macvtap"),
+        launcher_uid=launcher_uid,
     )
+
+
+def _switch(value: object, flag: str) -> bool:
+    """An on/off flag: True when given, else its environment twin's text (or the default)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{flag}: expected true or false, got {value!r}")
