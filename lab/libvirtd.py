@@ -8,7 +8,7 @@ private mount namespace. Two modes, as KubeVirt has two kinds of launcher (facts
   ``/var/run/libvirt/...`` inside the pod, and clients use KubeVirt's own URI
   ``qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock``. Debian 12's libvirt 9.0 has
   no modular ``virtqemud``; its monolithic ``libvirtd`` in session mode serves the same QEMU
-  driver on ``libvirt-sock``, and ``virtqemud-sock`` is a symlink to it. The pod's
+  driver on ``libvirt-sock``, and ``virtqemud-sock`` is a hard link to it. The pod's
   ``libvirt-runtime`` directory is ``<run dir>/runtime``, bind-mounted over /var/run/libvirt.
 - ``system``: the root launcher's ``qemu:///system``, with the daemon's own directories
   bind-mounted over /etc/libvirt, /run/libvirt, /var/lib/libvirt and /var/log/libvirt.
@@ -89,7 +89,7 @@ class LibvirtDaemon:
 
     @property
     def socket(self) -> Path:
-        """The path clients connect to (in session mode KubeVirt's name, a symlink)."""
+        """The path clients connect to (in session mode KubeVirt's name, a hard link)."""
         return self.sock_dir / (SOCKET_NAME if self.mode == "session" else "libvirt-sock")
 
     @property
@@ -150,9 +150,6 @@ class LibvirtDaemon:
         if not tun.exists():
             os.mknod(tun, 0o666 | stat.S_IFCHR, os.makedev(10, 200))
             os.chmod(tun, 0o666)
-        link = self.socket
-        if not link.is_symlink():
-            link.symlink_to(self.listen_socket.name)
         for d in (self.run_dir, self.sock_dir, private, private / "libvirt", SESSION_CACHE):
             os.chown(d, uid, uid)
         env = {
@@ -196,6 +193,12 @@ class LibvirtDaemon:
             return self.listen_socket.exists()
 
         wait_for(ready, timeout=timeout, what=f"libvirtd socket {self.listen_socket}")
+        if self.socket != self.listen_socket:
+            # A hard link, not a symlink: KubeVirt's virtqemud-sock is a socket itself, owned by the
+            # launcher user, and the node agent accepts nothing else (facts P8). Made anew at every
+            # start, since a restarted daemon listens on a new inode.
+            self.socket.unlink(missing_ok=True)
+            os.link(self.listen_socket, self.socket)
         self._admit_client_users()
 
     def admit_user(self, uid: int, name: str) -> None:

@@ -48,6 +48,14 @@ from sidecar.node.target import SOCKET_IN_POD
 PLUGIN_SOCKET = "var/run/kubevirt/plugins/bridge-migration.sock"
 # The chart's container: root, one capability, no privilege gain (docs/install.md, "Node agent").
 AGENT_PRIVILEGES = ("setpriv", "--bounding-set=-all,+dac_override", "--inh-caps=-all", "--no-new-privs")
+# With --release-stale-macvtap (issue 27): also enter a source pod's network namespace and set its
+# stale macvtap down (sys_ptrace to open its namespace file, sys_admin for setns, net_admin).
+RELEASE_PRIVILEGES = (
+    "setpriv",
+    "--bounding-set=-all,+dac_override,+sys_ptrace,+sys_admin,+net_admin",
+    "--inh-caps=-all",
+    "--no-new-privs",
+)
 
 
 @dataclass
@@ -96,6 +104,7 @@ class NodeAgent:
         *,
         deadline: float = NodeAgentSettings().deadline,
         privileges: tuple[str, ...] = AGENT_PRIVILEGES,
+        extra_args: Sequence[str] = (),
     ):
         self.node = node
         argv = [
@@ -105,6 +114,7 @@ class NodeAgent:
             "--socket", str(node.plugin_socket),
             "--node-name", node.node,
             "--deadline", str(deadline),
+            *extra_args,
         ]  # fmt: skip
         env_argv = ["env", f"PYTHONPATH={REPO_ROOT}", *argv]
         self.process = LabProcess(name=f"node-agent {node.node}", argv=env_argv, log_path=node.root / "agent.log")
