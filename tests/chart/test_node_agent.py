@@ -121,3 +121,25 @@ def test_helm_lint_strict_is_clean_with_node_mode(helm: Path, tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+def test_the_macvtap_release_runs_the_agent_without_node_mode_with_the_privileges_it_needs(render: Render) -> None:
+    objects = render({"node": {"releaseStaleMacvtap": True}})
+    assert by_kind(objects, "Plugin") == [], "no node mode was asked for"
+    ds = one(objects, "DaemonSet")
+    assert ds["spec"]["template"]["spec"]["hostPID"] is True
+    agent = _agent(objects)
+    args = build_parser().parse_args(["node-agent", *agent["args"]])
+    assert args.release_stale_macvtap is True
+    caps = agent["securityContext"]["capabilities"]
+    assert caps["drop"] == ["ALL"]
+    assert sorted(caps["add"]) == ["DAC_OVERRIDE", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"]
+    assert agent["securityContext"]["privileged"] is False
+
+
+def test_without_the_macvtap_release_the_agent_keeps_one_capability_and_no_host_pid(render: Render) -> None:
+    objects = render(NODE_ON)
+    assert "hostPID" not in one(objects, "DaemonSet")["spec"]["template"]["spec"]
+    agent = _agent(objects)
+    assert agent["securityContext"]["capabilities"]["add"] == ["DAC_OVERRIDE"]
+    assert "--release-stale-macvtap" not in agent["args"]
