@@ -111,6 +111,7 @@ def fixer_args(*, delivery: FixerDelivery, prefix: str = DEFAULT_PREFIX) -> list
 # The name of the container the pod webhook adds in inject mode.
 INJECTED_CONTAINER: Final = "bridge-migration"
 
+# macvtap: the binding plugin (``binding: {name: macvtap}``) on a Multus network, never the core binding.
 Binding = Literal["bridge", "macvtap"]
 FixupAction = Literal["link-refresh", "reattach", "none"]
 
@@ -247,15 +248,28 @@ class ManagedInterface(TypedDict):
     mac: str | None  # spec macAddress, normalized, when the spec has one
 
 
-def _binding_of(iface: Mapping[str, Any]) -> Binding | None:
+def _is_macvtap_plugin(iface: Mapping[str, Any]) -> bool:
+    binding = iface.get("binding")
+    return isinstance(binding, Mapping) and binding.get("name") == "macvtap"
+
+
+def _binding_of(iface: Mapping[str, Any], network: str) -> Binding | None:
+    """The binding we look after on ``network`` (``pod`` or ``multus``), None for any other.
+
+    Only the macvtap binding plugin on a Multus network counts as macvtap: the core ``macvtap: {}``
+    binding is discontinued (KubeVirt v1.5+ refuses new VMIs with it, facts V1) and the plugin is
+    for Multus secondary networks only (V2); :func:`macvtap_left_alone` names the others."""
     if "bridge" in iface:
         return "bridge"
-    if "macvtap" in iface:
-        return "macvtap"
-    binding = iface.get("binding")
-    if isinstance(binding, Mapping) and binding.get("name") == "macvtap":
+    if _is_macvtap_plugin(iface) and network == "multus":
         return "macvtap"
     return None
+
+
+# Why a macvtap interface is not ours: ``core`` is the discontinued ``macvtap: {}`` binding (facts
+# V1), ``pod-network`` the binding plugin on the pod network, which KubeVirt serves on Multus
+# secondary networks only (V2, V3). The webhook tells the user about each.
+MacvtapLeftAlone = Literal["core", "pod-network"]
 
 
 SkipMultusBridges = frozenset[str] | Literal["*"]
@@ -286,40 +300,63 @@ def parse_interface_names(value: str | None) -> frozenset[str] | None:
     return frozenset(part.strip() for part in value.split(",") if part.strip())
 
 
-def managed_interfaces(
-    spec: Mapping[str, Any], skip_multus_bridges: SkipMultusBridges = frozenset()
-) -> list[ManagedInterface]:
-    """Interfaces of a VMI spec that lose their network on live migration without us.
-
-    Bridge on the pod network; macvtap (core ``macvtap: {}`` or the ``binding: {name: macvtap}``
-    plugin) on the pod network or a Multus network; and bridge on a Multus network, unless it is
-    in ``skip_multus_bridges``. A secondary network's addresses need not follow the VM across
-    nodes (a per-node subnet, as flannel through Multus gives), and even where they do, the guest
-    only renews its lease and the network relearns where its MAC now is when the link is
-    refreshed; a workload that must not see that carrier flap opts out by name or with ``*``.
-    Malformed entries are skipped rather than raised: admission must not fail on them.
-    """
-    networks: dict[str, str] = {}
+def _networks(spec: Mapping[str, Any]) -> dict[str, Literal["pod", "multus"]]:
+    """VMI network name -> its kind, for the pod network and Multus networks (others left out)."""
+    out: dict[str, Literal["pod", "multus"]] = {}
     raw_networks = spec.get("networks")
-    if isinstance(raw_networks, list):
-        for net in raw_networks:
-            if not isinstance(net, Mapping) or not isinstance(net.get("name"), str):
-                continue
-            if "pod" in net:
-                networks[net["name"]] = "pod"
-            elif "multus" in net:
-                networks[net["name"]] = "multus"
+    for net in raw_networks if isinstance(raw_networks, list) else []:
+        if not isinstance(net, Mapping) or not isinstance(net.get("name"), str):
+            continue
+        if "pod" in net:
+            out[net["name"]] = "pod"
+        elif "multus" in net:
+            out[net["name"]] = "multus"
+    return out
+
+
+def _named_interfaces(spec: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
+    """``(index, interface)`` of every spec interface that is an object with a string name."""
     domain = spec.get("domain")
     devices = domain.get("devices") if isinstance(domain, Mapping) else None
     ifaces = devices.get("interfaces") if isinstance(devices, Mapping) else None
     if not isinstance(ifaces, list):
         return []
+    return [
+        (index, iface)
+        for index, iface in enumerate(ifaces)
+        if isinstance(iface, Mapping) and isinstance(iface.get("name"), str)
+    ]
+
+
+def _spec_mac(iface: Mapping[str, Any]) -> str | None:
+    raw_mac = iface.get("macAddress")
+    if not isinstance(raw_mac, str) or not raw_mac:
+        return None
+    try:
+        return normalize_mac(raw_mac)
+    except ValueError:
+        return None
+
+
+def managed_interfaces(
+    spec: Mapping[str, Any], skip_multus_bridges: SkipMultusBridges = frozenset()
+) -> list[ManagedInterface]:
+    """Interfaces of a VMI spec that lose their network on live migration without us.
+
+    Bridge on the pod network; the macvtap binding plugin (``binding: {name: macvtap}``) on a
+    Multus network; and bridge on a Multus network, unless it is in ``skip_multus_bridges``. A
+    secondary network's addresses need not follow the VM across nodes (a per-node subnet, as
+    flannel through Multus gives), and even where they do, the guest only renews its lease and the
+    network relearns where its MAC now is when the link is refreshed; a workload that must not see
+    that carrier flap opts out by name or with ``*``. The core ``macvtap: {}`` binding and the
+    plugin on the pod network are not ours (:func:`macvtap_left_alone`).
+    Malformed entries are skipped rather than raised: admission must not fail on them.
+    """
+    networks = _networks(spec)
     out: list[ManagedInterface] = []
-    for index, iface in enumerate(ifaces):
-        if not isinstance(iface, Mapping) or not isinstance(iface.get("name"), str):
-            continue
-        binding = _binding_of(iface)
+    for index, iface in _named_interfaces(spec):
         network = networks.get(iface["name"])
+        binding = _binding_of(iface, network) if network is not None else None
         if binding is None or network is None:
             continue
         if (
@@ -328,22 +365,25 @@ def managed_interfaces(
             and (skip_multus_bridges == "*" or iface["name"] in skip_multus_bridges)
         ):
             continue
-        mac: str | None = None
-        raw_mac = iface.get("macAddress")
-        if isinstance(raw_mac, str) and raw_mac:
-            try:
-                mac = normalize_mac(raw_mac)
-            except ValueError:
-                mac = None
         out.append(
-            ManagedInterface(
-                name=iface["name"],
-                index=index,
-                binding=binding,
-                network="pod" if network == "pod" else "multus",
-                mac=mac,
-            )
+            ManagedInterface(name=iface["name"], index=index, binding=binding, network=network, mac=_spec_mac(iface))
         )
+    return out
+
+
+def macvtap_left_alone(spec: Mapping[str, Any]) -> list[tuple[str, MacvtapLeftAlone]]:
+    """The macvtap interfaces of a VMI spec we do not look after, and why, in the spec's order:
+    every core ``macvtap: {}`` interface (on any network, or none), and the binding plugin on the
+    pod network."""
+    networks = _networks(spec)
+    out: list[tuple[str, MacvtapLeftAlone]] = []
+    for _, iface in _named_interfaces(spec):
+        if "bridge" in iface:
+            continue  # a bridge interface is what it says, whatever else it carries
+        if "macvtap" in iface:
+            out.append((iface["name"], "core"))
+        elif _is_macvtap_plugin(iface) and networks.get(iface["name"]) == "pod":
+            out.append((iface["name"], "pod-network"))
     return out
 
 

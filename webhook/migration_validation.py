@@ -7,6 +7,13 @@ stale IP on the target: warn about it, or refuse in strict mode, and say how to 
 A record of inject or node counts only where that fixer would act (webhook/delivery.py).
 Migrations KubeVirt starts itself (node drains, workload updates) are never refused: a refusal
 would hold the drain forever; the webhook admits them before reading anything (``kubevirt_initiated``).
+
+A macvtap interface (the binding plugin on a Multus network) with a MAC in the spec needs no fixer:
+the target pod's macvtap device carries that MAC and the guest's address stays valid (facts V6).
+Without one the target's device carries another MAC than the guest's: a fixer that reads the pod's
+links re-attaches the NIC with the device's MAC (a warning says the guest's MAC changes); with no
+such fixer (none at all, or only the node agent, which cannot read them) the move strands it,
+like a bridge NIC without a fixer.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge_migration_contract import HOOK_SIDECARS, vmi_managed_interfaces
+from bridge_migration_contract import HOOK_SIDECARS, ManagedInterface, vmi_managed_interfaces
 from webhook.config import WebhookConfig
 from webhook.decision import WARN_PREFIX, Decision
 from webhook.delivery import KubeVirtGates, missing_fixer, recorded_delivery
@@ -37,17 +44,20 @@ def kubevirt_initiated(migration: Mapping[str, Any]) -> str | None:
     return next((why for key, why in KUBEVIRT_INITIATED.items() if key in annotations), None)
 
 
+def _has_our_sidecar(vmi_ann: Mapping[str, Any], config: WebhookConfig) -> bool:
+    raw = vmi_ann.get(HOOK_SIDECARS)
+    try:
+        return has_our_sidecar(parse_sidecars(raw if isinstance(raw, str) else None), config.sidecar_image)
+    except MalformedSidecarsError:
+        return False
+
+
 def _fixer_problem(
     vmi_ann: Mapping[str, Any], *, who: str, names: str, config: WebhookConfig, kubevirt: KubeVirtGates
 ) -> str | None:
     """What keeps a fixer of ours from acting on this VMI after a move; None when one will."""
     keys = config.keys
-    raw = vmi_ann.get(HOOK_SIDECARS)
-    try:
-        ours = has_our_sidecar(parse_sidecars(raw if isinstance(raw, str) else None), config.sidecar_image)
-    except MalformedSidecarsError:
-        ours = False
-    if ours:
+    if _has_our_sidecar(vmi_ann, config):
         return None
     recorded = recorded_delivery(vmi_ann, keys)
     if recorded is None:
@@ -65,6 +75,43 @@ def _fixer_problem(
         f"{who} records delivery {recorded}, but {missing.why}, so its guest would keep a stale IP on "
         f"interfaces {names} after the move. Annotate the migration {keys.force}=true to migrate anyway."
     )
+
+
+def _unpinned_macvtap_text(names: str, *, fixed: bool) -> str:
+    head = (
+        f"macvtap interfaces {names} have no macAddress in the spec, so the target pod's macvtap device will "
+        "carry another MAC than the guest's"
+    )
+    if fixed:
+        return (
+            f"{head}: the fixer re-attaches them with the device's MAC, so the guest's MAC changes and it may get "
+            "another address. Pin a macAddress in the spec (recreate the VM) to keep both."
+        )
+    return f"{head}, and frames to the guest would not be delivered there."
+
+
+def _macvtap_verdict(
+    problem: str | None,
+    unpinned: list[ManagedInterface],
+    vmi_ann: Mapping[str, Any],
+    *,
+    who: str,
+    config: WebhookConfig,
+) -> tuple[str | None, list[str]]:
+    """The problem and the warnings once the macvtap interfaces without a spec MAC are counted."""
+    if not unpinned:
+        return problem, []
+    names = ", ".join(i["name"] for i in unpinned)
+    if problem is not None:
+        return f"{problem} Its {_unpinned_macvtap_text(names, fixed=False)}", []
+    if not _has_our_sidecar(vmi_ann, config) and recorded_delivery(vmi_ann, config.keys) == "node":
+        # The node agent runs outside the pod and cannot read which MAC the target's device carries.
+        return (
+            f"{who}: its {_unpinned_macvtap_text(names, fixed=False)} The node agent cannot read the target pod's "
+            f"links to fix that. Annotate the migration {config.keys.force}=true to migrate anyway.",
+            [],
+        )
+    return None, [f"{WARN_PREFIX}{who}: its {_unpinned_macvtap_text(names, fixed=True)}"]
 
 
 def validate_migration(
@@ -93,9 +140,17 @@ def validate_migration(
             ]
         )
     who = f"VMI {namespace}/{name}"
-    problem = _fixer_problem(vmi_ann, who=who, names=names, config=config, kubevirt=kubevirt)
-    if problem is None:
+    # A macvtap interface with a spec MAC needs nothing from us on the target (facts V6).
+    needy = [i for i in managed if i["binding"] == "bridge" or i["mac"] is None]
+    if not needy:
         return Decision()
+    problem = _fixer_problem(
+        vmi_ann, who=who, names=", ".join(i["name"] for i in needy), config=config, kubevirt=kubevirt
+    )
+    unpinned = [i for i in needy if i["binding"] == "macvtap"]
+    problem, notes = _macvtap_verdict(problem, unpinned, vmi_ann, who=who, config=config)
+    if problem is None:
+        return Decision(warnings=notes)
     mig_ann = (migration.get("metadata") or {}).get("annotations") or {}
     forced = str(mig_ann.get(keys.force, "")).strip().lower() == "true"
     started_by = kubevirt_initiated(migration)

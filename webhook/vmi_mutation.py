@@ -3,11 +3,14 @@
 At CREATE:
 
 For every bridge/macvtap interface the contract says we look after, the VMI gets:
-the upstream allow annotation (bridge on the pod network), a pinned MAC under ``pin``, the
+the upstream allow annotation (bridge on the pod network), a pinned MAC under ``pin`` (and for a
+macvtap interface under any policy: the target's macvtap device carries no other MAC), the
 record of expected MACs and policy, and the fixer by the VMI's delivery (webhook/delivery.py): our
 hook sidecar entry, or the ``<prefix>delivery`` record (inject: the pod webhook adds our container to
 its launcher pods; node: a node agent fixes it). Anything we cannot handle safely
-is left as it was with a warning: this webhook must never make a VMI uncreatable.
+is left as it was with a warning: this webhook must never make a VMI uncreatable. A macvtap
+interface that is not ours (the discontinued core binding, the plugin on the pod network) gets a
+warning saying what to use instead.
 
 At UPDATE a VMI is never retrofitted (`restore_dropped_macs`): the only change is putting back a MAC
 we pinned at CREATE that a second `kubectl apply` dropped (a JSON merge patch replaces a custom
@@ -26,9 +29,11 @@ from bridge_migration_contract import (
     AnnotationKeys,
     Delivery,
     MacPolicy,
+    MacvtapLeftAlone,
     ManagedInterface,
     dump_interface_names,
     dump_macs,
+    macvtap_left_alone,
     multus_bridge_names,
     parse_delivery,
     parse_mac_policy,
@@ -111,18 +116,22 @@ def _macs(
     recorded: Mapping[str, str],
     seed: tuple[str, str],
     warnings: list[str],
-) -> tuple[list[PatchOp], dict[str, str]]:
-    """Pin MACs where the policy asks; return the patch and every MAC known at admission."""
+) -> tuple[list[PatchOp], dict[str, str], list[str]]:
+    """Pin MACs where the policy asks, and on every macvtap interface whatever it asks; return the
+    patch, every MAC known at admission and the macvtap interfaces pinned against the policy."""
     spec_ifaces = vmi["spec"]["domain"]["devices"]["interfaces"]
     ops: list[PatchOp] = []
     known: dict[str, str] = {}
+    forced: list[str] = []
     for iface in managed:
         mac = iface["mac"]
         if mac is None and spec_ifaces[iface["index"]].get("macAddress"):
             # virt-api rejects the bad MAC itself (facts K7); we do not overwrite what the user wrote.
             warnings.append(f"{WARN_PREFIX}interface {iface['name']} has an invalid macAddress; not pinned")
             continue
-        if mac is None and policy == "pin":
+        if mac is None and (policy == "pin" or iface["binding"] == "macvtap"):
+            if policy != "pin":
+                forced.append(iface["name"])
             # A MAC the user recorded for this interface is the one to pin.
             namespace, name = seed
             mac = recorded.get(iface["name"]) or pinned_mac(namespace=namespace, vmi_name=name, interface=iface["name"])
@@ -130,7 +139,43 @@ def _macs(
             ops.append({"op": "add", "path": path, "value": mac})
         if mac is not None:
             known[iface["name"]] = mac
-    return ops, known
+    return ops, known, forced
+
+
+def _macvtap_pin_warning(name: str, policy: MacPolicy) -> str:
+    # The target pod's macvtap device gets the spec's MAC and only that one (facts V6): without a
+    # pinned MAC the guest keeps the source device's MAC and the target device drops its frames.
+    return (
+        f"{WARN_PREFIX}interface {name} uses the macvtap binding plugin: its MAC is pinned although the MAC "
+        f"policy is {policy}. The target pod's macvtap device carries the guest's MAC only when the VMI spec sets "
+        "one; without it, frames to the guest are not delivered after a migration"
+    )
+
+
+# Each says why the interface is left alone and what to use instead (facts V1-V3).
+_MACVTAP_LEFT_ALONE: dict[MacvtapLeftAlone, str] = {
+    "core": (
+        "uses the core macvtap binding (macvtap: {}), which KubeVirt discontinued in v1.3 (virt-api refuses it "
+        "from v1.5 on); bridge-migration leaves it alone. Use the macvtap binding plugin instead: "
+        "binding: {name: macvtap} on a Multus network"
+    ),
+    "pod-network": (
+        "uses the macvtap binding plugin on the pod network, but KubeVirt's macvtap plugin is for Multus "
+        "secondary networks only; bridge-migration leaves it alone. Put it on a Multus network"
+    ),
+}
+
+
+def _macvtap_warnings(vmi: Mapping[str, Any], *, who: str) -> list[str]:
+    spec = vmi.get("spec")
+    left = macvtap_left_alone(spec if isinstance(spec, Mapping) else {})
+    return [f"{WARN_PREFIX}{who}: interface {name} " + _MACVTAP_LEFT_ALONE[why] for name, why in left]
+
+
+def _spec_warnings(vmi: Mapping[str, Any], raw_skip: str | None, *, key: str, who: str) -> list[str]:
+    """What the user should know of the VMI's interfaces whatever we do with it: opt-out names
+    that match nothing, and macvtap interfaces that are not ours."""
+    return _skip_warnings(vmi, raw_skip, key=key, who=who) + _macvtap_warnings(vmi, who=who)
 
 
 def _skip_warnings(vmi: Mapping[str, Any], raw: str | None, *, key: str, who: str) -> list[str]:
@@ -261,7 +306,7 @@ def mutate_vmi(
     if ann.get(keys.enabled, "").strip().lower() == "false":
         return Decision()
     who = f"VMI {namespace}/{name or metadata.get('generateName', '') + '*'}"
-    warnings = _skip_warnings(vmi, ann.get(keys.skip_multus_bridges), key=keys.skip_multus_bridges, who=who)
+    warnings = _spec_warnings(vmi, ann.get(keys.skip_multus_bridges), key=keys.skip_multus_bridges, who=who)
     managed = vmi_managed_interfaces(vmi, keys)
     if not managed:
         return Decision(warnings=warnings)
@@ -274,7 +319,7 @@ def mutate_vmi(
     policy = _policy(ann, key=keys.mac_policy, default=config.mac_policy, warnings=warnings)
     recorded = _recorded_macs(ann, key=keys.macs, warnings=warnings)
     _warn_bad_nic_refresh(ann, key=keys.nic_refresh, warnings=warnings)
-    ops, known = _macs(
+    ops, known, forced = _macs(
         vmi,
         managed,
         policy=policy,
@@ -296,6 +341,7 @@ def mutate_vmi(
         return Decision(warnings=[*warnings, too_big])
     ops.extend(set_annotations(annotations, changes))
     warnings[note_at:note_at] = [note] if note else []
+    warnings += [_macvtap_pin_warning(iface, policy) for iface in forced]  # said only if the VMI is patched
     return Decision(patch=ops, warnings=warnings)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from bridge_migration_contract import (
@@ -169,6 +170,9 @@ def targets_from_vmi(
             # (eth0), the next ones on Multus networks. A bridge interface is named after its
             # network, so the hashed name can be computed; the ordinal one is the legacy fallback.
             name = iface.alias.removeprefix(DOMAIN_ALIAS_PREFIX)
+            if _on_a_multus_link(iface, present):
+                guessed.append(Target(name, iface.target_dev, binding="macvtap", network="multus"))
+                continue
             link = "eth0"
             if guessed:
                 link = _multus_link(name, len(guessed), present)
@@ -176,9 +180,17 @@ def targets_from_vmi(
     # Filtered after the guess: a NIC's position among the taps still names its pod link.
     if recorded is not None:
         guessed = [t for t in guessed if t.name in recorded]
+    # The opt-out is for bridges on Multus networks: a macvtap NIC is never skipped by it.
     if skip == "*":
-        return guessed[:1]
-    return [t for t in guessed if t.name not in skip]
+        return [t for index, t in enumerate(guessed) if index == 0 or t.binding == "macvtap"]
+    return [t for t in guessed if t.name not in skip or t.binding == "macvtap"]
+
+
+def _on_a_multus_link(iface: DomainInterface, present: Collection[str] | None) -> bool:
+    """Whether libvirt writes into one of the pod's Multus links itself: only the macvtap binding
+    plugin does, whose domain target is the macvtap device in the pod (facts V2); a bridge NIC's
+    target is a tap (``tap0``, ``tap<hash>``) beside the pod link."""
+    return present is not None and iface.target_dev is not None and iface.target_dev in multus_pod_links(present)
 
 
 def _field_by_name(ifaces: object, field: str) -> dict[str, str]:
@@ -270,7 +282,7 @@ def _expected(
     ipv4_less: Collection[str],
 ) -> tuple[str | None, MacSource, str]:
     """The MAC the guest must end with, where it comes from, and a note on the policy."""
-    if target.pod_link in ipv4_less and target.network != "pod" and target.binding != "macvtap":
+    if target.pod_link in ipv4_less and target.network != "pod":
         return iface.mac, "domain", "; the network's own DHCP server (no pod IPv4)"
     want, source = expected_mac(
         name=target.name,
@@ -302,6 +314,56 @@ def _action(
     return "reattach", f"MAC {current} -> {want} ({source}){note}"
 
 
+MACVTAP_UNCHANGED = (
+    "macvtap: the target's device carries the guest's MAC; the pinned MAC and the address stay valid on the target "
+    "(facts V6)"
+)
+
+
+def _macvtap_device_mac(
+    target: Target, iface: DomainInterface, *, pinned: tuple[str | None, MacSource], pod_macs: Mapping[str, str]
+) -> tuple[str | None, MacSource]:
+    """The MAC the target's macvtap device carries: read from the pod, under the domain's target
+    device (libvirt writes into the macvtap itself, facts V2), else under the pod link the VMI
+    names; where the pod's links cannot be read (the node agent), the pinned MAC, which macvtap-cni
+    sets on the device (V6). None when neither is known."""
+    for link in (iface.target_dev, target.pod_link):
+        if link is not None and link in pod_macs:
+            return pod_macs[link], "pod"
+    return pinned
+
+
+def _macvtap_decision(
+    target: Target, iface: DomainInterface, device: tuple[str | None, MacSource]
+) -> tuple[str | None, MacSource, FixupAction, str]:
+    """Expected MAC, its source, action and reason for a macvtap NIC. virt-launcher serves it no
+    DHCP (facts V4): the network behind the macvtap's lower device does, the same L2 on every node,
+    so the guest's address stays valid and only the MAC matters: the device delivers frames for its
+    own MAC alone (V6). No link refresh, whatever nic-refresh says: there is no lease to renew."""
+    current, (mac, source) = iface.mac, device
+    if target.wanted_down:
+        return current, "domain", "none", "the VMI asks for this link to be down"
+    if current is None:
+        return None, "domain", "none", "the domain interface has no MAC"
+    if mac is None:
+        why = "macvtap: the target's macvtap device cannot be read here and the VMI pins no MAC; nothing to change"
+        return current, "domain", "none", why
+    if mac == current:
+        return current, source, "none", MACVTAP_UNCHANGED
+    why = "macvtap: the target's device delivers frames for its own MAC only (facts V6)"
+    return mac, source, "reattach", f"MAC {current} -> {mac} ({source}); {why}"
+
+
+def _pinned(name: str, spec_macs: Mapping[str, str], macs: Mapping[str, str]) -> tuple[str | None, MacSource]:
+    """The MAC the VMI pins for ``name``: the spec's (what virt-controller hands the CNI, facts
+    V6), else our ``macs`` record of it (a fixer that sees no VMI)."""
+    if name in spec_macs:
+        return spec_macs[name], "spec"
+    if name in macs:
+        return macs[name], "annotation"
+    return None, "domain"
+
+
 def make_plan(
     *,
     domain_xml: str,
@@ -326,27 +388,27 @@ def make_plan(
     `pod_macs` maps pod link name (e.g. `eth0`) to its MAC; `family` is the KubeVirt version
     family whose DHCP rule applies; `only` restricts to these VMI interface names (the caller
     checks they exist). The policy does not change the expected MAC (KubeVirt's server decides
-    it); the reason says when the policy could not be followed.
+    it); the reason says when the policy could not be followed. A macvtap NIC gets no DHCP from
+    KubeVirt: it is left alone (action ``none``, the reason says why) when the target's macvtap
+    device carries its MAC, and re-attached with the device's MAC when it does not.
     """
     by_alias = {i.alias: i for i in parse_interfaces(domain_xml) if i.alias}
     spec_macs, status_macs = _spec_macs(vmi), _status_macs(vmi)
+    expected = partial(_expected, policy=policy, family=family, macs=macs, pod_macs=pod_macs, ipv4_less=ipv4_less)
     plans: list[InterfacePlan] = []
     for target in targets_from_vmi(vmi, domain_xml, pod_macs, skip, recorded):
         iface = by_alias.get(DOMAIN_ALIAS_PREFIX + target.name)
         if iface is None or (only is not None and target.name not in only):
             continue
-        want, source, note = _expected(
-            target,
-            iface,
-            policy=policy,
-            family=family,
-            macs=macs,
-            spec_mac=spec_macs.get(target.name),
-            status_mac=status_macs.get(target.name),
-            pod_macs=pod_macs,
-            ipv4_less=ipv4_less,
-        )
-        action, reason = _action(target, current=iface.mac, want=want, refresh=refresh, source=source, note=note)
+        if target.binding == "macvtap":
+            pinned = _pinned(target.name, spec_macs, macs)
+            device = _macvtap_device_mac(target, iface, pinned=pinned, pod_macs=pod_macs)
+            want, source, action, reason = _macvtap_decision(target, iface, device)
+        else:
+            want, source, note = expected(
+                target, iface, spec_mac=spec_macs.get(target.name), status_mac=status_macs.get(target.name)
+            )
+            action, reason = _action(target, current=iface.mac, want=want, refresh=refresh, source=source, note=note)
         plans.append(
             InterfacePlan(
                 name=target.name,

@@ -8,6 +8,7 @@ from bridge_migration_contract import (
     FIXER_DELIVERIES,
     AnnotationKeys,
     dump_macs,
+    macvtap_left_alone,
     managed_interfaces,
     normalize_mac,
     parse_delivery,
@@ -34,24 +35,36 @@ def test_masquerade_and_sriov_are_not_managed() -> None:
     assert names(obj) == []
 
 
-def test_macvtap_counts_on_pod_and_multus_networks_in_both_spellings() -> None:
+def test_only_the_macvtap_binding_plugin_on_a_multus_network_is_managed() -> None:
+    """facts V1-V3: the core binding is discontinued, the plugin serves Multus networks only."""
     obj = vmi(
         interfaces=[
             {"name": "default", "macvtap": {}},
             {"name": "lan", "binding": {"name": "macvtap"}},
+            {"name": "old", "macvtap": {}},
+            {"name": "front", "binding": {"name": "macvtap"}},
             {"name": "other", "binding": {"name": "passt"}},
         ],
         networks=[
             {"name": "default", "pod": {}},
             {"name": "lan", "multus": {"networkName": "lan"}},
+            {"name": "old", "multus": {"networkName": "old"}},
+            {"name": "front", "pod": {}},
             {"name": "other", "pod": {}},
         ],
     )
     managed = managed_interfaces(obj["spec"])
-    assert [(i["name"], i["binding"], i["network"]) for i in managed] == [
-        ("default", "macvtap", "pod"),
-        ("lan", "macvtap", "multus"),
-    ]
+    assert [(i["name"], i["binding"], i["network"]) for i in managed] == [("lan", "macvtap", "multus")]
+    assert macvtap_left_alone(obj["spec"]) == [("default", "core"), ("old", "core"), ("front", "pod-network")]
+
+
+def test_a_core_macvtap_interface_without_a_network_is_still_named_and_bridges_never_are() -> None:
+    obj = vmi(
+        interfaces=[{"name": "default", "bridge": {}}, {"name": "lost", "macvtap": {}}, "junk"],
+        networks=[{"name": "default", "pod": {}}],
+    )
+    assert macvtap_left_alone(obj["spec"]) == [("lost", "core")]
+    assert macvtap_left_alone({}) == []
 
 
 def _two_multus_bridges(annotations: dict[str, str] | None = None) -> dict[str, object]:
@@ -95,7 +108,7 @@ def test_the_opt_out_annotation_skips_named_multus_bridges_or_all_of_them_never_
 
 def test_the_opt_out_leaves_macvtap_on_multus_managed() -> None:
     obj = vmi(
-        interfaces=[{"name": "default", "bridge": {}}, {"name": "lan", "macvtap": {}}],
+        interfaces=[{"name": "default", "bridge": {}}, {"name": "lan", "binding": {"name": "macvtap"}}],
         networks=[{"name": "default", "pod": {}}, {"name": "lan", "multus": {"networkName": "lan"}}],
     )
     obj["metadata"]["annotations"] = {AnnotationKeys().skip_multus_bridges: "*"}  # type: ignore[index]

@@ -27,7 +27,7 @@ from webhook.cli import config_from_args
 from webhook.config import WebhookConfig
 
 DELIVERY = "bridge-migration.kubevirt.io/delivery"
-MACVTAP = [{"name": "lan", "macvtap": {}}]
+MACVTAP = [{"name": "lan", "binding": {"name": "macvtap"}}]
 MULTUS = [{"name": "lan", "multus": {"networkName": "lan-net"}}]
 VMIS = "mutate/virtualmachineinstances"
 VMS = "mutate/virtualmachines"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
+
+from bridge_migration_contract import MAC_POLICIES, NIC_REFRESHES
 from sidecar.core.plan import (
     hashed_pod_interface_name,
     known_interface_names,
@@ -112,8 +117,10 @@ def test_the_macs_annotation_equal_to_the_domain_mac_is_a_link_refresh() -> None
 def test_only_bridge_and_macvtap_interfaces_are_planned() -> None:
     xml = domain_xml(extra=MACVTAP_IFACE + MASQ_IFACE + NO_ALIAS_IFACE)
     plans = make_plan(domain_xml=xml, vmi=THREE_NIC_VMI, policy="pin", macs={}, pod_macs={})
-    assert [(p.name, p.action) for p in plans] == [("default", "link-refresh"), ("fast", "link-refresh")]
+    # No pod link to read and no pinned MAC: nothing the macvtap NIC could be changed to.
+    assert [(p.name, p.action) for p in plans] == [("default", "link-refresh"), ("fast", "none")]
     assert [p.pod_link for p in plans] == ["eth0", FAST]
+    assert plans[1].reason.startswith("macvtap: the target's macvtap device cannot be read here")
 
 
 def test_a_subset_of_interfaces_can_be_asked_for() -> None:
@@ -283,25 +290,29 @@ def test_the_pod_network_is_served_by_kubevirts_dhcp_even_without_a_pod_ipv4() -
     assert plan.reason == f"MAC {GUEST_MAC} -> {POD_MAC} (pod)"
 
 
-def test_a_macvtap_nic_follows_kubevirts_dhcp_rule_even_without_a_pod_ipv4() -> None:
+def test_an_unpinned_macvtap_nic_takes_the_devices_mac_whatever_the_family_policy_or_pod_ipv4() -> None:
+    """No DHCP from virt-launcher on a plugin NIC (facts V4): KubeVirt's MAC rule plays no part;
+    the target's macvtap device delivers its own MAC only (V6), so that is the MAC to take."""
     fast_link = hashed_pod_interface_name("fast")
     xml = domain_xml(extra=MACVTAP_IFACE + MASQ_IFACE)
-    plans = make_plan(
-        domain_xml=xml,
-        vmi=THREE_NIC_VMI,
-        policy="follow-pod",
-        macs={},
-        pod_macs={"eth0": POD_MAC, fast_link: TARGET_POD_MAC},
-        family="v1.5-v1.8",
-        ipv4_less={fast_link},
-    )
-    fast = next(p for p in plans if p.name == "fast")
-    assert (fast.pod_link, fast.action, fast.expected_mac, fast.mac_source) == (
-        fast_link,
-        "reattach",
-        TARGET_POD_MAC,
-        "pod",
-    )
+    for family in (OLD, NEW):
+        for policy in MAC_POLICIES:
+            plans = make_plan(
+                domain_xml=xml,
+                vmi=THREE_NIC_VMI,
+                policy=policy,
+                macs={},
+                pod_macs={"eth0": POD_MAC, fast_link: TARGET_POD_MAC},
+                family=family,
+                ipv4_less={fast_link},
+            )
+            fast = next(p for p in plans if p.name == "fast")
+            assert (fast.pod_link, fast.action, fast.expected_mac, fast.mac_source) == (
+                fast_link,
+                "reattach",
+                TARGET_POD_MAC,
+                "pod",
+            )
 
 
 def test_with_a_vmi_a_pod_that_only_has_the_legacy_ordinal_name_is_planned_on_it() -> None:
@@ -470,3 +481,178 @@ def test_multus_pod_links_are_kubevirts_hashed_and_legacy_names_not_the_pod_netw
 
     hashed = hashed_pod_interface_name("lan")
     assert multus_pod_links(["eth0", hashed, "net1", "tap0", "lo"]) == [hashed, "net1"]
+
+
+# --- macvtap (issue 27; docs/kubevirt-facts.md V2, V4, V6) -------------------------------------------
+# The binding plugin's domain NIC is `type='ethernet'` whose target is the macvtap device in the pod
+# itself (no tap, no in-pod bridge), under the network's hashed pod interface name.
+
+GUEST_FAST_MAC = "02:00:00:aa:bb:02"
+OTHER_DEVICE_MAC = "a6:1c:7d:30:5e:91"  # what a macvtap device made without a spec MAC carries
+
+
+def macvtap_iface(mac: str = GUEST_FAST_MAC, dev: str = FAST) -> str:
+    return f"""<interface type='ethernet'>
+      <mac address='{mac}'/>
+      <target dev='{dev}' managed='no'/>
+      <model type='virtio-non-transitional'/>
+      <alias name='ua-fast'/>
+    </interface>"""
+
+
+def pinned_fast_vmi(mac: str = GUEST_FAST_MAC) -> dict[str, Any]:
+    fast = {"name": "fast", "binding": {"name": "macvtap"}, "macAddress": mac}
+    return vmi(
+        interfaces=[{"name": "default", "bridge": {}}, fast],
+        networks=[{"name": "default", "pod": {}}, {"name": "fast", "multus": {"networkName": "macvtap-net"}}],
+    )
+
+
+MACVTAP_KEPT = (
+    "macvtap: the target's device carries the guest's MAC; the pinned MAC and the address stay valid on the target "
+    "(facts V6)"
+)
+
+
+def test_a_macvtap_nic_whose_device_carries_the_guests_mac_is_left_alone_with_the_reason() -> None:
+    for policy in MAC_POLICIES:
+        plans = make_plan(
+            domain_xml=domain_xml(extra=macvtap_iface()),
+            vmi=pinned_fast_vmi(),
+            policy=policy,
+            macs={"default": GUEST_MAC, "fast": GUEST_FAST_MAC},
+            pod_macs={"eth0": POD_MAC, FAST: GUEST_FAST_MAC},
+        )
+        assert [(p.name, p.action) for p in plans] == [("default", "link-refresh"), ("fast", "none")]
+        fast = plans[1]
+        assert (fast.current_mac, fast.expected_mac, fast.mac_source) == (GUEST_FAST_MAC, GUEST_FAST_MAC, "pod")
+        assert fast.reason == MACVTAP_KEPT
+        # The fixup record keeps its fields: action none, the reason, the MAC unchanged.
+        record = msgspec.to_builtins(fast.record(result="skipped", new_mac=fast.expected_mac))
+        assert {k: record[k] for k in ("action", "reason", "oldMac", "newMac", "macSource", "result")} == {
+            "action": "none",
+            "reason": MACVTAP_KEPT,
+            "oldMac": GUEST_FAST_MAC,
+            "newMac": GUEST_FAST_MAC,
+            "macSource": "pod",
+            "result": "skipped",
+        }
+
+
+def test_nic_refresh_reattach_does_not_touch_a_macvtap_nic_whose_mac_stays() -> None:
+    """The refresh modes are for a lease to renew; on macvtap the lease stays valid (V4, V6)."""
+    for refresh in NIC_REFRESHES:
+        plans = make_plan(
+            domain_xml=domain_xml(extra=macvtap_iface()),
+            vmi=pinned_fast_vmi(),
+            policy="pin",
+            macs={},
+            pod_macs={"eth0": POD_MAC, FAST: GUEST_FAST_MAC},
+            refresh=refresh,
+        )
+        assert plans[1].action == "none"
+
+
+def test_a_macvtap_nic_whose_device_carries_another_mac_is_reattached_with_the_devices_mac() -> None:
+    unpinned = vmi(
+        interfaces=[{"name": "default", "bridge": {}}, {"name": "fast", "binding": {"name": "macvtap"}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "fast", "multus": {"networkName": "macvtap-net"}}],
+    )
+    plans = make_plan(
+        domain_xml=domain_xml(extra=macvtap_iface()),
+        vmi=unpinned,
+        policy="pin",
+        macs={},
+        pod_macs={"eth0": POD_MAC, FAST: OTHER_DEVICE_MAC},
+    )
+    fast = plans[1]
+    assert (fast.action, fast.current_mac, fast.expected_mac, fast.mac_source) == (
+        "reattach",
+        GUEST_FAST_MAC,
+        OTHER_DEVICE_MAC,
+        "pod",
+    )
+    assert fast.reason == (
+        f"MAC {GUEST_FAST_MAC} -> {OTHER_DEVICE_MAC} (pod); macvtap: the target's device delivers frames for its own "
+        "MAC only (facts V6)"
+    )
+
+
+def test_the_device_is_read_under_the_domains_target_first_the_vmis_pod_link_second() -> None:
+    # A pod still on the legacy ordinal name: the domain's target names the device libvirt uses.
+    plans = make_plan(
+        domain_xml=domain_xml(extra=macvtap_iface(dev="net1")),
+        vmi=pinned_fast_vmi(),
+        policy="pin",
+        macs={},
+        pod_macs={"eth0": POD_MAC, "net1": OTHER_DEVICE_MAC, FAST: GUEST_FAST_MAC},
+    )
+    assert (plans[1].action, plans[1].expected_mac) == ("reattach", OTHER_DEVICE_MAC)
+    # A target the pod lacks: the pod link the VMI names stands for the device.
+    plans = make_plan(
+        domain_xml=domain_xml(extra=macvtap_iface(dev="gone0")),
+        vmi=pinned_fast_vmi(),
+        policy="pin",
+        macs={},
+        pod_macs={"eth0": POD_MAC, FAST: GUEST_FAST_MAC},
+    )
+    assert (plans[1].action, plans[1].mac_source) == ("none", "pod")
+
+
+def test_without_the_pods_links_the_pinned_mac_stands_for_the_device() -> None:
+    """The node agent cannot read the pod's links; macvtap-cni puts the spec's MAC on the device (V6)."""
+    [_, fast] = make_plan(
+        domain_xml=domain_xml(extra=macvtap_iface()), vmi=pinned_fast_vmi(), policy="keep", macs={}, pod_macs={}
+    )
+    assert (fast.action, fast.mac_source, fast.reason) == ("none", "spec", MACVTAP_KEPT)
+    # A spec MAC the domain does not carry (the spec changed after the start): the device has the spec's.
+    [_, fast] = make_plan(
+        domain_xml=domain_xml(extra=macvtap_iface()),
+        vmi=pinned_fast_vmi("02:00:00:aa:bb:99"),
+        policy="pin",
+        macs={},
+        pod_macs={},
+    )
+    assert (fast.action, fast.expected_mac, fast.mac_source) == ("reattach", "02:00:00:aa:bb:99", "spec")
+
+
+def test_a_macvtap_nic_the_vmi_wants_down_stays_down() -> None:
+    down = pinned_fast_vmi()
+    down["spec"]["domain"]["devices"]["interfaces"][1]["state"] = "down"
+    [_, fast] = make_plan(
+        domain_xml=domain_xml(extra=macvtap_iface()),
+        vmi=down,
+        policy="pin",
+        macs={},
+        pod_macs={FAST: OTHER_DEVICE_MAC},
+    )
+    assert (fast.action, fast.reason) == ("none", "the VMI asks for this link to be down")
+
+
+def test_the_core_macvtap_binding_and_the_plugin_on_the_pod_network_are_not_planned() -> None:
+    not_ours = vmi(
+        interfaces=[{"name": "default", "binding": {"name": "macvtap"}}, {"name": "fast", "macvtap": {}}],
+        networks=[{"name": "default", "pod": {}}, {"name": "fast", "multus": {"networkName": "macvtap-net"}}],
+    )
+    xml = domain_xml(extra=macvtap_iface())
+    assert make_plan(domain_xml=xml, vmi=not_ours, policy="pin", macs={}, pod_macs={FAST: OTHER_DEVICE_MAC}) == []
+
+
+def test_without_a_vmi_a_nic_on_a_multus_pod_link_itself_is_planned_as_macvtap() -> None:
+    """The injected fixer sees no VMI. A bridge NIC's target is a tap beside the pod link; only
+    the macvtap plugin's target is the pod's Multus link itself (V2)."""
+    xml = domain_xml(extra=macvtap_iface() + VLAN_IFACE)
+    pods = {"eth0": POD_MAC, FAST: GUEST_FAST_MAC, VLAN_LINK: TARGET_POD_MAC}
+    plans = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs=pods, family="v1.5-v1.8")
+    assert [(p.name, p.pod_link, p.action) for p in plans] == [
+        ("default", "eth0", "reattach"),  # bridge: KubeVirt's v1.5-v1.8 rule, the pod's MAC
+        ("fast", FAST, "none"),
+        ("vlan7", VLAN_LINK, "reattach"),
+    ]
+    assert plans[1].reason == MACVTAP_KEPT
+    pods[FAST] = OTHER_DEVICE_MAC
+    plans = make_plan(domain_xml=xml, vmi=None, policy="pin", macs={}, pod_macs=pods, skip="*")
+    assert [(p.name, p.action, p.expected_mac) for p in plans] == [
+        ("default", "link-refresh", GUEST_MAC),
+        ("fast", "reattach", OTHER_DEVICE_MAC),  # the opt-out of Multus bridges never drops a macvtap NIC
+    ]
