@@ -13,6 +13,7 @@ left; without it (the control) the neighbour waits for the source pod to go.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -49,7 +50,10 @@ class MacvtapRun:
     mac_after: str | None
     gateway_stun_ms: int | None  # None: the gateway never got the VM back
     neighbour_stun_ms: int | None  # None: the neighbour never got it back before the streams ended
-    neighbour_back_after_resume_ms: int | None  # the neighbour's first reply after the resume
+    # When the neighbour's longest silence ended, from the target's resume (its replies in flight
+    # from the source before the pause are not a recovery).
+    neighbour_back_after_resume_ms: int | None
+    source_stopped_after_resume_ms: int  # the source's STOPPED/MIGRATED, when the agent can act
     released: list[str]  # the agent's log lines about releases (empty for the control)
     fixup_actions: dict[str, str]  # the per-VM fixer's action per interface on the target
 
@@ -59,6 +63,15 @@ class MacvtapRun:
 
 def _answers(netns: str, address: str) -> bool:
     return "1 received" in run(["ip", "netns", "exec", netns, "ping", "-n", "-c1", "-W1", address], check=False)
+
+
+def _back_after(replies: list[float], *, since: float, at: float) -> int | None:
+    """Milliseconds from ``at`` to the reply that ended the stream's longest silence after ``since``."""
+    times = sorted(replies)
+    gaps = [(b - a, b) for a, b in itertools.pairwise(times) if b >= since]
+    if not gaps:
+        return None
+    return round((max(gaps)[1] - at) * 1000)
 
 
 def run_macvtap_migration(
@@ -98,7 +111,7 @@ def run_macvtap_migration(
         time.sleep(max(0.0, record.finished + linger_s + AFTER_S - time.time()))
         until = time.time()
         replies = {name: stream.stop() for name, stream in streams.items()}
-        after = [t for t in replies["neighbour"] if t >= record.resumed]
+        stopped = [e.at for e in record.source_events if (e.event, e.detail) == ("STOPPED", "MIGRATED")]
         released: list[str] = []
         if agent is not None:
             released = [line for line in agent.process.log_tail(200).splitlines() if "macvtap" in line]
@@ -114,7 +127,8 @@ def run_macvtap_migration(
             mac_after=vm.domain_mac(MACVTAP_NET.name),
             gateway_stun_ms=silence_ms(replies["gateway"], since=record.started, until=until),
             neighbour_stun_ms=silence_ms(replies["neighbour"], since=record.started, until=until),
-            neighbour_back_after_resume_ms=round((min(after) - record.resumed) * 1000) if after else None,
+            neighbour_back_after_resume_ms=_back_after(replies["neighbour"], since=record.started, at=record.resumed),
+            source_stopped_after_resume_ms=round((stopped[0] - record.resumed) * 1000) if stopped else -1,
             released=released,
             fixup_actions=actions,
         )
