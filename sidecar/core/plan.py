@@ -334,12 +334,14 @@ def _macvtap_device_mac(
 
 
 def _macvtap_decision(
-    target: Target, iface: DomainInterface, device: tuple[str | None, MacSource]
+    target: Target, iface: DomainInterface, device: tuple[str | None, MacSource], refresh: NicRefresh
 ) -> tuple[str | None, MacSource, FixupAction, str]:
     """Expected MAC, its source, action and reason for a macvtap NIC. virt-launcher serves it no
     DHCP (facts V4): the network behind the macvtap's lower device does, the same L2 on every node,
     so the guest's address stays valid and only the MAC matters: the device delivers frames for its
-    own MAC alone (V6). No link refresh, whatever nic-refresh says: there is no lease to renew."""
+    own MAC alone (V6). No link refresh by default: there is no lease to renew. Only an explicit
+    ``nic-refresh: link`` asks for one, for a network whose server gives another address on the
+    target node (what KubeVirt's own ``link-refresh`` migration method is for, V5)."""
     current, (mac, source) = iface.mac, device
     if target.wanted_down:
         return current, "domain", "none", "the VMI asks for this link to be down"
@@ -349,6 +351,8 @@ def _macvtap_decision(
         why = "macvtap: the target's macvtap device cannot be read here and the VMI pins no MAC; nothing to change"
         return current, "domain", "none", why
     if mac == current:
+        if refresh == "link":
+            return current, source, "link-refresh", "macvtap: MAC unchanged; nic-refresh: link asks for a lease renewal"
         return current, source, "none", MACVTAP_UNCHANGED
     why = "macvtap: the target's device delivers frames for its own MAC only (facts V6)"
     return mac, source, "reattach", f"MAC {current} -> {mac} ({source}); {why}"
@@ -403,7 +407,7 @@ def make_plan(
         if target.binding == "macvtap":
             pinned = _pinned(target.name, spec_macs, macs)
             device = _macvtap_device_mac(target, iface, pinned=pinned, pod_macs=pod_macs)
-            want, source, action, reason = _macvtap_decision(target, iface, device)
+            want, source, action, reason = _macvtap_decision(target, iface, device, refresh)
         else:
             want, source, note = expected(
                 target, iface, spec_mac=spec_macs.get(target.name), status_mac=status_macs.get(target.name)
