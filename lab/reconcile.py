@@ -64,8 +64,9 @@ LIVE_AND_CONFIG: Final = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFF
 USER_ALIAS_PREFIX: Final = "ua-"
 MULTUS_STATUS: Final = "multus-status"  # an infoSource of status.interfaces (facts R3)
 # Bindings whose interface the converter emits as a tap (``type='ethernet'``) NIC. bridge and
-# masquerade are KubeVirt's (facts R2); macvtap is the lab's choice: the lab plumbs its pod side
-# like a bridge binding's, and the binding plugin's domain attachment is not read here.
+# masquerade are KubeVirt's (facts R2); macvtap is the lab's choice: the binding plugin's ``tap``
+# domain attachment gives it the same interface type (V2), and whether SyncVMI compares its link
+# state like a bridge's was not read (the fixer never changes that link now, so it never matters).
 TAP_BINDINGS: Final = ("bridge", "masquerade", "macvtap")
 # The virtio model of an amd64 VMI without useVirtioTransitional (facts R3).
 VIRTIO_MODEL: Final = "virtio-non-transitional"
