@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from bridge_migration_contract import MacPolicy
 from lab.cluster import Lab
 from lab.guests import DEFAULT_GUEST, GuestType
 from lab.network import MACVTAP_NET
@@ -56,6 +57,9 @@ class MacvtapRun:
     source_stopped_after_resume_ms: int  # the source's STOPPED/MIGRATED, when the agent can act
     released: list[str]  # the agent's log lines about releases (empty for the control)
     fixup_actions: dict[str, str]  # the per-VM fixer's action per interface on the target
+    target_device_mac: str  # the MAC the target pod's macvtap carries
+    address_after: str | None  # the guest's last DHCP ack on the macvtap NIC when the run ended
+    gateway_reaches_after: bool  # the gateway reaches address_after at the end
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,16 +83,19 @@ def run_macvtap_migration(
     release: bool,
     linger_s: float = DEFAULT_LINGER_S,
     guest: GuestType = DEFAULT_GUEST,
+    policy: MacPolicy = "pin",
     say: Callable[[str], None] = lambda _: None,
 ) -> MacvtapRun:
     """Boot a VM with a pod-network NIC and a macvtap NIC on node a, migrate it to node b, and
-    measure both streams until the source pod has been gone for ``AFTER_S``."""
+    measure both streams until the source pod has been gone for ``AFTER_S``. A ``policy`` other
+    than ``pin`` gives a VMI whose spec pins no MAC (one admitted before the add-on: today's
+    webhook pins a macvtap NIC under every policy), so each pod's macvtap has a MAC of its own."""
     with Lab(macvtap=True, guest=guest) as lab:
         lab.add_nodes(SOURCE, TARGET)
         mvt = lab.mvt
         assert mvt is not None
         neighbour = mvt.add_neighbour(SOURCE)
-        vm = lab.start_vm(name="mvt-vm", node=SOURCE, macvtap=True)
+        vm = lab.start_vm(name="mvt-vm", node=SOURCE, macvtap=True, policy=policy)
         address = mvt.address_of(vm.name)
         wait_for(lambda: _answers(mvt.switch_netns, address), timeout=240, what=f"the guest at {address}")
         wait_for(lambda: _answers(neighbour.netns, address), timeout=30, what="the neighbour reaching the guest")
@@ -118,6 +125,9 @@ def run_macvtap_migration(
             agent.stop()
         fixups = vm.pod.sidecar.fixups() if vm.pod.sidecar is not None else []
         actions = {i["name"]: i["action"] for f in fixups if not f.get("dryRun") for i in f.get("interfaces", [])}
+        nic = vm.guest_nic(MACVTAP_NET.name)
+        acks = vm.console.events("dhcp-ack", nic=nic)
+        address_after = acks[-1].fields.get("ip", "").split("/")[0] if acks else None
         result = MacvtapRun(
             release=release,
             guest=guest,
@@ -131,6 +141,9 @@ def run_macvtap_migration(
             source_stopped_after_resume_ms=round((stopped[0] - record.resumed) * 1000) if stopped else -1,
             released=released,
             fixup_actions=actions,
+            target_device_mac=vm.pod.net.nic(MACVTAP_NET.name).cni_mac,
+            address_after=address_after,
+            gateway_reaches_after=bool(address_after) and _answers(mvt.switch_netns, address_after or ""),
         )
         say(json.dumps(result.as_json()))
         return result

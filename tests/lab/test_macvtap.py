@@ -42,3 +42,15 @@ def test_the_node_agent_releases_the_stale_device_and_the_fixer_leaves_the_macvt
     assert any("released" in line for line in run.released), run.released
     # On the target the pinned MAC and the address stay valid: the fixer changes nothing there.
     assert run.fixup_actions.get("mvt") == "none", run.fixup_actions
+
+
+def test_without_a_pinned_mac_the_fixer_reattaches_the_nic_with_the_target_devices_mac() -> None:
+    """A VMI admitted before the add-on: no spec MAC, so each pod's macvtap has its own MAC (V6) and
+    the guest's (the source device's) is not delivered on the target. The fixer reattaches the NIC
+    with the target device's MAC through the real unmanaged macvtap, and the guest leases anew."""
+    run = run_macvtap_migration(release=False, linger_s=2.0, policy="keep", say=print)
+    assert run.mac_before != run.target_device_mac, "the lab gave both pods' devices one MAC"
+    assert run.fixup_actions.get("mvt") == "reattach", run.fixup_actions
+    assert run.mac_after == run.target_device_mac, run
+    assert run.address_after is not None and ipaddress.IPv4Address(run.address_after) in MACVTAP_SUBNET
+    assert run.gateway_reaches_after, f"the gateway does not reach the guest at {run.address_after}"
