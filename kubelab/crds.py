@@ -152,3 +152,53 @@ def plugin_crd(*, build: bool = True, crd_dir: Path | None = None) -> dict[str, 
             "versions": [{"name": "v1alpha1", "served": True, "storage": True, "schema": schema}],
         },
     }
+
+
+NAD_CRD_NAME = "network-attachment-definitions.k8s.cni.cncf.io"
+
+
+def network_attachment_definition_crd() -> dict[str, Any]:
+    """Multus's NetworkAttachmentDefinition CRD, for manifests that carry one (examples/).
+
+    Group, version, names, scope and the schema's fields are those of the Network Plumbing Working
+    Group's CRD (k8snetworkplumbingwg/network-attachment-definition-client, ``artifacts/networks-crd.yaml``),
+    written afresh here: ``spec.config`` is a required string (a CNI configuration as JSON, which the
+    API server does not parse), and the object requires ``spec``.
+    """
+    string = {"type": "string"}
+    schema = {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": string,
+            "kind": string,
+            "metadata": {"type": "object"},
+            "spec": {"type": "object", "required": ["config"], "properties": {"config": string}},
+            "status": {"type": "object", "properties": {"state": string, "observation": string}},
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": NAD_CRD_NAME},
+        "spec": {
+            "group": "k8s.cni.cncf.io",
+            "scope": "Namespaced",
+            "names": {
+                "plural": "network-attachment-definitions",
+                "singular": "network-attachment-definition",
+                "kind": "NetworkAttachmentDefinition",
+                "listKind": "NetworkAttachmentDefinitionList",
+                "shortNames": ["net-attach-def"],
+            },
+            "versions": [
+                {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}},
+            ],
+        },
+    }
+
+
+def install_network_attachment_definition_crd(kubectl: Any) -> None:
+    """Apply the NetworkAttachmentDefinition CRD and wait until the API server serves it."""
+    kubectl.apply(network_attachment_definition_crd())
+    kubectl.run("wait", "--for=condition=Established", "--timeout=120s", f"crd/{NAD_CRD_NAME}")
