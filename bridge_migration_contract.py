@@ -2,15 +2,18 @@
 
 Annotation keys, MAC policies (``keep`` and ``follow-pod`` are aliases: see ``MacPolicy``),
 delivery modes and their parser, the fixer's command line as the webhook writes it, fixup
-actions and the rule for which VMI interfaces this project looks after. Both services import
-this module; it imports nothing but the standard library so the sidecar never pulls in a web
-framework through it, and the webhook never pulls in libvirt.
+actions, the rule for which VMI interfaces this project looks after, and the shape of both
+services' log lines (``--log-format``). Both services import this module; it imports nothing
+but the standard library so the sidecar never pulls in a web framework through it, and the
+webhook never pulls in libvirt.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict, get_args
@@ -91,10 +94,18 @@ SERVE_SUBCOMMAND: Final = "serve"
 FIXER_COMMAND: Final[tuple[str, ...]] = ("python", "-m", "sidecar", SERVE_SUBCOMMAND)
 DELIVERY_FLAG: Final = "--delivery"
 ANNOTATION_PREFIX_FLAG: Final = "--annotation-prefix"
+# Both services' log lines: text (the classic `time LEVEL logger: message`) or JSON (LogFormatter).
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: Final[tuple[LogFormat, ...]] = get_args(LogFormat)
+DEFAULT_LOG_FORMAT: Final[LogFormat] = "text"
+LOG_FORMAT_FLAG: Final = "--log-format"
 
 
-def fixer_args(*, delivery: FixerDelivery, prefix: str = DEFAULT_PREFIX) -> list[str]:
-    """The arguments after :data:`FIXER_COMMAND` that start the fixer for ``delivery`` and ``prefix``.
+def fixer_args(
+    *, delivery: FixerDelivery, prefix: str = DEFAULT_PREFIX, log_format: LogFormat = DEFAULT_LOG_FORMAT
+) -> list[str]:
+    """The arguments after :data:`FIXER_COMMAND` that start the fixer for ``delivery``, ``prefix``
+    and ``log_format``.
 
     A flag whose value is the fixer's own default is left out: the hook sidecar entry is compared
     with what a VMI already carries (webhook/hook_sidecars.py), and a longer spelling of the same
@@ -105,6 +116,8 @@ def fixer_args(*, delivery: FixerDelivery, prefix: str = DEFAULT_PREFIX) -> list
     if prefix != DEFAULT_PREFIX:
         # The fixer reads our keys from the pod's annotations: it must use the webhook's prefix.
         args += [ANNOTATION_PREFIX_FLAG, prefix]
+    if log_format != DEFAULT_LOG_FORMAT:
+        args += [LOG_FORMAT_FLAG, log_format]
     return args
 
 
@@ -405,3 +418,95 @@ def multus_bridge_names(spec: Mapping[str, Any]) -> list[str]:
 def domain_alias(interface_name: str) -> str:
     """The libvirt device alias virt-launcher gives a VMI interface."""
     return DOMAIN_ALIAS_PREFIX + interface_name
+
+
+# --- Log lines (both services; ``--log-format``) ---
+# JSON lines carry the keys KubeVirt's own components write (docs/kubevirt-facts.md O1): timestamp,
+# level, component, pos, msg and, for an object, namespace, name, kind, uid; ours add logger (the
+# Python logger) and the fields a call site gives (log_fields).
+
+# The one LogRecord attribute a line's fields travel in: a record's own attributes ("name",
+# "msg", ...) cannot be set through ``extra``, and KubeVirt's object fields include "name".
+_FIELDS_ATTR: Final = "bm_fields"
+# Python's level names as KubeVirt spells its own (lower case; it has fatal where Python has CRITICAL).
+_LEVEL_NAMES: Final = {"DEBUG": "debug", "INFO": "info", "WARNING": "warning", "ERROR": "error", "CRITICAL": "fatal"}
+_TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# A text value written bare after ``key=``; any other is written as a JSON string (quoted, escaped).
+_BARE_VALUE: Final = re.compile(r"[\w.:/@+,~-]+")
+
+
+def parse_log_format(value: object) -> LogFormat:
+    for fmt in LOG_FORMATS:
+        if value == fmt:
+            return fmt
+    raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+
+
+def log_fields(**fields: object) -> dict[str, Any]:
+    """``extra=`` for a logging call whose line carries ``fields`` (None values left out): JSON
+    keys in json mode, ``key=value`` after the message in text mode."""
+    return {_FIELDS_ATTR: {key: value for key, value in fields.items() if value is not None}}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a record was logged with (log_fields); empty for any other record."""
+    fields = getattr(record, _FIELDS_ATTR, None)
+    return fields if isinstance(fields, dict) else {}
+
+
+def _utc_timestamp(created: float) -> str:
+    """RFC 3339 in UTC with microseconds, as KubeVirt writes its ``timestamp``."""
+    seconds = int(created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((created - seconds) * 1e6):06d}Z"
+
+
+def _text_value(value: object) -> str:
+    if isinstance(value, str) and _BARE_VALUE.fullmatch(value):
+        return value
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+class LogFormatter(logging.Formatter):
+    """One line per record (a traceback follows it in text mode). ``json``: one object per line,
+    KubeVirt's keys first, then ``logger``, then the record's fields (never over those keys), and
+    for an exception ``reason`` (``Type: message``, unless a field says why) and ``traceback``.
+    ``text``: `time LEVEL logger: message key=value ...`."""
+
+    def __init__(self, fmt: LogFormat, *, component: str) -> None:
+        super().__init__(_TEXT_FORMAT)
+        self.as_json = fmt == "json"
+        self.component = component
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        line = super().formatMessage(record)
+        fields = record_fields(record)
+        return " ".join([line, *(f"{key}={_text_value(value)}" for key, value in fields.items())])
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self.as_json:
+            return super().format(record)
+        doc: dict[str, Any] = {
+            "timestamp": _utc_timestamp(record.created),
+            "level": _LEVEL_NAMES.get(record.levelname, record.levelname.lower()),
+            "component": self.component,
+            "logger": record.name,
+            "pos": f"{record.filename}:{record.lineno}",
+            "msg": record.getMessage(),
+        }
+        for key, value in record_fields(record).items():
+            doc.setdefault(key, value)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            doc.setdefault("reason", f"{type(exc).__name__}: {exc}")
+            doc["traceback"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(doc, default=str, separators=(",", ":"))
+
+
+def configure_logging(level: str, fmt: LogFormat, *, component: str) -> None:
+    """The root logger of a service: one handler on stderr writing ``fmt`` lines. As
+    ``logging.basicConfig``, which it calls: nothing changes when the root has a handler already."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter(fmt, component=component))
+    logging.basicConfig(level=level.upper(), handlers=[handler])

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
+from bridge_migration_contract import configure_logging
 from sidecar.node.settings import add_node_agent_arguments, node_agent_settings_from_args
 from sidecar.options import ENV_PREFIX, env_name, read_token
 from sidecar.pod.settings import DEFAULT_LISTEN, add_serve_arguments, settings_from_args
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = settings_from_args(args)
         except ValueError as exc:
             parser.error(str(exc))
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(settings.log_level, settings.log_format, component="bridge-migration-sidecar")
         from sidecar.pod.serve import serve
 
         return serve(settings)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             node_settings = node_agent_settings_from_args(args)
         except ValueError as exc:
             parser.error(str(exc))
-        logging.basicConfig(level=node_settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(node_settings.log_level, node_settings.log_format, component="bridge-migration-node-agent")
         from sidecar.node.service import serve_node_agent
 
         return serve_node_agent(node_settings)

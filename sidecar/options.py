@@ -8,7 +8,14 @@ import dataclasses
 import os
 from pathlib import Path
 
-from bridge_migration_contract import AnnotationKeys
+from bridge_migration_contract import (
+    DEFAULT_LOG_FORMAT,
+    LOG_FORMAT_FLAG,
+    LOG_FORMATS,
+    AnnotationKeys,
+    LogFormat,
+    parse_log_format,
+)
 from sidecar.fixer.settings import FixerSettings
 
 ENV_PREFIX = "BM_SIDECAR_"
@@ -103,6 +110,26 @@ def fixer_settings_from_args(args: argparse.Namespace, defaults: FixerSettings) 
         verify_window_s=verify_window,
         reattach_verify_window_s=reattach_window,
     )
+
+
+def add_log_arguments(parser: argparse.ArgumentParser, *, level: str) -> None:
+    """--log-level and --log-format, the same for `serve` and `node-agent`."""
+    add(parser, "--log-level", default=level.lower(), help="debug, info, warning or error")
+    add(
+        parser,
+        LOG_FORMAT_FLAG,
+        default=DEFAULT_LOG_FORMAT,
+        choices=LOG_FORMATS,
+        help="text, or one JSON object per line with KubeVirt's keys (timestamp, level, msg, ...)",
+    )
+
+
+def log_format(args: argparse.Namespace) -> LogFormat:
+    """--log-format's value (its environment twin is not checked by argparse); ValueError for the user."""
+    try:
+        return parse_log_format(args.log_format)
+    except ValueError as exc:
+        raise ValueError(f"{LOG_FORMAT_FLAG}: {exc}") from exc
 
 
 def annotation_keys(prefix: object) -> AnnotationKeys:

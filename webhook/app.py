@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webhook import __version__
 from webhook.admission import BadReviewError, parse_review, response
 from webhook.decision import Decision
+from webhook.decision_log import log_bad_review, log_decision
 from webhook.delivery import resolve_delivery
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import admission_openapi
@@ -121,20 +122,27 @@ def _admission_handler(rt: Runtime, metrics: WebhookMetrics, route: Route) -> Ca
             body = await _read_body(request, rt.config.max_body_bytes)
             review = parse_review(body, expect_kind=expect_kind)
         except BodyTooLargeError:
-            metrics.requests.labels(endpoint, "bad_request").inc()
-            return JSONResponse({"error": f"body larger than {rt.config.max_body_bytes} bytes"}, 413)
+            return _bad_request(413, f"body larger than {rt.config.max_body_bytes} bytes")
         except BadReviewError as exc:
-            metrics.requests.labels(endpoint, "bad_request").inc()
-            return JSONResponse({"error": str(exc)}, 400)
+            return _bad_request(400, str(exc))
         decision, errored = await decide_in_stance(
             route.decide, review, rt, endpoint=endpoint, fail_open=route.fail_open, refused=route.refused
         )
         out = json.dumps(response(review, decision), separators=(",", ":")).encode()
-        metrics.requests.labels(endpoint, "error" if errored else _verdict(decision)).inc()
+        verdict = "error" if errored else _verdict(decision)
+        metrics.requests.labels(endpoint, verdict).inc()
         if decision.patch:
             metrics.patch_ops.labels(endpoint).inc(len(decision.patch))
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        metrics.latency.labels(endpoint).observe(took)
+        # The one place every endpoint's answer passes: its decision line, under the metric's verdict.
+        log_decision(review, decision, endpoint=endpoint, kind=expect_kind, verdict=verdict, seconds=took)
         return Response(out, media_type="application/json")
+
+    def _bad_request(status: int, error: str) -> Response:
+        metrics.requests.labels(endpoint, "bad_request").inc()
+        log_bad_review(endpoint=endpoint, kind=expect_kind, status=status, reason=error)
+        return JSONResponse({"error": error}, status)
 
     return handler
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, get_args, get_origin, get_type_hints
 
-from bridge_migration_contract import AnnotationKeys
+from bridge_migration_contract import LOG_FORMAT_FLAG, AnnotationKeys, configure_logging
 from webhook.config import WebhookConfig
 
 ENV_PREFIX = "BM_WEBHOOK_"
@@ -154,6 +153,19 @@ def _add_api_flags(parser: argparse.ArgumentParser) -> None:
         help="seconds for one Kubernetes API read (default %(default)s)",
     )
     _add(parser, "--log-level", field="log_level", help="(default %(default)s)")
+    _add(
+        parser,
+        LOG_FORMAT_FLAG,
+        field="log_format",
+        help="text, or one JSON object per line with KubeVirt's keys (timestamp, level, msg...) (default %(default)s)",
+    )
+    _add(
+        parser,
+        "--sidecar-log-format",
+        field="sidecar_log_format",
+        help="--log-format of the per-VM fixers the webhook adds (hook sidecar entry, injected container)"
+        " (default %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,13 +235,15 @@ def config_from_args(argv: Sequence[str] | None = None) -> WebhookConfig:
         api_timeout_s=float(args.api_timeout),
         tls_reload_s=float(args.tls_reload_seconds),
         log_level=args.log_level,
+        log_format=args.log_format,
+        sidecar_log_format=args.sidecar_log_format,
         api_docs=args.api_docs,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv)
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.log_level, config.log_format, component="bridge-migration-webhook")
     if config.tls_cert is None:
         from dataclasses import replace
 
@@ -239,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Both loopbacks, and the address asked for unless it is a wildcard (no client dials that).
         hosts = dict.fromkeys(("localhost", "127.0.0.1", "::1", config.host))
         files = CertificateAuthority(directory).issue(hosts=tuple(h for h in hosts if h not in ("::", "0.0.0.0")))
-        print(f"dev mode: self-signed certificate, CA at {files.ca}", file=sys.stderr)
+        logging.getLogger(__name__).warning("dev mode: self-signed certificate, CA at %s", files.ca)
         config = replace(config, tls_cert=files.cert, tls_key=files.key)
     from webhook.server import serve
 

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from bridge_migration_contract import DEFAULT_MAC_POLICY, AnnotationKeys, DeliveryChoice, MacPolicy
+from bridge_migration_contract import (
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_MAC_POLICY,
+    AnnotationKeys,
+    DeliveryChoice,
+    LogFormat,
+    MacPolicy,
+)
 from webhook import __version__
 
 SidecarGate = Literal["auto", "on", "off"]
@@ -46,5 +53,9 @@ class WebhookConfig:
     tls_reload_s: float = 5.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: LogLevel = "info"
+    # Text or JSON lines (KubeVirt's keys, docs/kubevirt-facts.md O1): the webhook's own, and those of
+    # the per-VM fixers it starts (the hook sidecar entry and the injected container).
+    log_format: LogFormat = DEFAULT_LOG_FORMAT
+    sidecar_log_format: LogFormat = DEFAULT_LOG_FORMAT
     # FastAPI's /docs and /redoc pages (Swagger UI and ReDoc from a CDN): off unless asked for.
     api_docs: bool = False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypedDict
 
-from bridge_migration_contract import DEFAULT_PREFIX, FIXER_COMMAND, fixer_args
+from bridge_migration_contract import DEFAULT_LOG_FORMAT, DEFAULT_PREFIX, FIXER_COMMAND, LogFormat, fixer_args
 
 
 class SidecarEntry(TypedDict, total=False):
@@ -27,7 +27,9 @@ class MalformedSidecarsError(ValueError):
     """The user's hookSidecars value cannot be merged safely."""
 
 
-def our_entry(*, image: str, pull_policy: str, prefix: str = DEFAULT_PREFIX) -> SidecarEntry:
+def our_entry(
+    *, image: str, pull_policy: str, prefix: str = DEFAULT_PREFIX, log_format: LogFormat = DEFAULT_LOG_FORMAT
+) -> SidecarEntry:
     # An explicit command keeps the entry independent of the image's ENTRYPOINT.
     entry: SidecarEntry = {
         "image": image,
@@ -35,7 +37,7 @@ def our_entry(*, image: str, pull_policy: str, prefix: str = DEFAULT_PREFIX) -> 
         "command": list(FIXER_COMMAND),
     }
     # No "args" key at all when there are none: the entry is compared whole (merged_sidecars).
-    if args := fixer_args(delivery="hook", prefix=prefix):
+    if args := fixer_args(delivery="hook", prefix=prefix, log_format=log_format):
         entry["args"] = args
     return entry
 
@@ -71,12 +73,19 @@ def has_our_sidecar(entries: list[dict[str, Any]], image: str) -> bool:
     return any(is_our_image(e.get("image"), image) for e in entries)
 
 
-def merged_sidecars(raw: str | None, *, image: str, pull_policy: str, prefix: str = DEFAULT_PREFIX) -> str | None:
+def merged_sidecars(
+    raw: str | None,
+    *,
+    image: str,
+    pull_policy: str,
+    prefix: str = DEFAULT_PREFIX,
+    log_format: LogFormat = DEFAULT_LOG_FORMAT,
+) -> str | None:
     """The new annotation value with exactly one entry of ours, the current one, where the first
     of ours stood (or appended); None when the annotation already is that. The user's entries
     are kept, in their order, with their content as it was."""
     entries = parse_sidecars(raw)
-    wanted = dict(our_entry(image=image, pull_policy=pull_policy, prefix=prefix))
+    wanted = dict(our_entry(image=image, pull_policy=pull_policy, prefix=prefix, log_format=log_format))
     ours = [i for i, e in enumerate(entries) if is_our_image(e.get("image"), image)]
     if len(ours) == 1 and entries[ours[0]] == wanted:
         return None

@@ -166,7 +166,8 @@ def fixer_mounts() -> list[dict[str, Any]]:
 def injected_container(spec: Mapping[str, Any], *, config: WebhookConfig) -> dict[str, Any]:
     """Our container for a non-root launcher pod ``spec``, as it is before we add it: an entry of
     ``spec.initContainers`` (a native sidecar)."""
-    command = [*FIXER_COMMAND, *fixer_args(delivery="inject", prefix=config.keys.prefix)]
+    args = fixer_args(delivery="inject", prefix=config.keys.prefix, log_format=config.sidecar_log_format)
+    command = [*FIXER_COMMAND, *args]
     return {
         "name": INJECTED_CONTAINER,
         "image": config.sidecar_image,

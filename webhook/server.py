@@ -47,6 +47,10 @@ def uvicorn_config(rt: Runtime, app: ASGIApp, *, loop: str = "auto", http: str =
         ssl_certfile=str(config.tls_cert),
         ssl_keyfile=str(config.tls_key),
         log_level=config.log_level,
+        # No logging set-up of uvicorn's own: its loggers reach the root handler (cli.main), so
+        # its lines are written in --log-format like ours. No access log: each review has its
+        # decision line (webhook/decision_log.py), and the probes would drown them.
+        log_config=None,
         access_log=False,
         server_header=False,
         proxy_headers=False,

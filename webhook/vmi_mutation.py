@@ -230,6 +230,7 @@ def _fixer(
             image=config.sidecar_image,
             pull_policy=config.sidecar_pull_policy,
             prefix=keys.prefix,
+            log_format=config.sidecar_log_format,
         )
     except MalformedSidecarsError as exc:
         return f"{WARN_PREFIX}annotation {HOOK_SIDECARS} {exc}; {who} left unchanged"

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from bridge_migration_contract import log_fields
 from sidecar.node.fixup import DeferredFixupError, fix_target
 from sidecar.node.settings import NodeAgentSettings
 from sidecar.node.target import (
@@ -67,6 +68,19 @@ def _fixed_by(outcome: Outcome | None) -> set[str]:
     }
 
 
+def _vmi_fields(raw_vmi: bytes) -> dict[str, str]:
+    """The VMI a call is about, under KubeVirt's keys (kind, namespace, name, uid), for its log line;
+    what cannot be read is left out (the call's answer says why)."""
+    try:
+        meta = parse_vmi(raw_vmi).get("metadata")
+    except HookError:
+        return {}
+    if not isinstance(meta, Mapping):
+        return {}
+    found = {key: meta[key] for key in ("namespace", "name", "uid") if isinstance(meta.get(key), str)}
+    return {"kind": "VirtualMachineInstance", **found} if found else {}
+
+
 class NodeAgent:
     """Answers ExecuteNodeHook calls (thread-safe; each call blocks at most its budget)."""
 
@@ -87,6 +101,9 @@ class NodeAgent:
             log.exception("ExecuteNodeHook %s failed unexpectedly", hook_point)
             outcome = Outcome(result="error", message=f"{type(exc).__name__}: {exc}")
         level = logging.WARNING if outcome.result in ("failed", "error") else logging.INFO
+        fields = log_fields(
+            **_vmi_fields(raw_vmi), hookPoint=hook_point, result=outcome.result, migration=outcome.migration_uid
+        )
         log.log(
             level,
             "ExecuteNodeHook %s %s: %s (%s) in %.0f ms",
@@ -95,6 +112,7 @@ class NodeAgent:
             outcome.result,
             outcome.message,
             (time.monotonic() - started) * 1000,
+            extra=fields,
         )
         return outcome
 

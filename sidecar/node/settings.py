@@ -8,9 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from bridge_migration_contract import DEFAULT_PREFIX, AnnotationKeys
+from bridge_migration_contract import DEFAULT_LOG_FORMAT, DEFAULT_PREFIX, AnnotationKeys, LogFormat
 from sidecar.fixer.settings import FixerSettings
-from sidecar.options import add, add_fixer_arguments, annotation_keys, fixer_settings_from_args, number
+from sidecar.options import (
+    add,
+    add_fixer_arguments,
+    add_log_arguments,
+    annotation_keys,
+    fixer_settings_from_args,
+    log_format,
+    number,
+)
 
 # Inside the host's /var/run/kubevirt, which virt-handler mounts at the same path (facts P8).
 DEFAULT_NODE_SOCKET = "/var/run/kubevirt/plugins/bridge-migration.sock"
@@ -33,6 +41,7 @@ class NodeAgentSettings:
     libvirt_uri_template: str = DEFAULT_NODE_LIBVIRT_URI
     deadline: float = 20.0  # seconds an ExecuteNodeHook call may take at most
     log_level: str = "INFO"
+    log_format: LogFormat = DEFAULT_LOG_FORMAT
     fixer: FixerSettings = NODE_FIXER
     keys: AnnotationKeys = field(default_factory=AnnotationKeys)
     # Issue 27: set a migrated VM's macvtap down on the source node (sidecar/node/macvtap_release.py).
@@ -81,7 +90,7 @@ def add_node_agent_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(parser, "--launcher-uid", default=str(d.launcher_uid), help="owner of the launchers' virtqemud sockets")
     add_fixer_arguments(parser, d.fixer)
-    add(parser, "--log-level", default=d.log_level.lower(), help="debug, info, warning or error")
+    add_log_arguments(parser, level=d.log_level)
     add(parser, "--annotation-prefix", default=DEFAULT_PREFIX, help="prefix of our annotation keys on the VMI")
 
 
@@ -106,6 +115,7 @@ def node_agent_settings_from_args(args: argparse.Namespace) -> NodeAgentSettings
         libvirt_uri_template=str(args.libvirt_uri_template),
         deadline=deadline,
         log_level=str(args.log_level).upper(),
+        log_format=log_format(args),
         fixer=fixer,
         keys=annotation_keys(args.annotation_prefix),
         release_stale_macvtap=_switch(args.release_stale_macvtap, "--release-stale-macvtap"),

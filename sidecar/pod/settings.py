@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bridge_migration_contract import (
     DEFAULT_FIXER_DELIVERY,
+    DEFAULT_LOG_FORMAT,
     DEFAULT_PREFIX,
     FIXER_DELIVERIES,
     HOOK_SOCKET_DIR,
@@ -19,10 +20,20 @@ from bridge_migration_contract import (
     AnnotationKeys,
     FixerDelivery,
     KubevirtFamily,
+    LogFormat,
     kubevirt_family,
 )
 from sidecar.fixer.settings import FixerSettings
-from sidecar.options import add, add_fixer_arguments, annotation_keys, fixer_settings_from_args, number, read_token
+from sidecar.options import (
+    add,
+    add_fixer_arguments,
+    add_log_arguments,
+    annotation_keys,
+    fixer_settings_from_args,
+    log_format,
+    number,
+    read_token,
+)
 
 # virt-launcher runs as non-root by default and then talks to its own virtqemud through
 # this session URI; a root launcher uses qemu:///system (pass --libvirt-uri then).
@@ -40,6 +51,7 @@ class ServeSettings:
     domain: str | None = None
     history_size: int = 100
     log_level: str = "INFO"
+    log_format: LogFormat = DEFAULT_LOG_FORMAT
     fixer: FixerSettings = field(default_factory=FixerSettings)
     token: str | None = field(default=None, repr=False)  # never in logs or tracebacks
     keys: AnnotationKeys = field(default_factory=AnnotationKeys)
@@ -77,7 +89,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_fixer_arguments(parser, d.fixer)
     add(parser, "--domain", default=None, help="libvirt domain to look after (default: the only domain)")
     add(parser, "--history-size", default=str(d.history_size), help="fixup records kept for GET /v1/fixups")
-    add(parser, "--log-level", default=d.log_level.lower(), help="debug, info, warning or error")
+    add_log_arguments(parser, level=d.log_level)
     add(
         parser,
         "--annotation-prefix",
@@ -149,6 +161,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         domain=args.domain or None,
         history_size=history_size,
         log_level=str(args.log_level).upper(),
+        log_format=log_format(args),
         fixer=fixer,
         token=token,
         keys=annotation_keys(args.annotation_prefix),

@@ -93,4 +93,6 @@ def test_each_flags_choices_are_what_the_setting_admits() -> None:
         "delivery": ("auto", "hook", "inject", "node"),
         "validation": ("warn", "strict"),
         "log_level": ("debug", "info", "warning", "error"),
+        "log_format": ("text", "json"),
+        "sidecar_log_format": ("text", "json"),
     }

@@ -7,22 +7,29 @@ sidecar serve` takes. The parser is the real one (`sidecar.cli.build_parser`), n
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
 from bridge_migration_contract import (
     DEFAULT_FIXER_DELIVERY,
+    DEFAULT_LOG_FORMAT,
     DEFAULT_PREFIX,
     FIXER_DELIVERIES,
+    HOOK_SIDECARS,
+    LOG_FORMATS,
     AnnotationKeys,
     FixerDelivery,
+    LogFormat,
     fixer_args,
 )
 from sidecar.cli import build_parser
+from tests.webhook.vmis import vmi
 from webhook.config import WebhookConfig
 from webhook.hook_sidecars import our_entry
 from webhook.injected import injected_container
+from webhook.vmi_mutation import mutate_vmi
 
 IMAGE = "registry.example/bridge-migration:test"
 PREFIXES = (DEFAULT_PREFIX, "acme.io/")
@@ -71,3 +78,18 @@ def test_the_injected_container_starts_an_inject_fixer_with_the_webhooks_prefix(
     container = injected_container({"containers": []}, config=config)
     assert "args" not in container
     assert fixer_reads(container["command"]) == ("inject", prefix)
+
+
+@pytest.mark.parametrize("log_format", LOG_FORMATS)
+def test_the_fixers_the_webhook_starts_log_in_its_sidecar_log_format(log_format: LogFormat) -> None:
+    config = WebhookConfig(sidecar_image=IMAGE, sidecar_log_format=log_format)
+    # The hook sidecar entry, as a VMI gets it (delivery hook, the gate on).
+    decision = mutate_vmi(vmi(), namespace="demo", config=config, sidecar_gate_on=True)
+    (annotations,) = [op["value"] for op in decision.patch if op["path"] == "/metadata/annotations"]
+    (entry,) = json.loads(annotations[HOOK_SIDECARS])
+    hook = build_parser().parse_args([*entry["command"][3:], *entry.get("args", [])])
+    inject = build_parser().parse_args(injected_container({"containers": []}, config=config)["command"][3:])
+    assert hook.log_format == inject.log_format == log_format
+    if log_format == DEFAULT_LOG_FORMAT:
+        # The fixer's default is left out: entries written before --sidecar-log-format stay current.
+        assert "args" not in entry
