@@ -16,6 +16,7 @@ from typing import Any, Final, Literal, get_args, get_origin, get_type_hints
 
 from bridge_migration_contract import LOG_FORMAT_FLAG, AnnotationKeys, configure_logging
 from webhook.config import WebhookConfig
+from webhook.macs import MAC_SALT_RE, MAC_SALT_RULE
 
 ENV_PREFIX = "BM_WEBHOOK_"
 DEFAULTS: Final = WebhookConfig()
@@ -88,6 +89,19 @@ def _add_fixer_flags(parser: argparse.ArgumentParser) -> None:
         "--mac-policy",
         field="mac_policy",
         help="default MAC policy; per VMI: annotation <prefix>mac-policy (default %(default)s)",
+    )
+    _add(
+        parser,
+        "--nic-refresh",
+        field="nic_refresh",
+        help="recorded as <prefix>nic-refresh on each VMI made migratable without one (default %(default)s)",
+    )
+    _add(
+        parser,
+        "--mac-salt",
+        field="mac_salt",
+        help="mixed into every pinned MAC, so two installs on one L2 pin different MACs; set it once and keep it"
+        " (default: empty, no salt)",
     )
     _add(
         parser,
@@ -208,6 +222,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> WebhookConfig:
         parser.error("--tls-cert and --tls-key go together")
     if not float(args.tls_reload_seconds) > 0:  # also refuses nan
         parser.error("--tls-reload-seconds must be > 0")
+    if not MAC_SALT_RE.fullmatch(args.mac_salt):
+        parser.error(f"--mac-salt (or {_env_name('--mac-salt')}): {MAC_SALT_RULE}")
     if args.kubeconfig and not Path(args.kubeconfig).is_file():
         parser.error(f"--kubeconfig {args.kubeconfig}: no such file (or BM_WEBHOOK_KUBECONFIG)")
     if not args.tls_cert and not args.dev:
@@ -224,6 +240,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> WebhookConfig:
         sidecar_image=args.sidecar_image,
         sidecar_pull_policy=args.sidecar_pull_policy,
         mac_policy=args.mac_policy,
+        nic_refresh=args.nic_refresh,
+        mac_salt=args.mac_salt,
         sidecar_gate=args.sidecar_gate,
         delivery=args.delivery,
         node_agent=args.node_agent,

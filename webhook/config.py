@@ -9,10 +9,12 @@ from typing import Literal
 from bridge_migration_contract import (
     DEFAULT_LOG_FORMAT,
     DEFAULT_MAC_POLICY,
+    DEFAULT_NIC_REFRESH,
     AnnotationKeys,
     DeliveryChoice,
     LogFormat,
     MacPolicy,
+    NicRefresh,
 )
 from webhook import __version__
 
@@ -37,6 +39,10 @@ class WebhookConfig:
     sidecar_image: str = DEFAULT_SIDECAR_IMAGE
     sidecar_pull_policy: str = "IfNotPresent"
     mac_policy: MacPolicy = DEFAULT_MAC_POLICY
+    # Recorded as <prefix>nic-refresh on each VMI made migratable that has none (the fixer reads it).
+    nic_refresh: NicRefresh = DEFAULT_NIC_REFRESH
+    # Mixed into every pinned MAC (webhook/macs.py); empty: the MACs of releases before it.
+    mac_salt: str = ""
     sidecar_gate: SidecarGate = "auto"
     # auto: hook when KubeVirt's Sidecar gate is on, inject when it is off or unknown.
     delivery: DeliveryChoice = "auto"

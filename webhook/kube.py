@@ -1,4 +1,5 @@
-"""Reads from the Kubernetes API: the VMI behind a migration, and KubeVirt's feature gates.
+"""Reads from the Kubernetes API: the VMI behind a migration, the VM behind a VMI, and KubeVirt's
+feature gates.
 
 httpx with the in-cluster service account (token re-read as it rotates, cluster CA) or a
 kubeconfig for local runs. Every read has a timeout; callers decide what a failure means.
@@ -197,6 +198,20 @@ class KubeClient:
             check_namespace(namespace),
             "virtualmachineinstances",
             check_object_name(name, "VirtualMachineInstance"),
+        )
+        return await self.get(path)
+
+    async def get_vm(self, namespace: str, name: str) -> dict[str, Any]:
+        """The VirtualMachine ``namespace/name`` (a VMI's owner, named by what its creator wrote),
+        with the same checks as :meth:`get_vmi`."""
+        path = api_path(
+            "apis",
+            "kubevirt.io",
+            "v1",
+            "namespaces",
+            check_namespace(namespace),
+            "virtualmachines",
+            check_object_name(name, "VirtualMachine"),
         )
         return await self.get(path)
 

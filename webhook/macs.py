@@ -3,6 +3,8 @@ user gives us.
 
 A pinned MAC is derived from namespace, VMI name and interface name, so a VM gets the same
 MAC on every start and on every node it migrates to, while two VMIs never share one by design.
+With a salt (``--mac-salt``, one per install) it is derived from those names and the salt, so two
+clusters on one L2 with same-named VMs pin different MACs; the same salt always gives the same MAC.
 
 A MAC a user gives us (a managed interface's ``macAddress``, our ``macs`` annotation) is pinned,
 copied to the target pod and handed to the CNI: it must be one a NIC can have. virt-api only checks
@@ -13,6 +15,8 @@ contract's ``normalize_mac``, which the sidecar uses to read whatever libvirt re
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,13 +27,22 @@ UNICAST_HINT = (
 )
 
 
-def pinned_mac(*, namespace: str, vmi_name: str, interface: str) -> str:
-    """A locally administered, unicast MAC from a hash of the three names.
+# A salt is written in a chart value, a flag and an environment variable: printable ASCII without
+# blanks, so no invisible character (a trailing newline from a file) makes it another salt.
+MAC_SALT_RE = re.compile(r"[!-~]{0,256}")
+MAC_SALT_RULE = "must be at most 256 printable ASCII characters without blanks (e.g. `openssl rand -hex 8`)"
 
-    The first octet keeps the hash's upper six bits, with the multicast bit cleared and the
-    locally administered bit set: 46 bits of hash leave collisions negligible within a cluster.
+
+def pinned_mac(*, namespace: str, vmi_name: str, interface: str, salt: str = "") -> str:
+    """A locally administered, unicast MAC from a hash of the three names (and the salt).
+
+    Without a salt the hash is SHA-256 of ``namespace/name/interface``, as in every release before
+    the salt; with one, HMAC-SHA256 keyed by the salt over the same text. The first octet keeps the
+    hash's upper six bits, with the multicast bit cleared and the locally administered bit set: 46
+    bits of hash leave collisions negligible within a cluster.
     """
-    digest = hashlib.sha256(f"{namespace}/{vmi_name}/{interface}".encode()).digest()
+    text = f"{namespace}/{vmi_name}/{interface}".encode()
+    digest = hmac.digest(salt.encode(), text, "sha256") if salt else hashlib.sha256(text).digest()
     first = (digest[0] & 0xFC) | 0x02
     octets = [first, *digest[1:6]]
     return ":".join(f"{o:02x}" for o in octets)

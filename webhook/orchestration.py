@@ -24,7 +24,7 @@ from webhook.metrics import WebhookMetrics
 from webhook.migration_validation import kubevirt_initiated, validate_migration
 from webhook.pod_mutation import TARGET_POD_WAITS, mutate_launcher_pod
 from webhook.tls import ReloadingTLS
-from webhook.vm_mutation import mutate_vm
+from webhook.vm_mutation import VmOwner, mutate_vm, opt_out_note, opted_out, vm_owner
 from webhook.vmi_mutation import mutate_vmi, restore_dropped_macs
 
 log = logging.getLogger(__name__)
@@ -74,16 +74,56 @@ async def decide_vmi(review: Review, rt: Runtime) -> Decision:
         return restore_dropped_macs(review.obj, review.old_obj, config=rt.config)
     if review.operation != "CREATE":
         return Decision()
-    if problems := non_unicast_macs(review.obj, rt.config.keys):
-        return _mac_refusal(problems, _who("VMI", review))
-    return mutate_vmi(
-        review.obj,
-        namespace=review.namespace,
-        config=rt.config,
-        sidecar_gate_on=await rt.gate.current(),
-        kubevirt=kubevirt_gates(rt.gate),
-        fallback_name=review.uid,
+    problems = non_unicast_macs(review.obj, rt.config.keys)
+    decision = (
+        Decision()
+        if problems
+        else mutate_vmi(
+            review.obj,
+            namespace=review.namespace,
+            config=rt.config,
+            sidecar_gate_on=await rt.gate.current(),
+            kubevirt=kubevirt_gates(rt.gate),
+            fallback_name=review.uid,
+        )
     )
+    # A VMI made from a VM whose template we completed needs nothing; one we would change or
+    # refuse is worth a read of its VM, which may have opted out on its own annotations.
+    if (problems or decision.patch) and (owner := vm_owner(review.obj)) is not None:
+        said = await _owner_opt_out(review, rt, owner)
+        if isinstance(said, Decision):
+            return said
+        if said is not None:
+            decision.warnings.append(said)
+    if problems:
+        return _mac_refusal(problems, _who("VMI", review))
+    return decision
+
+
+async def _owner_opt_out(review: Review, rt: Runtime, owner: VmOwner) -> Decision | str | None:
+    """The opt-out of the VM a VMI was made from: KubeVirt copies the template's annotations to the
+    VMI, never the VM's own (facts K12). A Decision admitting the VMI as written when that VM opted
+    out; a warning when it could not be read (the VMI is then decided alone, as before); else None."""
+    vm_name = f"VM {review.namespace}/{owner.name}"
+    if rt.kube is None:
+        return (
+            f"{WARN_PREFIX}no Kubernetes API access configured, so whether {vm_name} opted out was not checked; "
+            "the VMI is decided by its own annotations"
+        )
+    try:
+        vm = await rt.kube.get_vm(review.namespace, owner.name)
+    except KubeError as exc:
+        return (
+            f"{WARN_PREFIX}could not read {vm_name} to see whether it opted out ({exc}); "
+            "the VMI is decided by its own annotations"
+        )
+    uid = (vm.get("metadata") or {}).get("uid")
+    if owner.uid is not None and uid is not None and uid != owner.uid:
+        return None  # a VM of that name, but not the one that made this VMI
+    if not opted_out(vm, rt.config.keys):
+        return None
+    note = opt_out_note(rt.config.keys.enabled)
+    return Decision(warnings=[f"{WARN_PREFIX}{_who('VMI', review)} admitted as written: its {vm_name} is {note}"])
 
 
 async def decide_vm(review: Review, rt: Runtime) -> Decision:
@@ -92,9 +132,12 @@ async def decide_vm(review: Review, rt: Runtime) -> Decision:
     # the install is pinned at its next UPDATE and runs so at its next start (docs/install.md).
     if review.operation not in ("CREATE", "UPDATE"):
         return Decision()
-    if problems := non_unicast_macs(vm_template_as_vmi(review.obj), rt.config.keys):
+    keys = rt.config.keys
+    # An opted-out VM is left as it is, bad MACs and all: its VMIs are admitted as written too.
+    opting_out = opted_out(review.obj, keys)
+    if not opting_out and (problems := non_unicast_macs(vm_template_as_vmi(review.obj), keys)):
         who = _who("VM", review)
-        had = non_unicast_macs(vm_template_as_vmi(review.old_obj), rt.config.keys) if review.old_obj else []
+        had = non_unicast_macs(vm_template_as_vmi(review.old_obj), keys) if review.old_obj else []
         if new := [p for p in problems if p not in had]:
             return _mac_refusal(new, who)
         # Already so before this UPDATE (a VM made before the check): refusing would block every
@@ -108,8 +151,8 @@ async def decide_vm(review: Review, rt: Runtime) -> Decision:
         kubevirt=kubevirt_gates(rt.gate),
         fallback_name=review.uid,
     )
-    if review.operation == "UPDATE" and not decision.patch:
-        decision.warnings = []  # said at CREATE; not on every edit
+    if review.operation == "UPDATE" and not decision.patch and not (opting_out and not opted_out(review.old_obj, keys)):
+        decision.warnings = []  # said at CREATE (or when the VM opted out); not on every edit
     return decision
 
 

@@ -5,12 +5,12 @@ At CREATE:
 For every bridge/macvtap interface the contract says we look after, the VMI gets:
 the upstream allow annotation (bridge on the pod network), a pinned MAC under ``pin`` (and for a
 macvtap interface under any policy: the target's macvtap device carries no other MAC), the
-record of expected MACs and policy, and the fixer by the VMI's delivery (webhook/delivery.py): our
-hook sidecar entry, or the ``<prefix>delivery`` record (inject: the pod webhook adds our container to
-its launcher pods; node: a node agent fixes it). Anything we cannot handle safely
-is left as it was with a warning: this webhook must never make a VMI uncreatable. A macvtap
-interface that is not ours (the discontinued core binding, the plugin on the pod network) gets a
-warning saying what to use instead.
+record of expected MACs, policy and NIC refresh (``--nic-refresh`` unless the VMI names one), and
+the fixer by the VMI's delivery (webhook/delivery.py): our hook sidecar entry, or the
+``<prefix>delivery`` record (inject: the pod webhook adds our container to its launcher pods; node:
+a node agent fixes it). Anything we cannot handle safely is left as it was with a warning: this
+webhook must never make a VMI uncreatable. A macvtap interface that is not ours (the discontinued
+core binding, the plugin on the pod network) gets a warning saying what to use instead.
 
 At UPDATE a VMI is never retrofitted (`restore_dropped_macs`): the only change is putting back a MAC
 we pinned at CREATE that a second `kubectl apply` dropped (a JSON merge patch replaces a custom
@@ -24,9 +24,9 @@ from typing import Any
 
 from bridge_migration_contract import (
     ALLOW_POD_BRIDGE_MIGRATION,
+    DEFAULT_NIC_REFRESH,
     DELIVERIES,
     HOOK_SIDECARS,
-    AnnotationKeys,
     Delivery,
     MacPolicy,
     MacvtapLeftAlone,
@@ -114,11 +114,12 @@ def _macs(
     *,
     policy: MacPolicy,
     recorded: Mapping[str, str],
-    seed: tuple[str, str],
+    seed: tuple[str, str, str],
     warnings: list[str],
 ) -> tuple[list[PatchOp], dict[str, str], list[str]]:
     """Pin MACs where the policy asks, and on every macvtap interface whatever it asks; return the
-    patch, every MAC known at admission and the macvtap interfaces pinned against the policy."""
+    patch, every MAC known at admission and the macvtap interfaces pinned against the policy.
+    ``seed``: what a pinned MAC is derived from, namespace, VMI name and the install's salt."""
     spec_ifaces = vmi["spec"]["domain"]["devices"]["interfaces"]
     ops: list[PatchOp] = []
     known: dict[str, str] = {}
@@ -133,8 +134,10 @@ def _macs(
             if policy != "pin":
                 forced.append(iface["name"])
             # A MAC the user recorded for this interface is the one to pin.
-            namespace, name = seed
-            mac = recorded.get(iface["name"]) or pinned_mac(namespace=namespace, vmi_name=name, interface=iface["name"])
+            namespace, name, salt = seed
+            mac = recorded.get(iface["name"]) or pinned_mac(
+                namespace=namespace, vmi_name=name, interface=iface["name"], salt=salt
+            )
             path = pointer("spec", "domain", "devices", "interfaces", iface["index"], "macAddress")
             ops.append({"op": "add", "path": path, "value": mac})
         if mac is not None:
@@ -242,14 +245,15 @@ def _warn_bad_nic_refresh(ann: Mapping[str, str], *, key: str, warnings: list[st
         try:
             parse_nic_refresh(refresh.strip())
         except ValueError as exc:
-            # Left as written (it is the user's); the sidecar reads it the same way and uses link.
-            warnings.append(f"{WARN_PREFIX}annotation {key} ignored: {exc}; using link")
+            # Left as written (it is the user's); the fixer reads it the same way and uses its own
+            # default (sidecar/core/podinfo.py), whatever --nic-refresh says.
+            warnings.append(f"{WARN_PREFIX}annotation {key} ignored: {exc}; using {DEFAULT_NIC_REFRESH}")
 
 
 def _annotation_changes(
     ann: Mapping[str, str],
     *,
-    keys: AnnotationKeys,
+    config: WebhookConfig,
     policy: MacPolicy,
     delivery: Delivery,
     sidecars: str | None,
@@ -258,9 +262,13 @@ def _annotation_changes(
     recorded: Mapping[str, str] | None,
 ) -> dict[str, str]:
     """The annotations to set on the VMI: each one only where it is absent or ours to update."""
+    keys = config.keys
     changes: dict[str, str] = {}
     if keys.mac_policy not in ann:
         changes[keys.mac_policy] = policy
+    if keys.nic_refresh not in ann:
+        # The install's default (--nic-refresh), kept with the VMI as its MAC policy is: the fixer reads it.
+        changes[keys.nic_refresh] = config.nic_refresh
     if sidecars is not None:
         changes[HOOK_SIDECARS] = sidecars
     if delivery != "hook" and ann.get(keys.delivery) is None:
@@ -325,12 +333,12 @@ def mutate_vmi(
         managed,
         policy=policy,
         recorded=recorded or {},
-        seed=(namespace, name or fallback_name),
+        seed=(namespace, name or fallback_name, config.mac_salt),
         warnings=warnings,
     )
     changes = _annotation_changes(
         ann,
-        keys=keys,
+        config=config,
         policy=policy,
         delivery=delivery,
         sidecars=sidecars,

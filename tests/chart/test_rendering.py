@@ -190,13 +190,15 @@ def test_single_replica_has_no_disruption_budget(render: Render) -> None:
     assert by_kind(render({"replicaCount": 1}), "PodDisruptionBudget") == []
 
 
-def test_rbac_only_reads_vmis_and_kubevirts(render: Render) -> None:
+def test_rbac_only_reads_vmis_vms_and_kubevirts(render: Render) -> None:
     role = one(render(), "ClusterRole")
     granted = {
         (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
     }
     assert granted == {
         ("kubevirt.io", "virtualmachineinstances", "get"),
+        # A VMI's own VM, for the VM's opt-out (tests/webhook/test_where_it_acts.py).
+        ("kubevirt.io", "virtualmachines", "get"),
         ("kubevirt.io", "kubevirts", "get"),
         ("kubevirt.io", "kubevirts", "list"),
     }

@@ -90,3 +90,43 @@ def test_the_vmi_virt_controller_makes_from_the_template_gets_no_further_patch(
     stored = kubectl.get("vmi", "owned", namespace=namespace)
     assert stored["spec"] == made["spec"]  # nothing added
     assert user_annotations(stored) == made["metadata"]["annotations"]
+
+
+def test_a_vm_opted_out_on_its_own_annotations_is_left_alone_and_so_is_the_vmi_made_from_it(
+    lab: AdmissionLab, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    manifest = vm_manifest("quiet", namespace)
+    manifest["metadata"]["annotations"] = {DEFAULT_KEYS.enabled: "false"}  # on the VM, not its template
+    applied = kubectl.apply(manifest)
+    assert f"Warning: bridge-migration: VM {namespace}/quiet is opted out by its own annotation" in applied.stderr
+    vm = kubectl.get("vm", "quiet", namespace=namespace)
+    assert "macAddress" not in vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]
+    assert "annotations" not in vm["spec"]["template"]["metadata"]
+    # virt-controller's VMI carries the template's metadata and a controller reference to the VM,
+    # not the VM's annotations (facts K12): the webhook reads the VM, as the chart's RBAC allows.
+    made = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": "quiet",
+            "namespace": namespace,
+            "labels": vm["spec"]["template"]["metadata"]["labels"],
+            "ownerReferences": [
+                {
+                    "apiVersion": "kubevirt.io/v1",
+                    "kind": "VirtualMachine",
+                    "name": "quiet",
+                    "uid": vm["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": vm["spec"]["template"]["spec"],
+    }
+    as_controller = handler_kubectl(lab, kubectl, tmp_path)  # a kubevirt-* account, as virt-controller
+    created = as_controller.run("create", "-f", "-", stdin=json.dumps(made))
+    assert f"admitted as written: its VM {namespace}/quiet is opted out" in created.stderr
+    stored = kubectl.get("vmi", "quiet", namespace=namespace)
+    assert stored["spec"] == made["spec"]  # no pinned MAC
+    assert user_annotations(stored) == {}  # no allow annotation, no fixer, no record

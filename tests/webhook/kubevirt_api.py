@@ -1,6 +1,6 @@
 """A NAMED FAKE of kube-apiserver for the in-process webhook tests: an ``httpx.MockTransport``
-serving one KubeVirt CR (feature gates and observed version as a test sets them) and the VMIs a
-test puts in, recording every request. A real apiserver cannot be made to fail or to list a given
+serving one KubeVirt CR (feature gates and observed version as a test sets them) and the VMIs and
+VMs a test puts in, recording every request. A real apiserver cannot be made to fail or to list a given
 CR on demand in the fast lane; the kube tests use the real one (tests/kube)."""
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ KUBEVIRTS = "/apis/kubevirt.io/v1/kubevirts"
 
 @dataclass
 class FakeKubeVirtApi:
-    """FAKE kube-apiserver: the KubeVirt CR list with ``gates``, the VMIs in ``vmis`` by
-    ``namespace/name``; ``status`` other than 200 answers every request with it."""
+    """FAKE kube-apiserver: the KubeVirt CR list with ``gates``, the VMIs in ``vmis`` and the VMs in
+    ``vms`` by ``namespace/name``; ``status`` other than 200 answers every request with it."""
 
     gates: Iterable[str] = ()
     version: str | None = "v1.9.0"
     vmis: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vms: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: int = 200
     paths: list[str] = field(default_factory=list)
 
@@ -50,10 +51,15 @@ class FakeKubeVirtApi:
         parts = path.split("/")
         if len(parts) == 8 and parts[6] == "virtualmachineinstances" and f"{parts[5]}/{parts[7]}" in self.vmis:
             return httpx.Response(200, json=self.vmis[f"{parts[5]}/{parts[7]}"])
+        if len(parts) == 8 and parts[6] == "virtualmachines" and f"{parts[5]}/{parts[7]}" in self.vms:
+            return httpx.Response(200, json=self.vms[f"{parts[5]}/{parts[7]}"])
         return httpx.Response(404, json={"kind": "Status", "code": 404})
 
     def vmi_reads(self) -> list[str]:
         return [p for p in self.paths if "/virtualmachineinstances/" in p]
+
+    def vm_reads(self) -> list[str]:
+        return [p for p in self.paths if "/virtualmachines/" in p]
 
 
 def runtime(config: WebhookConfig, api: FakeKubeVirtApi) -> Runtime:

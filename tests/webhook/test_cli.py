@@ -89,6 +89,7 @@ def test_each_flags_choices_are_what_the_setting_admits() -> None:
     choices = {a.dest: a.choices for a in build_parser()._actions if a.choices is not None}
     assert choices == {
         "mac_policy": ("pin", "keep", "follow-pod"),
+        "nic_refresh": ("auto", "link", "reattach"),
         "sidecar_gate": ("auto", "on", "off"),
         "delivery": ("auto", "hook", "inject", "node"),
         "validation": ("warn", "strict"),

@@ -18,6 +18,7 @@ IMAGE = "registry.example/bridge-migration:test"
 CONFIG = WebhookConfig(sidecar_image=IMAGE)
 POLICY = "bridge-migration.kubevirt.io/mac-policy"
 MACS = "bridge-migration.kubevirt.io/macs"
+NIC_REFRESH = "bridge-migration.kubevirt.io/nic-refresh"
 
 
 def admit(
@@ -126,7 +127,8 @@ def test_the_nic_refresh_annotation_is_passed_through_and_a_bad_value_gets_a_war
     assert stored["metadata"]["annotations"][refresh] == "reattach" and decision.warnings == []
     stored, decision = admit(vmi(annotations={refresh: "sometimes"}))
     assert stored["metadata"]["annotations"][refresh] == "sometimes"  # the user's value is not rewritten
-    assert any(refresh in w and "using link" in w for w in decision.warnings)
+    # The fixer then uses its own default, auto, whatever --nic-refresh says (it never sees that flag).
+    assert any(refresh in w and "using auto" in w for w in decision.warnings)
 
 
 def test_malformed_hook_sidecars_leave_the_vmi_unchanged_with_a_warning_naming_it() -> None:
@@ -338,7 +340,7 @@ def test_our_sidecar_entry_uses_the_configured_pull_policy() -> None:
 def test_with_the_hook_the_vmi_gets_exactly_the_sidecar_the_pin_the_allow_annotation_and_the_record() -> None:
     stored, _ = admit(vmi())
     assert sorted(stored["metadata"]["annotations"]) == sorted(
-        [HOOK_SIDECARS, ALLOW_POD_BRIDGE_MIGRATION, MACS, POLICY]
+        [HOOK_SIDECARS, ALLOW_POD_BRIDGE_MIGRATION, MACS, POLICY, NIC_REFRESH]
     )
 
 
