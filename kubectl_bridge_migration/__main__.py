@@ -1,0 +1,5 @@
+import sys
+
+from kubectl_bridge_migration.cli import main
+
+sys.exit(main(sys.argv[1:]))
