@@ -168,7 +168,7 @@ def _gate_fixer(
 ) -> tuple[bool, str]:
     """Whether the fixer ``delivery`` names will act, judged from KubeVirt's gates and the install."""
     if delivery is None:
-        return False, "none (no hook entry, no delivery record)"
+        return False, "no hook entry or delivery record"
     if delivery == "hook":
         if gates is None:
             return False, "hook: Sidecar gate unknown (KubeVirt CR unreadable)"
