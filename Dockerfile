@@ -38,6 +38,10 @@ RUN python -m venv /opt/venv-sidecar \
 COPY pyproject.toml bridge_migration_contract.py ./
 COPY webhook/ webhook/
 COPY sidecar/ sidecar/
+# For `python -m kubectl_bridge_migration.cleanup`, the chart's pre-delete hook Job (cleanup.onUninstall),
+# which runs in the webhook image: it needs only httpx and PyYAML, the webhook's own dependencies. The
+# plugin's other modules (the `kubernetes` client) are not usable in either image.
+COPY kubectl_bridge_migration/ kubectl_bridge_migration/
 # Then the project into each, without dependencies (`pip check`: the webhook's lock has them all).
 # pip and setuptools only install: they leave each venv before it is copied.
 RUN /opt/venv-webhook/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \

@@ -269,14 +269,16 @@ class Api:
         obj: dict[str, Any] = resp.json()
         return obj
 
-    def patch(self, change: Change) -> int:
-        """The JSON patch; the HTTP status (422 when a ``test`` failed: the object changed meanwhile)."""
+    def patch(self, change: Change) -> tuple[int, dict[str, Any]]:
+        """The JSON patch: the HTTP status (422 when a ``test`` failed: the object changed meanwhile)
+        and the object as stored."""
         headers = {**self._headers(), "Content-Type": "application/json-patch+json"}
         path = self._path(change.kind, change.namespace, change.name)
         resp = self._client.patch(path, content=json.dumps(change.ops), headers=headers)
         if resp.status_code not in (200, 422):
             raise KubeError(f"patch {change.who}: HTTP {resp.status_code}: {resp.text[:300]}")
-        return resp.status_code
+        stored: dict[str, Any] = resp.json() if resp.status_code == 200 else {}
+        return resp.status_code, stored
 
 
 # --- the command ---
@@ -363,17 +365,28 @@ def plan_all(api: Api, namespace: str | None, opts: Options) -> list[Change]:
     return out
 
 
-def apply_change(api: Api, change: Change, opts: Options, *, attempts: int = 3) -> bool:
-    """Patch; when a ``test`` failed (the object changed since it was read), read it and plan again."""
+PUT_BACK: Final = (
+    "the webhook put them back: it still serves this object's UPDATEs. Run the cleanup after `helm uninstall`, "
+    "or let the chart run it (cleanup.onUninstall=true: its account is exempt from the webhook)"
+)
+
+
+def apply_change(api: Api, change: Change, opts: Options, *, attempts: int = 3) -> str | None:
+    """Patch; when a ``test`` failed (the object changed since it was read), read it and plan again.
+    None when done, else why not."""
     current: Change | None = change
     for _ in range(attempts):
         if current is None or not current.ops:
-            return True
-        if api.patch(current) == 200:
-            return True
-        obj = api.get(change.kind, change.namespace, change.name)
-        current = plan(obj, change.kind, opts, user_allow=change.user_allow)
-    return False
+            return None
+        status, stored = api.patch(current)
+        if status == 200:
+            # A mutating webhook (ours, still installed) may have written it all back in the same UPDATE.
+            again = plan(stored, change.kind, opts, user_allow=change.user_allow)
+            return PUT_BACK if again is not None else None
+        current = plan(
+            api.get(change.kind, change.namespace, change.name), change.kind, opts, user_allow=change.user_allow
+        )
+    return f"it kept changing under the cleanup ({attempts} attempts)"
 
 
 def _print_change(change: Change, out: Callable[[str], None]) -> None:
@@ -397,13 +410,12 @@ def run(api: Api, namespace: str | None, opts: Options, *, dry_run: bool, out: C
     failed = 0
     for change in changes:
         try:
-            done = apply_change(api, change, opts)
-        except KubeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            done = False
-        if not done:
+            why = apply_change(api, change, opts)
+        except (KubeError, httpx.HTTPError) as exc:
+            why = str(exc)
+        if why is not None:
             failed += 1
-            print(f"error: {change.who} not cleaned up", file=sys.stderr)
+            print(f"error: {change.who} not cleaned up: {why}", file=sys.stderr)
     out(f"done: {len(changes) - failed} object(s) cleaned up, {failed} failed")
     return 1 if failed else 0
 
