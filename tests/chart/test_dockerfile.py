@@ -203,6 +203,10 @@ def test_replayed_pip_steps_give_each_image_its_entry_point(tmp_path: Path) -> N
     assert webhook.returncode == 0, webhook.stderr
     assert "--sidecar-image" in webhook.stdout
     assert run("webhook", "-c", "import libvirt").returncode != 0  # no libvirt in the webhook image
+    # The chart's pre-delete hook Job (templates/cleanup-hook.yaml) runs the uninstall cleanup in the webhook image.
+    cleanup = run("webhook", "-m", "kubectl_bridge_migration.cleanup", "--help")
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert "--keep-allow" in cleanup.stdout
     sidecar = run("sidecar", "-m", "sidecar", "serve", "--help")
     assert sidecar.returncode == 0, sidecar.stderr
     libvirt = run("sidecar", "-c", "import libvirt; print(libvirt.getVersion())")
