@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge_migration_contract import DEFAULT_KEYS
+from bridge_migration_contract import ALLOW_POD_BRIDGE_MIGRATION, DEFAULT_KEYS
+from kubelab.fake_virt_controller import render_launcher_pod
 from kubelab.lab import AdmissionLab, kubevirt_cr
 from kubelab.tools import find_tools
+from tests.kube.conftest import vmi_manifest
 from tests.kube.test_vms import vm_manifest
 
 pytestmark = pytest.mark.kube
@@ -111,3 +113,34 @@ def test_status_of_a_vmi_without_a_launcher_pod_exits_2_with_the_reason(lab: Adm
     result = plugin(lab, "status", "solo/lonely")
     assert result.returncode == 2
     assert "solo/lonely has no launcher pod" in result.stderr
+
+
+def test_vmis_are_judged_by_their_launcher_pods_and_status_execs_into_our_container(lab: AdmissionLab) -> None:
+    kubectl = lab.kubectl
+    kubectl.create_namespace("pods")
+    # Delivery inject, chosen on the VMI: the pod webhook adds our container to its launcher pod.
+    kubectl.apply(vmi_manifest("fixed", "pods", annotations={DEFAULT_KEYS.delivery: "inject"}))
+    kubectl.apply(render_launcher_pod(kubectl.get("vmi", "fixed", namespace="pods"), name="virt-launcher-fixed-1"))
+    # Made migratable by hand and opted out of the add-on: nothing of ours on its pod.
+    by_hand = {DEFAULT_KEYS.enabled: "false", ALLOW_POD_BRIDGE_MIGRATION: "true"}
+    kubectl.apply(vmi_manifest("by-hand", "pods", annotations=by_hand))
+    kubectl.apply(render_launcher_pod(kubectl.get("vmi", "by-hand", namespace="pods"), name="virt-launcher-by-hand-1"))
+
+    result = plugin(lab, "analyze", "-n", "pods")
+    print(result.stdout)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = {line.split()[1]: line for line in result.stdout.splitlines()[1:]}
+    assert "inject: container bridge-migration" in rows["fixed"] and rows["fixed"].endswith(" no")
+    assert "no (opted out: VMI)" in rows["by-hand"] and rows["by-hand"].endswith(" yes")
+    assert "VirtualMachineInstance pods/by-hand: migratable with no fixer" in result.stderr
+
+    kubectl.run("annotate", "vmi", "by-hand", "-n", "pods", f"{ALLOW_POD_BRIDGE_MIGRATION}-")  # the fix
+    after = plugin(lab, "analyze", "-n", "pods")
+    assert after.returncode == 0, after.stdout + after.stderr
+
+    # status finds our container and runs kubectl exec there (kubelab has no kubelet to run it).
+    status = plugin(lab, "status", "pods/fixed")
+    assert "# inject fixer: pod pods/virt-launcher-fixed-1, container bridge-migration" in status.stderr
+    assert status.returncode != 0
+    refused = plugin(lab, "fixup", "pods/by-hand", "--dry-run")
+    assert refused.returncode == 2 and "no fixer container of ours" in refused.stderr
