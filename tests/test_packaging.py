@@ -35,7 +35,7 @@ from kubelab.tools import REPO_ROOT
 DIST = "kubevirt-bridge-migration"
 PYPROJECT: dict[str, Any] = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 VERSION: str = PYPROJECT["project"]["version"]
-FIRST_PARTY = {"webhook", "sidecar", "bridge_migration_contract"}
+FIRST_PARTY = {"webhook", "sidecar", "bridge_migration_contract", "kubectl_bridge_migration"}
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +73,16 @@ def test_the_wheel_ships_the_two_services_and_their_contract_only(wheel: zipfile
         "webhook",
         "sidecar",
         "bridge_migration_contract.py",
+        "kubectl_bridge_migration",
         f"kubevirt_bridge_migration-{VERSION}.dist-info",
     }
     assert "sidecar/hookapi/hook_v1alpha3_pb2.py" in names  # the generated protocol modules
     assert "sidecar/hookapi/hook_v1alpha3_grpc.py" in names
     assert "webhook/demo.py" not in names  # the demo lives in kubelab/ (python -m kubelab.webhook_demo)
-    # No console script: both services run as `python -m webhook` / `python -m sidecar`.
-    assert not [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    # One console script, the kubectl plugin's: both services run as `python -m webhook` / `python -m sidecar`.
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    scripts = [line for line in wheel.read(entry_points).decode().splitlines() if "=" in line]
+    assert scripts == ["kubectl-bridge_migration = kubectl_bridge_migration.cli:main"]
 
 
 def _imports(source: str) -> set[str]:
@@ -94,8 +97,11 @@ def _imports(source: str) -> set[str]:
 
 def _section(module: str) -> str:
     """Which of the wheel's requirement sets a shipped module's imports must come from."""
-    if module.startswith("webhook/"):
-        return ""  # [project] dependencies: the webhook image's venv
+    if module.startswith("webhook/") or module == "kubectl_bridge_migration/cleanup.py":
+        # [project] dependencies: the webhook image's venv (the cleanup is the chart's pre-delete hook Job there)
+        return ""
+    if module.startswith("kubectl_bridge_migration/"):
+        return "plugin"  # the kubectl plugin, on an admin's machine: the `plugin` extra
     if re.fullmatch(r"sidecar/hookapi/\w+_pb2_grpc\.py", module):
         return "hook-client"  # grpcio client stubs, for the tests and the lab
     if module.startswith("sidecar/"):
@@ -106,13 +112,13 @@ def _section(module: str) -> str:
 def test_every_third_party_import_of_a_shipped_module_is_declared_where_its_image_installs_it(
     wheel: zipfile.ZipFile,
 ) -> None:
-    declared: dict[str, set[str]] = {"": set(), "sidecar": set(), "hook-client": set(), "none": set()}
+    declared: dict[str, set[str]] = {"": set(), "sidecar": set(), "hook-client": set(), "plugin": set(), "none": set()}
     for line in metadata(wheel).get_all("Requires-Dist") or []:
         req = Requirement(line)
         if req.marker is None or "extra" not in str(req.marker):
             declared[""].add(canonicalize_name(req.name))
             continue
-        for extra in ("sidecar", "hook-client"):
+        for extra in ("sidecar", "hook-client", "plugin"):
             if req.marker.evaluate({"extra": extra}):
                 declared[extra].add(canonicalize_name(req.name))
     distributions = importlib.metadata.packages_distributions()
