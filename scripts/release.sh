@@ -51,6 +51,7 @@ helm=$bin/helm
 cosign=""
 [[ -z $key ]] || cosign=$("$root/scripts/build-cosign.sh")
 
+out=${BM_RELEASE_OUT:-$root/dist/release}
 version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -79,6 +80,71 @@ push() {
 }
 webhook_image=$(push "${built[0]}" bridge-migration)
 sidecar_image=$(push "${built[1]}" bridge-migration-sidecar)
+
+# A CycloneDX SBOM per image, from the image itself: the Python distributions its venv holds (its
+# hash-locked requirements file and the project) and the Debian packages of its dpkg status.
+mkdir -p "$out"
+sbom() {
+  local ref=$1 pushed=$2 name=$3 lock=$4 file=$out/$3.cdx.json
+  # podman's conmon asks for RLIMIT_NPROC 32768 unless told less (lab/container.py does the same).
+  local nofile nproc
+  nofile=$(ulimit -n)
+  nproc=$(ulimit -u)
+  [[ $nproc == unlimited || $nproc -gt 4096 ]] && nproc=4096
+  local -a run=(podman --runtime runc --cgroup-manager cgroupfs run --rm --network none --read-only
+    --cap-drop=all --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" "$ref")
+  # (`|| exit`: errexit does not reach into the command substitution this function runs in.)
+  "${run[@]}" python -c 'import importlib.metadata as m
+for d in m.distributions(): print(d.name, d.version, sep="\t")' >"$work/$name.py.tsv" || exit 1
+  # shellcheck disable=SC2016 # dpkg-query's own ${field} syntax
+  "${run[@]}" dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\n' >"$work/$name.deb.tsv" || exit 1
+  python3 - "$pushed" "$name" "$version" "$lock" "$work/$name.py.tsv" "$work/$name.deb.tsv" >"$file" <<'PY'
+import json
+import sys
+import uuid
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+pushed, name, version, lock, py, deb = sys.argv[1:]
+components = []
+for line in open(py).read().splitlines():
+    dist, ver = line.split("\t")
+    components.append(
+        {"type": "library", "name": dist, "version": ver, "purl": f"pkg:pypi/{dist.lower().replace('_', '-')}@{ver}"}
+    )
+for line in open(deb).read().splitlines():
+    pkg, ver, arch = line.split("\t")
+    purl = f"pkg:deb/debian/{pkg}@{quote(ver)}?arch={arch}&distro=bookworm"
+    components.append({"type": "library", "name": pkg, "version": ver, "purl": purl})
+digest = pushed.split("@")[1]
+bom = {
+    "bomFormat": "CycloneDX",
+    "specVersion": "1.5",
+    "serialNumber": f"urn:uuid:{uuid.uuid4()}",
+    "version": 1,
+    "metadata": {
+        "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tools": {"components": [{"type": "application", "name": "bridge-migration scripts/release.sh"}]},
+        "component": {
+            "type": "container",
+            "name": name,
+            "version": version,
+            "purl": f"pkg:oci/{name}@{quote(digest)}?repository_url={quote(pushed.split('@')[0], safe='')}",
+            "hashes": [{"alg": "SHA-256", "content": digest.removeprefix("sha256:")}],
+        },
+        "properties": [{"name": "bridge-migration:lock", "value": lock}],
+    },
+    "components": sorted(components, key=lambda c: (c["purl"].split("/")[0], c["name"].lower())),
+}
+json.dump(bom, sys.stdout, indent=1)
+print()
+PY
+  [[ -s $file ]] || exit 1
+  say "sbom $file ($(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["components"]))' "$file") components)"
+  echo "$file"
+}
+webhook_sbom=$(sbom "${built[0]}" "$webhook_image" bridge-migration requirements/webhook.txt)
+sidecar_sbom=$(sbom "${built[1]}" "$sidecar_image" bridge-migration-sidecar requirements/sidecar.txt)
 
 # The chart with its default images set to the pushed ones, by digest. Only those four lines of
 # values.yaml change (its comments, which `helm show values` prints, stay).
@@ -129,6 +195,12 @@ if [[ -n $cosign ]]; then
     COSIGN_PASSWORD=${COSIGN_PASSWORD-} "$cosign" sign --yes --key "$key" --tlog-upload=false \
       "${cosign_tls[@]}" "$ref" >&2
   done
+  # Each SBOM as a signed attestation of its image (cosign verify-attestation --type cyclonedx).
+  for pair in "$webhook_image $webhook_sbom" "$sidecar_image $sidecar_sbom"; do
+    say "cosign attest --type cyclonedx ${pair#* } ${pair%% *}"
+    COSIGN_PASSWORD=${COSIGN_PASSWORD-} "$cosign" attest --yes --key "$key" --tlog-upload=false \
+      "${cosign_tls[@]}" --type cyclonedx --predicate "${pair#* }" "${pair%% *}" >&2
+  done
 fi
 
 echo "webhook_image=$webhook_image"
@@ -136,3 +208,5 @@ echo "sidecar_image=$sidecar_image"
 echo "chart=oci://$registry/charts/bridge-migration"
 echo "chart_version=$version"
 echo "chart_digest=$chart_digest"
+echo "webhook_sbom=$webhook_sbom"
+echo "sidecar_sbom=$sidecar_sbom"

@@ -10,6 +10,7 @@ cd "$root"
 ./scripts/build-crds.sh core/v1 plugin/v1alpha1 >/dev/null  # KubeVirt's CRD schemas (core kinds, Plugin): one controller-gen run (cached)
 ./scripts/install-lab.sh
 ./scripts/install-image.sh  # buildah, podman, runc, mmdebstrap: tests/image builds and runs the image
+./scripts/install-release.sh  # skopeo, docker-registry, cosign (built, cached): tests/image/test_release.py
 # shellcheck disable=SC1091
 source .venv/bin/activate
 echo "== ruff"
