@@ -12,8 +12,12 @@
 # with the cosign private key KEY (COSIGN_PASSWORD from the environment), without a transparency
 # log upload (--tlog-upload=false; verify with --insecure-ignore-tlog). --plain-http: the registry
 # speaks HTTP without TLS (a loopback registry), for skopeo, helm and cosign alike.
+# SBOMs: one CycloneDX document per image (its venv's Python distributions, i.e. its hash-locked
+# requirements file and the project, and its dpkg packages, read from the image with podman run),
+# written to dist/release/<image>.cdx.json ($BM_RELEASE_OUT); with --sign also pushed as a signed
+# attestation of the image (cosign attest --type cyclonedx). docs/install.md, "A release".
 # Progress goes to stderr; stdout ends with one KEY=VALUE a line: webhook_image, sidecar_image
-# (by digest), chart (the oci:// reference), chart_version, chart_digest.
+# (by digest), chart (the oci:// reference), chart_version, chart_digest, webhook_sbom, sidecar_sbom.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

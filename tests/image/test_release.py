@@ -123,11 +123,11 @@ class Release:
 
 
 @pytest.fixture(scope="module")
-def release(registry: str, key_pair: tuple[Path, Path]) -> Release:
+def release(registry: str, key_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Release:
     started = time.monotonic()
     out = run(
         REPO_ROOT / "scripts" / "release.sh", "--plain-http", "--sign", key_pair[0], registry,
-        env={"COSIGN_PASSWORD": ""},
+        env={"COSIGN_PASSWORD": "", "BM_RELEASE_OUT": str(tmp_path_factory.mktemp("release"))},
         timeout=1500,
     )  # fmt: skip
     print(out, f"release.sh took {time.monotonic() - started:.0f} s", sep="\n")
