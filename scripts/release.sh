@@ -7,8 +7,9 @@
 #   REGISTRY/bridge-migration-sidecar:<version>  the sidecar image
 #   oci://REGISTRY/charts/bridge-migration       the chart, version <version>, whose values name
 #                                                both images as REGISTRY/...@sha256:<digest>
-# Images go with skopeo (their digests are those of the manifests the registry stored), the chart
-# with `helm package` + `helm push`. --sign KEY: cosign signs both images and the chart by digest
+# The images are built without cached layers (scripts/build-image.sh --from-scratch) and pushed with
+# skopeo (their digests are those of the manifests the registry stored), the chart with
+# `helm package` + `helm push`. --sign KEY: cosign signs both images and the chart by digest
 # with the cosign private key KEY (COSIGN_PASSWORD from the environment), without a transparency
 # log upload (--tlog-upload=false; verify with --insecure-ignore-tlog). --plain-http: the registry
 # speaks HTTP without TLS (a loopback registry), for skopeo, helm and cosign alike.
@@ -69,7 +70,9 @@ if ((plain_http)); then
   cosign_tls=(--allow-insecure-registry --allow-http-registry)
 fi
 
-mapfile -t built < <("$root/scripts/build-image.sh" | tail -n 2)
+# --from-scratch: with cached layers buildah can keep the LABEL layer of an earlier commit (the
+# revision label then names the wrong commit; seen 2026-12-07 on the webhook image).
+mapfile -t built < <("$root/scripts/build-image.sh" --from-scratch | tail -n 2)
 ((${#built[@]} == 2)) || { say "build-image.sh did not print two images"; exit 1; }
 
 # push LOCAL_REF NAME: prints REGISTRY/NAME@sha256:... of the manifest the registry stored.

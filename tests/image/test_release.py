@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonpatch
 import pytest
 import yaml
 from packaging.utils import canonicalize_name
@@ -31,10 +33,13 @@ from kubelab.controlplane import ControlPlane
 from kubelab.crds import install_crds
 from kubelab.lab import KUBEVIRT_NAMESPACE
 from kubelab.ports import free_port
+from kubelab.reviews import make_review
 from kubelab.tools import REPO_ROOT, find_tools
 from lab import container
 from lab.process import LabProcess, wait_for
 from tests.test_packaging import lock_pins
+from tests.webhook.vmis import vmi
+from webhook.certs import CertificateAuthority
 
 pytestmark = [pytest.mark.image, pytest.mark.kube, pytest.mark.timeout(1800)]
 
@@ -158,6 +163,7 @@ def test_release_pushes_both_images_by_digest_and_the_tags_name_the_same_manifes
 def test_the_pushed_images_pull_and_are_the_builds(release: Release) -> None:
     """What a node would do: pull REGISTRY/...@sha256 (podman, plain HTTP) and read its labels."""
     version = release.chart_version
+    head = run("git", "-C", REPO_ROOT, "rev-parse", "HEAD").strip()
     for ref, title in (
         (release.webhook_image, "bridge-migration"),
         (release.sidecar_image, "bridge-migration-sidecar"),
@@ -166,6 +172,8 @@ def test_the_pushed_images_pull_and_are_the_builds(release: Release) -> None:
         labels = json.loads(run(*container.PODMAN, "image", "inspect", ref))[0]["Config"]["Labels"]
         assert labels["org.opencontainers.image.title"] == title
         assert labels["org.opencontainers.image.version"] == version
+        # Built from scratch: a cached LABEL layer would name an earlier commit.
+        assert labels["org.opencontainers.image.revision"].removesuffix("-dirty") == head
 
 
 def test_the_chart_is_in_the_registry_as_a_helm_oci_artifact(release: Release) -> None:
@@ -208,27 +216,90 @@ def plane() -> Iterator[ControlPlane]:
         yield running
 
 
-def test_helm_install_from_the_registry_names_every_image_by_its_pushed_digest(
-    release: Release, plane: ControlPlane
-) -> None:
+@pytest.fixture(scope="module")
+def installed(release: Release, plane: ControlPlane) -> dict[str, Any]:
+    """`helm install oci://REGISTRY/charts/bridge-migration --version X`: the webhook Deployment."""
     helm = [str(plane.tools.helm), f"--kubeconfig={plane.kubeconfig}"]
     run(
         *helm, "install", RELEASE, release.chart, "--version", release.chart_version, "--plain-http",
         "--namespace", NAMESPACE, "--create-namespace", "--set", "cleanup.onUninstall=true",
     )  # fmt: skip
-    kubectl = plane.kubectl()
-    deploy = kubectl.get("deployment", f"{RELEASE}-bridge-migration", namespace=NAMESPACE)
-    [webhook] = deploy["spec"]["template"]["spec"]["containers"]
+    [listed] = json.loads(run(*helm, "list", "-n", NAMESPACE, "-o", "json"))
+    assert (listed["status"], listed["chart"]) == ("deployed", f"bridge-migration-{release.chart_version}")
+    deploy: dict[str, Any] = plane.kubectl().get("deployment", f"{RELEASE}-bridge-migration", namespace=NAMESPACE)
+    return deploy
+
+
+def test_helm_install_from_the_registry_names_every_image_by_its_pushed_digest(
+    release: Release, plane: ControlPlane, installed: dict[str, Any]
+) -> None:
+    [webhook] = installed["spec"]["template"]["spec"]["containers"]
     assert webhook["image"] == release.webhook_image
     # The fixer's image: what the webhook writes into hookSidecars (hook) and launcher pods (inject).
     assert f"--sidecar-image={release.sidecar_image}" in webhook["args"]
+    helm = [str(plane.tools.helm), f"--kubeconfig={plane.kubeconfig}"]
     hooks = [doc for doc in yaml.safe_load_all(run(*helm, "get", "hooks", RELEASE, "-n", NAMESPACE)) if doc]
     [job] = [doc for doc in hooks if doc["kind"] == "Job"]
     [cleanup] = job["spec"]["template"]["spec"]["containers"]
     assert cleanup["image"] == release.webhook_image
     assert f"--sidecar-image={release.sidecar_image}" in cleanup["args"]
-    [listed] = json.loads(run(*helm, "list", "-n", NAMESPACE, "-o", "json"))
-    assert (listed["status"], listed["chart"]) == ("deployed", f"bridge-migration-{release.chart_version}")
+
+
+def test_the_webhook_pulled_by_digest_writes_the_sidecar_by_digest_into_a_vmi(
+    release: Release, installed: dict[str, Any], tmp_path: Path
+) -> None:
+    """The installed Deployment's container run as a node would (the image by digest from the
+    registry, its command and args; only where it listens, and the gate, which it would read from
+    the KubeVirt CR, changed) admits a VMI: our hookSidecars entry names the sidecar by digest."""
+    [spec] = installed["spec"]["template"]["spec"]["containers"]
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    ca = CertificateAuthority(tls)
+    pair = ca.issue("tls", common_name="bridge-migration", hosts=("127.0.0.1", "localhost"))
+    for path in (tls, pair.cert, pair.key):
+        os.chown(path, container.IMAGE_UID, container.IMAGE_UID)
+    port = free_port()
+    replaced = {"--host": "127.0.0.1", "--port": str(port), "--sidecar-gate": "on"}
+    args = [
+        a if a.split("=")[0] not in replaced else f"{a.split('=')[0]}={replaced[a.split('=')[0]]}" for a in spec["args"]
+    ]
+    assert [a for a in args if a.startswith("--tls-")] == [
+        "--tls-cert=/etc/bridge-migration/tls/tls.crt",
+        "--tls-key=/etc/bridge-migration/tls/tls.key",
+    ]
+    name = f"bm-release-test-webhook-{port}"
+    argv = container.run_argv(
+        release.webhook_image, [*spec["command"], *args], name=name, network="host",
+        volumes=[f"{tls}:/etc/bridge-migration/tls:ro"],
+    )  # fmt: skip
+    process = LabProcess(name="webhook from the registry", argv=argv, log_path=tmp_path / "webhook.log")
+    verify = ssl.create_default_context(cafile=str(ca.ca_path))
+
+    def up() -> bool:
+        if not process.alive():
+            raise RuntimeError(process.log_tail(40))
+        try:
+            return httpx.get(f"https://127.0.0.1:{port}/healthz", verify=verify, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, timeout=120, interval=0.5, what="the registry webhook's /healthz")
+        obj = vmi()
+        answer = httpx.post(
+            f"https://127.0.0.1:{port}/mutate/virtualmachineinstances",
+            json=make_review(obj, uid="release-1"),
+            verify=verify,
+            timeout=30,
+        ).json()["response"]
+    finally:
+        process.stop()
+        container.remove(name)
+    assert answer["allowed"], answer
+    stored = jsonpatch.apply_patch(obj, json.loads(base64.b64decode(answer["patch"])))
+    [entry] = json.loads(stored["metadata"]["annotations"]["hooks.kubevirt.io/hookSidecars"])
+    print(json.dumps(entry, indent=1))
+    assert entry["image"] == release.sidecar_image
 
 
 @pytest.mark.parametrize("which", ["webhook", "sidecar"])
