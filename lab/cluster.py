@@ -66,6 +66,7 @@ from lab.paths import PREFIX, RUN_ROOT
 from lab.process import LabProcess
 from lab.reconcile import ReconcileMode, Reconciler, ReconcileTiming, timing_of, with_link_states
 from lab.sidecar import DEFAULT_LINK_PAUSE_MS, Sidecar
+from lab.stuntime import stop_all as stop_echo_streams
 from lab.vmi import lab_vmi
 from webhook.macs import pinned_mac as webhook_pinned_mac
 
@@ -670,6 +671,7 @@ class Lab:
         if self._closed:
             return
         self._closed = True
+        stop_echo_streams()  # a failed scenario's probes, before the namespaces they ping from go
         for timer in self._lingering:
             timer.cancel()
             timer.join(timeout=60)  # one already deleting its pod finishes first

@@ -44,6 +44,7 @@ class EchoStream:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
+        _RUNNING.append(self)
         # -n: no DNS; -W 1: an echo is lost after 1 s. Root may go below ping's 200 ms floor.
         cmd = ["ip", "netns", "exec", self.netns, "ping", "-n", "-D", "-W", "1", "-i", f"{self.interval_s}"]
         self._proc = subprocess.Popen(
@@ -61,6 +62,7 @@ class EchoStream:
                     self.replies.append(float(m[1]))
 
     def stop(self) -> list[float]:
+        _RUNNING[:] = [stream for stream in _RUNNING if stream is not self]
         if self._proc is not None:
             stop(self._proc, grace=5)
         if self._reader is not None:
@@ -69,6 +71,18 @@ class EchoStream:
             self._proc.stdout.close()  # the pipe, read to its end: left open it is a ResourceWarning
         with self._lock:
             return list(self.replies)
+
+
+# Streams started and not stopped yet. A scenario that fails between the two leaves its streams to
+# Lab.close (stop_all): a ping left running and a pipe left to the garbage collector would surface
+# as an unraisable ResourceWarning in whichever later test happens to be running then.
+_RUNNING: list[EchoStream] = []
+
+
+def stop_all() -> None:
+    """Stop every stream still running (Lab.close calls it)."""
+    for stream in list(_RUNNING):
+        stream.stop()
 
 
 def gap_ms(old: list[float], new: list[float], *, interval_s: float = INTERVAL_S) -> int | None:
