@@ -11,6 +11,7 @@ from lab.cleanup import lab_namespaces
 from lab.cluster import Lab
 from lab.network import NETWORKS
 from lab.shell import in_netns, ip, run
+from lab.stuntime import StunProbe
 
 pytestmark = pytest.mark.lab
 
@@ -47,6 +48,20 @@ def test_a_pod_namespace_is_laid_out_like_kubevirt_bridge_binding_and_cleanup_re
         assert len(lab_namespaces(lab_id)) == 4
     assert lab_namespaces(lab_id) == []
     assert f"{lab_id}" not in run(["ip", "netns", "list"])
+
+
+def test_a_lab_closed_by_a_failed_scenario_stops_the_stun_probes_it_left_running() -> None:
+    """run_steps tears its lab down with ``with lab``; a step that raises after migrate_probed
+    started the probes (a recovery timeout) never finishes them. Lab.close stops them: cleanup only
+    kills their ping, so its Popen (never waited) and pipe went to the garbage collector, an
+    unraisable ResourceWarning in whichever later test it collected in (test_plan_properties in CI)."""
+    with pytest.raises(TimeoutError), Lab() as lab:
+        lab.add_nodes("a", "b")
+        probe = StunProbe(lab.nodes["a"].netns, "10.244.1.2")
+        raise TimeoutError("no lease in the target pod")
+    ping = probe._old._proc
+    assert ping is not None and ping.returncode is not None, "ping not reaped"
+    assert ping.stdout is not None and ping.stdout.closed, "ping's pipe left open"
 
 
 def test_a_deleted_pod_leaves_no_namespace_and_its_node_no_route(lab: Lab) -> None:
