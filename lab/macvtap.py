@@ -125,9 +125,8 @@ def run_macvtap_migration(
             agent.stop()
         fixups = vm.pod.sidecar.fixups() if vm.pod.sidecar is not None else []
         actions = {i["name"]: i["action"] for f in fixups if not f.get("dryRun") for i in f.get("interfaces", [])}
-        nic = vm.guest_nic(MACVTAP_NET.name)
-        acks = vm.console.events("dhcp-ack", nic=nic)
-        address_after = acks[-1].fields.get("ip", "").split("/")[0] if acks else None
+        lease = vm.guest_address(vm.guest_nic(MACVTAP_NET.name))
+        address_after = lease.split("/")[0] if lease else None
         result = MacvtapRun(
             release=release,
             guest=guest,

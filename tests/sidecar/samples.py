@@ -76,3 +76,16 @@ THREE_NIC_VMI = vmi(
         {"name": "masq", "multus": {"networkName": "other"}},
     ],
 )
+
+
+# A bridge NIC on a Multus network (a VLAN) beside the pod network's.
+VLAN_IFACE = """<interface type='ethernet'>
+      <mac address='02:00:00:aa:bb:07'/>
+      <target dev='tap1f3e9a0c2b7' managed='no'/>
+      <model type='virtio-non-transitional'/>
+      <alias name='ua-vlan7'/>
+    </interface>"""
+VLAN_VMI = vmi(
+    interfaces=[{"name": "default", "bridge": {}}, {"name": "vlan7", "bridge": {}}],
+    networks=[{"name": "default", "pod": {}}, {"name": "vlan7", "multus": {"networkName": "default/vlan7"}}],
+)

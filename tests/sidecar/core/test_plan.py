@@ -21,6 +21,8 @@ from tests.sidecar.samples import (
     NO_ALIAS_IFACE,
     POD_MAC,
     THREE_NIC_VMI,
+    VLAN_IFACE,
+    VLAN_VMI,
     domain_xml,
     vmi,
 )
@@ -201,16 +203,6 @@ def test_nic_refresh_reattach_turns_a_link_refresh_into_a_reattach_with_the_same
     assert plan.action == "none"
 
 
-VLAN_IFACE = """<interface type='ethernet'>
-      <mac address='02:00:00:aa:bb:07'/>
-      <target dev='tap1f3e9a0c2b7' managed='no'/>
-      <model type='virtio-non-transitional'/>
-      <alias name='ua-vlan7'/>
-    </interface>"""
-VLAN_VMI = vmi(
-    interfaces=[{"name": "default", "bridge": {}}, {"name": "vlan7", "bridge": {}}],
-    networks=[{"name": "default", "pod": {}}, {"name": "vlan7", "multus": {"networkName": "default/vlan7"}}],
-)
 VLAN_LINK = hashed_pod_interface_name("vlan7")
 TARGET_POD_MAC = "0a:58:0a:f6:02:0b"
 

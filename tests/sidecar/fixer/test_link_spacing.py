@@ -26,7 +26,7 @@ from sidecar.core.plan import InterfacePlan, make_plan
 from sidecar.core.removals import DeviceRemovals
 from sidecar.fixer.executor import Executor
 from sidecar.fixer.settings import FixerSettings
-from tests.sidecar.samples import domain_xml, vmi
+from tests.sidecar.samples import VLAN_IFACE, VLAN_VMI, domain_xml
 
 
 class FakeClock:
@@ -111,21 +111,9 @@ class FakeDomain:
         raise AssertionError("a link refresh attaches nothing")
 
 
-# A second NIC that gets a link refresh too: a bridge on a Multus network (a macvtap NIC whose MAC
-# stays gets nothing, facts V6).
-VLAN_IFACE = """<interface type='ethernet'>
-      <mac address='02:00:00:aa:bb:07'/>
-      <target dev='tap1f3e9a0c2b7' managed='no'/>
-      <model type='virtio'/>
-      <alias name='ua-vlan7'/>
-    </interface>"""
-VLAN_VMI = vmi(
-    interfaces=[{"name": "default", "bridge": {}}, {"name": "vlan7", "bridge": {}}],
-    networks=[{"name": "default", "pod": {}}, {"name": "vlan7", "multus": {"networkName": "default/vlan7"}}],
-)
-
-
 def _two_refreshes(clock: FakeClock) -> tuple[FakeDomain, list[InterfacePlan]]:
+    # The second link refresh is a bridge on a Multus network: a macvtap NIC whose MAC stays gets
+    # nothing (facts V6).
     xml = domain_xml(extra=VLAN_IFACE)
     plans = make_plan(domain_xml=xml, vmi=VLAN_VMI, policy="pin", macs={}, pod_macs={})
     assert [p.action for p in plans] == ["link-refresh", "link-refresh"]
